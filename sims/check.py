@@ -1,0 +1,338 @@
+"""Conformance checker: does a simulator behave well enough to train on, before any cluster?"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.utils.env_checker import check_env
+
+from sims.adapter import SimEnv
+from sims.contract import SimError, SimulatorFault
+from sims.registry import make_env
+
+Status = Literal["pass", "warn", "fail", "skip"]
+CLIP_WARN_FRACTION = 0.01  # warn when more than 1% of a state's observations are clipped
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Gymnasium colours its warnings
+
+
+@dataclass
+class Finding:
+    check: str
+    status: Status
+    detail: str = ""
+
+
+@dataclass
+class Report:
+    sim: str
+    findings: list[Finding] = field(default_factory=list)
+    mean_step_us: float | None = None
+    steps: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return all(f.status != "fail" for f in self.findings)
+
+    @property
+    def steps_per_s(self) -> float | None:
+        return 1e6 / self.mean_step_us if self.mean_step_us else None
+
+    def add(self, check: str, status: Status, detail: str = "") -> None:
+        self.findings.append(Finding(check, status, detail))
+
+    def failures(self) -> list[Finding]:
+        return [f for f in self.findings if f.status == "fail"]
+
+
+def _make(name: str, lessons: Path | None) -> gym.Env:
+    return make_env(name, lessons=lessons) if lessons is not None else make_env(name)
+
+
+def _base(env: gym.Env) -> gym.Env:
+    return env.unwrapped
+
+
+def _same(a: Any, b: Any) -> bool:
+    return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+
+
+def _rollout(env: gym.Env, seed: int, actions: list[Any], options: dict | None = None) -> list:
+    """Observations, rewards and flags (and raw states for our sims) of one seeded episode;
+    the scenario drawn is first, so that a trace can be compared with or without it."""
+    obs, info = env.reset(seed=seed, options=options)
+    trace = [(info.get("scenario"),), (obs, info.get("states"))]
+    for action in actions:
+        obs, reward, terminated, truncated, info = env.step(action)
+        trace.append((obs, reward, terminated, truncated, info.get("states")))
+        if terminated or truncated:
+            break
+    return trace
+
+
+def _traces_equal(a: list, b: list) -> bool:
+    if len(a) != len(b):
+        return False
+    return all(
+        len(x) == len(y)
+        and all(_same(u, v) if u is not None else v is None for u, v in zip(x, y, strict=True))
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+def _actions(space: gym.Space, seed: int, n: int) -> list[Any]:
+    space.seed(seed)
+    return [space.sample() for _ in range(n)]
+
+
+def _check_gymnasium(report: Report, make: Any) -> None:
+    env = make()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            check_env(_base(env), skip_render_check=True)
+        except Exception as exc:  # the checker raises AssertionError and others; report them all
+            report.add("gymnasium env checker", "fail", f"{type(exc).__name__}: {exc}")
+            return
+    messages = sorted(
+        {_ANSI.sub("", str(w.message)) for w in caught if "render" not in str(w.message)}
+    )
+    if messages:
+        report.add("gymnasium env checker", "warn", "; ".join(messages))
+    else:
+        report.add("gymnasium env checker", "pass")
+
+
+def _check_spaces(report: Report, env: gym.Env) -> None:
+    obs_space = env.observation_space
+    problems = []
+    if isinstance(_base(env), SimEnv):
+        if not (isinstance(obs_space, gym.spaces.Box) and obs_space.dtype == np.float32):
+            problems.append(f"observation space is {obs_space}, expected a float32 Box")
+        if not (
+            isinstance(env.action_space, gym.spaces.Box) and env.action_space.dtype == np.float32
+        ):
+            problems.append(f"action space is {env.action_space}, expected a float32 Box")
+    obs, _ = env.reset(seed=0)
+    step_obs = env.step(env.action_space.sample())[0]
+    for where, value in (("reset", obs), ("step", step_obs)):
+        if not obs_space.contains(value):
+            dtype = getattr(value, "dtype", type(value).__name__)
+            problems.append(f"{where}() observation {value!r} ({dtype}) is outside {obs_space}")
+    detail = f"observation {obs_space}, action {env.action_space}"
+    report.add("spaces and dtypes", "fail" if problems else "pass", "; ".join(problems) or detail)
+
+
+def _check_determinism(report: Report, make: Any, seed: int) -> None:
+    first, second = make(), make()
+    actions = _actions(first.action_space, seed, 200)
+    for episode in range(3):
+        a = _rollout(first, seed + episode, actions)
+        b = _rollout(second, seed + episode, actions)
+        if not _traces_equal(a, b):
+            first_diff = next(
+                (
+                    i
+                    for i, (x, y) in enumerate(zip(a, b, strict=False))
+                    if not _traces_equal([x], [y])
+                ),
+                min(len(a), len(b)),
+            )
+            where = {0: "in the scenario drawn", 1: "at reset"}.get(
+                first_diff, f"at step {first_diff - 1}"
+            )
+            report.add(
+                "seeded determinism",
+                "fail",
+                f"two instances with seed {seed + episode} and the same actions diverge {where}; "
+                "draw all randomness from self.np_random (set by the adapter), never "
+                "from random or np.random",
+            )
+            return
+    report.add("seeded determinism", "pass", "3 seeded episodes identical across two instances")
+
+
+def _check_parameters(report: Report, env: SimEnv, seed: int) -> None:
+    params: dict[str, set[float]] = {}
+    for lesson in env.plan.lessons:
+        for key, param in lesson.parameters.items():
+            params.setdefault(key, set()).update(param.extremes())
+    if not params:
+        report.add("lesson parameters reach the simulator", "skip", "the lessons set no parameters")
+        return
+    actions = _actions(env.action_space, seed, 500)
+    silent, single = [], []
+    for key, values in params.items():
+        if len(values) < 2:
+            single.append(key)
+            continue
+        low, high = min(values), max(values)
+        a = _rollout(env, seed, actions, {"scenario": {key: low}})
+        b = _rollout(env, seed, actions, {"scenario": {key: high}})
+        if _traces_equal(a[1:], b[1:]):  # what the simulator did, not the scenario asked for
+            silent.append(f"{key} ({low} and {high} give identical trajectories)")
+    if silent:
+        report.add(
+            "lesson parameters reach the simulator",
+            "fail",
+            f"{', '.join(silent)}; read these from the config in "
+            f"{type(env.simulator).__name__}.reset()",
+        )
+    else:
+        note = f"; only one value in the lessons, not varied: {', '.join(single)}" if single else ""
+        report.add(
+            "lesson parameters reach the simulator",
+            "pass",
+            f"{len(params) - len(single)} varied{note}",
+        )
+
+
+def _check_random_policy(
+    report: Report, env: gym.Env, seed: int, episodes: int, max_steps: int
+) -> None:
+    base = _base(env)
+    ours = isinstance(base, SimEnv)
+    observed: dict[str, list[float]] = {}
+    elapsed, steps = 0.0, 0
+    env.action_space.seed(seed)
+    try:
+        for episode in range(episodes):
+            obs, info = env.reset(seed=seed + episode)
+            done = False
+            while not done and steps < max_steps:
+                action = env.action_space.sample()
+                start = time.perf_counter()
+                obs, _, terminated, truncated, info = env.step(action)
+                elapsed += time.perf_counter() - start
+                steps += 1
+                done = terminated or truncated
+                if ours:
+                    for name in base.spec_.observations:
+                        observed.setdefault(name, []).append(info["states"][name])
+                elif not np.all(np.isfinite(np.asarray(obs, dtype=np.float64))):
+                    bad = np.flatnonzero(~np.isfinite(np.asarray(obs, dtype=np.float64)))
+                    raise SimulatorFault(
+                        f"observation component(s) {bad.tolist()} are not finite: {obs}"
+                    )
+            if steps >= max_steps:
+                break
+    except SimulatorFault as exc:
+        report.add("finite states (NaN/inf)", "fail", str(exc))
+        return
+    report.add("finite states (NaN/inf)", "pass", f"{steps} random-policy steps")
+    report.steps = steps
+    report.mean_step_us = elapsed / steps * 1e6 if steps else None
+    if not ours:
+        report.add(
+            "observations inside normalisation ranges", "skip", "plain Gymnasium environment"
+        )
+        return
+    wide = []
+    for name, rng in base.spec_.observations.items():
+        values = np.asarray(observed[name])
+        clipped = np.mean((values < rng.low) | (values > rng.high))
+        if clipped > CLIP_WARN_FRACTION:
+            wide.append(
+                f"{name}: {clipped:.1%} clipped, observed {values.min():.4g} to {values.max():.4g} "
+                f"vs range [{rng.low:.4g}, {rng.high:.4g}]"
+            )
+    if wide:
+        report.add(
+            "observations inside normalisation ranges",
+            "warn",
+            "; ".join(wide) + "; widen these ranges in SPEC.observations",
+        )
+    else:
+        report.add(
+            "observations inside normalisation ranges", "pass", "<= 1% clipped for every state"
+        )
+
+
+def _check_pickle(report: Report, make: Any, seed: int) -> None:
+    env = make()
+    try:
+        copy = pickle.loads(pickle.dumps(env))
+    except Exception as exc:  # pickle raises many types; all mean "Ray cannot ship this"
+        report.add(
+            "pickles (Ray ships envs to workers)",
+            "fail",
+            f"{type(exc).__name__}: {exc}; use module-level functions for reward/terminal and "
+            "keep no open files, sockets or locks on the simulator",
+        )
+        return
+    actions = _actions(env.action_space, seed, 50)
+    same = _traces_equal(_rollout(env, seed, actions), _rollout(copy, seed, actions))
+    report.add(
+        "pickles (Ray ships envs to workers)",
+        "pass" if same else "fail",
+        "the unpickled copy replays identically"
+        if same
+        else "the unpickled copy behaves differently",
+    )
+
+
+def check_sim(
+    name: str,
+    *,
+    lessons: Path | None = None,
+    seed: int = 0,
+    episodes: int = 30,
+    max_steps: int = 3000,
+) -> Report:
+    """Run every conformance check on the simulator ``name``; never raises for sim problems."""
+    report = Report(sim=name)
+
+    def make() -> gym.Env:
+        return _make(name, lessons)
+
+    try:
+        env = make()
+    except SimError as exc:
+        report.add("construct", "fail", str(exc))
+        return report
+    report.add("construct", "pass", type(_base(env)).__name__)
+    try:
+        _check_gymnasium(report, make)
+        _check_spaces(report, make())
+        _check_determinism(report, make, seed)
+        if isinstance(_base(env), SimEnv):
+            _check_parameters(report, make(), seed)
+        else:
+            report.add(
+                "lesson parameters reach the simulator", "skip", "plain Gymnasium environment"
+            )
+        _check_random_policy(report, make(), seed, episodes, max_steps)
+        _check_pickle(report, make, seed)
+    except (SimError, SimulatorFault) as exc:
+        report.add("run", "fail", str(exc))
+    return report
+
+
+def render(report: Report) -> None:
+    """Print the report as a table, then the step rate and the verdict."""
+    from rich.console import Console
+    from rich.table import Table
+
+    colours = {"pass": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
+    table = Table(title=f"check-sim: {report.sim}", show_lines=False)
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("detail", overflow="fold")
+    for f in report.findings:
+        table.add_row(f.check, f"[{colours[f.status]}]{f.status}[/]", f.detail)
+    console = Console()
+    console.print(table)
+    if report.steps_per_s:
+        console.print(
+            f"step rate: {report.steps_per_s:,.0f} steps/s "
+            f"({report.mean_step_us:.1f} µs/step over {report.steps} random-policy steps)"
+        )
+    verdict = "[green]PASS[/]" if report.ok else f"[red]FAIL[/] ({len(report.failures())} failing)"
+    console.print(f"{report.sim}: {verdict}")

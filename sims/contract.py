@@ -1,0 +1,151 @@
+"""The simulator contract: what a user implements to train agents on their own simulator.
+
+A simulator speaks in physical units: ``reset(config)`` and ``step(action)`` return a dict of
+named floats (the states), and actions arrive as a dict of named floats. A :class:`SimSpec`
+says which states the agent observes and how to normalise them, which actions it takes and
+their physical ranges, the reward, any extra termination, and which states to log. The
+Gymnasium adapter (:mod:`sims.adapter`) turns (simulator, spec, lesson) into an environment.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+States = dict[str, float]
+Action = dict[str, float]
+
+
+class SimError(ValueError):
+    """A user-facing problem with a simulator, its spec or its lessons.
+
+    The message names the file, key or value and says how to fix it.
+    """
+
+
+class SimulatorFault(RuntimeError):
+    """The simulator itself misbehaved at run time (raised, or returned NaN/inf)."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """A closed interval in physical units."""
+
+    low: float
+    high: float
+    unit: str = ""
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):
+            raise SimError(
+                f"range [{self.low}, {self.high}] is invalid: low and high must be finite "
+                "with low < high"
+            )
+
+    def normalise(self, value: float) -> float:
+        """Map ``value`` to [-1, 1], clipping what lies outside the range."""
+        scaled = 2.0 * (value - self.low) / (self.high - self.low) - 1.0
+        return min(1.0, max(-1.0, scaled))
+
+    def denormalise(self, scaled: float) -> float:
+        """Map ``scaled`` in [-1, 1] (clipped first) to the physical range."""
+        scaled = min(1.0, max(-1.0, scaled))
+        return self.low + (scaled + 1.0) * 0.5 * (self.high - self.low)
+
+    def clip(self, value: float) -> float:
+        return min(self.high, max(self.low, value))
+
+
+class Simulator(abc.ABC):
+    """Base class for a simulator.
+
+    Subclasses implement :meth:`reset` and :meth:`step` and keep :attr:`terminated` and
+    :attr:`truncated` current. ``PARAMETERS`` names every scenario parameter the simulator
+    understands, with its default; lesson files may only name these.
+
+    Randomness: the adapter sets :attr:`np_random` to the environment's seeded generator
+    before every reset. Draw every random number from it, never from ``random`` or
+    ``np.random``, so that seeded runs repeat exactly.
+    """
+
+    PARAMETERS: Mapping[str, float] = {}
+
+    np_random: np.random.Generator
+    terminated: bool = False
+    truncated: bool = False
+
+    def __init__(self) -> None:
+        self.np_random = np.random.default_rng()
+
+    @abc.abstractmethod
+    def reset(self, config: Mapping[str, float]) -> States:
+        """Start an episode for the scenario ``config``; return the initial states."""
+
+    @abc.abstractmethod
+    def step(self, action: Mapping[str, float]) -> States:
+        """Advance one control step with ``action`` (physical units); return the states."""
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A controller that acts on physical states: baselines and trained agents alike."""
+
+    def reset(self) -> None:
+        """Forget any internal state (integrators, filters) before an episode."""
+
+    def act(self, states: Mapping[str, float]) -> Action:
+        """Return the action, in physical units, for ``states``."""
+
+
+RewardFn = Callable[[Mapping[str, float], Mapping[str, float]], float]
+TerminalFn = Callable[[Mapping[str, float]], bool]
+
+
+@dataclass(frozen=True)
+class SimSpec:
+    """How an agent sees and drives a simulator.
+
+    ``reward(states, action)`` and ``terminal(states)`` receive the states after the step
+    and the action (physical units). They must be module-level functions: Ray pickles the
+    environment to ship it to its workers.
+    """
+
+    name: str
+    """Short name used on the command line, e.g. ``cstr``; the module is ``sims.<name>``."""
+    env_id: str
+    """Gymnasium id, e.g. ``aml_rl/CSTR-v0``."""
+    simulator: Callable[[], Simulator]
+    observations: Mapping[str, Range]
+    """Observed states and their normalisation ranges (mapped to [-1, 1], clipped)."""
+    actions: Mapping[str, Range]
+    """Actions and their physical ranges (mapped from [-1, 1]; outside values are clipped)."""
+    reward: RewardFn
+    lessons: Path
+    """YAML file of lessons (scenario distributions), in curriculum order."""
+    terminal: TerminalFn | None = None
+    """Extra termination on top of the simulator's own ``terminated``."""
+    log_states: Sequence[str] = ()
+    """States written to trajectory logs, in physical units."""
+    baseline: Callable[[], Policy] | None = None
+    """The classical controller that trained agents are compared with."""
+    scenarios: Path | None = None
+    """Default assessment scenario set (YAML list of scenario parameters and seeds)."""
+    source: str = field(default="", compare=False)
+    """Where the spec is defined, for error messages."""
+
+    def check_states(self, states: Mapping[str, float]) -> None:
+        """Raise :class:`SimError` if the spec names a state the simulator does not return."""
+        needed = {**dict.fromkeys(self.observations), **dict.fromkeys(self.log_states)}
+        missing = [name for name in needed if name not in states]
+        if missing:
+            raise SimError(
+                f"{self.source or self.name}: the spec names state(s) {', '.join(missing)} "
+                f"but the simulator returns only {', '.join(states)}; fix SimSpec.observations "
+                "/ log_states or return those states from the simulator"
+            )

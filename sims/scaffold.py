@@ -1,0 +1,38 @@
+"""`invoke new-sim NAME`: scaffold a working simulator module, lessons file and test."""
+
+from __future__ import annotations
+
+import keyword
+from pathlib import Path
+from string import Template
+
+from sims.contract import SimError
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def new_sim(name: str, root: Path) -> list[Path]:
+    """Write ``sims/<name>.py``, ``sims/lessons/<name>.yaml`` and ``tests/sims/test_<name>.py``
+    under ``root``; refuse to overwrite anything. Returns the paths written."""
+    if not name.isidentifier() or keyword.iskeyword(name) or name != name.lower():
+        raise SimError(
+            f"simulator name {name!r} is not usable: it becomes the module sims/{name}.py, so use "
+            "lowercase letters, digits and underscores, starting with a letter (e.g. my_tank)"
+        )
+    cls = "".join(part.capitalize() for part in name.split("_") if part)
+    targets = {
+        "sim.py.tmpl": root / "sims" / f"{name}.py",
+        "lessons.yaml.tmpl": root / "sims" / "lessons" / f"{name}.yaml",
+        "test_sim.py.tmpl": root / "tests" / "sims" / f"test_{name}.py",
+    }
+    existing = [str(path) for path in targets.values() if path.exists()]
+    if existing:
+        raise SimError(
+            f"{', '.join(existing)} already exist(s); choose another name or delete them first"
+        )
+    values = {"name": name, "cls": cls, "title": cls, "max_steps": "60"}
+    for template, path in targets.items():
+        text = Template((TEMPLATES / template).read_text()).substitute(values)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return list(targets.values())

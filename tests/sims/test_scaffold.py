@@ -1,0 +1,62 @@
+"""new-sim: a scaffold that works unmodified, and refusals that say why."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from sims.contract import SimError
+from sims.scaffold import new_sim
+from tests.conftest import ROOT
+
+
+def test_scaffold_writes_module_lessons_and_a_test_that_passes(tmp_path):
+    shutil.copytree(ROOT / "sims", tmp_path / "sims", ignore=shutil.ignore_patterns("__pycache__"))
+    written = new_sim("my_tank", tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in written] == [
+        "sims/my_tank.py",
+        "sims/lessons/my_tank.yaml",
+        "tests/sims/test_my_tank.py",
+    ]
+    assert 'env_id="aml_rl/MyTank-v0"' in written[0].read_text()
+    # Run the generated test as a user would, against the copied tree.
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/sims/test_my_tank.py",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed" in done.stdout
+
+
+def test_scaffold_never_overwrites(tmp_path):
+    new_sim("tank", tmp_path)
+    module = tmp_path / "sims" / "tank.py"
+    module.write_text("# my edits\n")
+    with pytest.raises(SimError, match=r"sims/tank\.py, .*already exist\(s\); choose another name"):
+        new_sim("tank", tmp_path)
+    assert module.read_text() == "# my edits\n"
+
+
+@pytest.mark.parametrize("name", ["My-Tank", "2tank", "class", "Tank"])
+def test_unusable_names_are_refused_with_the_rule(tmp_path, name):
+    with pytest.raises(
+        SimError, match=f"simulator name '{name}' is not usable: .*lowercase letters"
+    ):
+        new_sim(name, tmp_path)
+    assert not (tmp_path / "sims").exists()
