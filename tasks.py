@@ -69,3 +69,95 @@ def test(c: Context, k: str = "", slow: bool = False, args: str = "") -> None:
     if k:
         selection += ["-k", k]
     c.run(f"{shlex.join(['pytest', *selection])} {args}")
+
+
+@task(
+    help={
+        "config": "experiment YAML (default jobs/configs/cstr_ppo.yaml)",
+        "set": "override a config key, KEY=VALUE (repeatable), e.g. --set training.lr=1e-4",
+        "smoke": "a tiny budget (seconds) through the same code path",
+        "resume": "continue this run directory from its newest checkpoint",
+        "runs_dir": "where run directories go (default runs/)",
+    },
+    iterable=["set"],
+)
+def train(
+    c: Context,
+    config: str = "",
+    set: list[str] | None = None,
+    smoke: bool = False,
+    resume: str = "",
+    runs_dir: str = "runs",
+) -> None:
+    """Train an RLlib agent (default: PPO on the embedded CSTR), then assess it."""
+    from jobs.config import ConfigError
+    from jobs.rundir import RunError
+    from jobs.train import train as run_training
+
+    try:
+        run_training(
+            Path(config) if config else None,
+            sets=set or [],
+            smoke=smoke,
+            resume=Path(resume) if resume else None,
+            runs_root=Path(runs_dir),
+        )
+    except (ConfigError, RunError) as exc:
+        raise Exit(f"train: {exc}", code=2) from None
+    except KeyboardInterrupt:
+        raise Exit(
+            "train: interrupted; a checkpoint was saved, continue with --resume RUN_DIR", code=130
+        ) from None
+
+
+@task(
+    help={
+        "checkpoint": "a checkpoint folder, or a run directory (its newest checkpoint)",
+        "scenarios": "scenario set YAML (default: the simulator's own)",
+        "out": "where kpis.csv/kpis.json go (default: <run>/assessments/<checkpoint>-<time>)",
+    }
+)
+def assess(c: Context, checkpoint: str, scenarios: str = "", out: str = "") -> None:
+    """Run a trained policy and the baseline deterministically on the same scenarios; print KPIs."""
+    from jobs.assess import assess as run_assessment
+    from jobs.assess import default_out, resolve_checkpoint
+    from jobs.rundir import RunError
+    from jobs.train import print_kpis
+
+    try:
+        ckpt = resolve_checkpoint(Path(checkpoint))
+        target = Path(out) if out else default_out(ckpt)
+        result = run_assessment(
+            ckpt,
+            scenarios=Path(scenarios) if scenarios else None,
+            out=target,
+            trajectories=target / "trajectories",
+        )
+    except RunError as exc:
+        raise Exit(f"assess: {exc}", code=2) from None
+    print_kpis(result.table, title=f"assessment of {ckpt}")
+    print(f"wrote {target}/kpis.csv, kpis.json and trajectories/")
+
+
+@task(
+    help={
+        "run": "run directory",
+        "csv": "write CSV (required: the only export format; the Parquet files are the logs)",
+        "out": "output file (default <run>/trajectories.csv)",
+    }
+)
+def export_trajectories(c: Context, run: str, csv: bool = False, out: str = "") -> None:
+    """Export a run's trajectory logs (Parquet) as one CSV file."""
+    from jobs.rundir import RunError
+    from jobs.trajectories import export_csv
+
+    if not csv:
+        raise Exit(
+            "export-trajectories: pass --csv (the only export format); the Parquet files "
+            f"themselves are under {run}/trajectories/"
+        )
+    try:
+        path = export_csv(Path(run), Path(out) if out else None)
+    except RunError as exc:
+        raise Exit(f"export-trajectories: {exc}", code=2) from None
+    print(f"wrote {path}")

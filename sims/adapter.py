@@ -33,26 +33,27 @@ class SimEnv(gym.Env):
 
     metadata = {"render_modes": []}  # noqa: RUF012 - Gymnasium's convention
 
-    def __init__(
-        self,
-        sim: str,
-        lessons: str | Path | None = None,
-        lesson: int | str = 0,
-        config: Mapping[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, config: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        """``SimEnv({"sim": "cstr", "lesson": 0, "lessons": PATH})`` as RLlib calls it (with an
+        ``EnvContext``), or ``SimEnv(sim="cstr", ...)`` as Gymnasium's ``make`` does."""
         from sims.registry import spec_for
 
-        self.spec_ = spec_for(sim)
+        options = {**(config or {}), **kwargs}
+        unknown = set(options) - {"sim", "lessons", "lesson"}
+        if unknown or "sim" not in options:
+            raise SimError(
+                f"SimEnv config {dict(options)}: needs 'sim' and accepts only 'sim', 'lessons', "
+                f"'lesson'{f'; unknown: {sorted(unknown)}' if unknown else ''}"
+            )
+        self.spec_ = spec_for(options["sim"])
         self.sim_name = self.spec_.name
-        lessons_path = Path(lessons) if lessons is not None else self.spec_.lessons
+        lessons = options.get("lessons")
+        lessons_path = Path(lessons) if lessons else self.spec_.lessons
         self.simulator = self.spec_.simulator()
         self.plan: LessonPlan = load_lessons(
             lessons_path, self.simulator.PARAMETERS, sim=self.sim_name
         )
-        self.lesson = self.plan.lesson(lesson)
-        # RLlib passes an EnvContext here; only its ``lesson`` key is ours to read.
-        if config and "lesson" in config:
-            self.lesson = self.plan.lesson(config["lesson"])
+        self.lesson = self.plan.lesson(options.get("lesson", 0))
 
         self._obs_names = list(self.spec_.observations)
         self._obs_ranges = list(self.spec_.observations.values())
@@ -68,6 +69,8 @@ class SimEnv(gym.Env):
         self.states: States = {}
         self._steps = 0
         self._checked_spec = False
+        self.fault: dict[str, Any] | None = None
+        """The last simulator failure (step, scenario, lesson, error), for trajectory logs."""
 
     # -- Gymnasium API -------------------------------------------------------------------
     def reset(
@@ -163,21 +166,30 @@ class SimEnv(gym.Env):
         where = f"{self.sim_name}.{what}() at step {self._steps} of scenario {self.scenario}"
         try:
             states = fn(arg)
-        except (SimError, SimulatorFault):
+        except SimError:
             raise
         except Exception as exc:
-            raise SimulatorFault(f"{where} raised {type(exc).__name__}: {exc}") from exc
+            raise self._fault(f"{where} raised {type(exc).__name__}: {exc}") from exc
         if not isinstance(states, Mapping):
-            raise SimulatorFault(
+            raise self._fault(
                 f"{where} returned {type(states).__name__}; it must return a dict of named floats"
             )
         out: States = {}
         for name, value in states.items():
             value = float(value)
             if not math.isfinite(value):
-                raise SimulatorFault(
+                raise self._fault(
                     f"{where} returned {value} for state {name!r}; the simulator must return "
                     "finite values (check its model and the action that led here)"
                 )
             out[name] = value
         return out
+
+    def _fault(self, message: str) -> SimulatorFault:
+        self.fault = {
+            "step": self._steps,
+            "scenario": dict(self.scenario),
+            "lesson": self.lesson.name,
+            "error": message,
+        }
+        return SimulatorFault(message)

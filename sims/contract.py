@@ -105,6 +105,12 @@ class Policy(Protocol):
 
 RewardFn = Callable[[Mapping[str, float], Mapping[str, float]], float]
 TerminalFn = Callable[[Mapping[str, float]], bool]
+KpiFn = Callable[
+    [Sequence[Mapping[str, float]], Sequence[Mapping[str, float]], bool], dict[str, float]
+]
+"""``kpis(states, actions, terminated)`` for one episode: states from reset on, one action per
+step. Names ending ``_count`` are summed over scenarios, names starting ``max_`` maxed, the
+rest averaged."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,8 @@ class SimSpec:
     """The classical controller that trained agents are compared with."""
     scenarios: Path | None = None
     """Default assessment scenario set (YAML list of scenario parameters and seeds)."""
+    kpis: KpiFn | None = None
+    """Key performance indicators of one episode, for assessment tables."""
     source: str = field(default="", compare=False)
     """Where the spec is defined, for error messages."""
 

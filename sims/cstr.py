@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from sims.contract import Range, SimSpec, Simulator, States
@@ -191,6 +191,20 @@ def runaway(states: Mapping[str, float]) -> bool:
     return states["T"] > RUNAWAY_T
 
 
+def kpis(
+    states: Sequence[Mapping[str, float]], actions: Sequence[Mapping[str, float]], terminated: bool
+) -> dict[str, float]:
+    """Tracking errors, peak temperature, runaways and steps spent at the dTc limit."""
+    after = states[1:]  # the states each action led to
+    return {
+        "ca_rms": math.sqrt(sum((s["Ca"] - s["Cref"]) ** 2 for s in after) / len(after)),
+        "t_rms": math.sqrt(sum((s["T"] - s["Tref"]) ** 2 for s in after) / len(after)),
+        "max_T": max(s["T"] for s in states),
+        "runaway_count": float(terminated and runaway(states[-1])),
+        "dtc_limit_count": float(sum(abs(a["dTc"]) >= DTC_MAX - 1e-9 for a in actions)),
+    }
+
+
 class PIController:
     """PI control of the reactor temperature onto Tref, with steady-state feedforward.
 
@@ -239,5 +253,6 @@ SPEC = SimSpec(
     lessons=_HERE / "lessons" / "cstr.yaml",
     baseline=PIController,
     scenarios=_HERE / "lessons" / "cstr_scenarios.yaml",
+    kpis=kpis,
     source=__file__,
 )

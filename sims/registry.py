@@ -35,24 +35,29 @@ def _unknown(name: str) -> SimError:
 
 
 def _module_name(name: str) -> str | None:
-    """The ``sims`` module behind ``name`` (a short name or an ``aml_rl/...`` id)."""
+    """The module behind ``name``: ``sims.<name>`` for a short name or an ``aml_rl/...`` id,
+    or ``name`` itself when it is a dotted module path (a simulator kept outside sims/)."""
     if name in gym.registry:
         entry = gym.registry[name]
         if entry.entry_point == "sims.adapter:SimEnv":
-            return entry.kwargs["sim"]
+            return f"sims.{entry.kwargs['sim']}"
         return None
-    return name if name.isidentifier() else None
+    if name.isidentifier():
+        return None if name in _TOOLKIT else f"sims.{name}"
+    if all(part.isidentifier() for part in name.split(".")):
+        return name
+    return None
 
 
 def spec_for(name: str) -> SimSpec:
-    """The spec of the simulator called ``name`` (``cstr`` or ``aml_rl/CSTR-v0``)."""
+    """The spec of the simulator ``name`` (``cstr``, ``aml_rl/CSTR-v0``, ``pkg.module``)."""
     module_name = _module_name(name)
-    if module_name is None or module_name in _TOOLKIT:
+    if module_name is None:
         raise _unknown(name)
     try:
-        module = importlib.import_module(f"sims.{module_name}")
+        module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name == f"sims.{module_name}":
+        if module_name == exc.name or module_name.startswith(f"{exc.name}."):
             raise _unknown(name) from None
         raise
     spec = getattr(module, "SPEC", None)
@@ -76,11 +81,11 @@ def is_sim(name: str) -> bool:
 def make_env(name: str, **kwargs: Any) -> gym.Env:
     """An environment for ``name``: one of our simulators, or any registered Gymnasium id."""
     try:
-        spec = spec_for(name)
+        spec_for(name)
     except SimError:
         if _module_name(name) is None and name in gym.registry:
             return gym.make(name, **kwargs)
         raise
     from sims.adapter import SimEnv
 
-    return SimEnv(sim=spec.name, **kwargs)
+    return SimEnv(sim=name, **kwargs)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from sims.contract import Range, SimSpec, Simulator, States
@@ -69,6 +69,17 @@ def reward(states: Mapping[str, float], action: Mapping[str, float]) -> float:
     return 1.0 - abs(states["value"] - GOAL) / GOAL
 
 
+def kpis(
+    states: Sequence[Mapping[str, float]], actions: Sequence[Mapping[str, float]], terminated: bool
+) -> dict[str, float]:
+    """Whether and how fast the goal was reached."""
+    return {
+        "reached_count": float(terminated),
+        "steps": float(len(actions)),
+        "final_error": abs(states[-1]["value"] - GOAL),
+    }
+
+
 class StepTowardGoal:
     """The optimum: add the difference to 50, as far as one step allows."""
 
@@ -92,5 +103,6 @@ SPEC = SimSpec(
     lessons=_HERE / "lessons" / "simple_adder.yaml",
     baseline=StepTowardGoal,
     scenarios=_HERE / "lessons" / "simple_adder_scenarios.yaml",
+    kpis=kpis,
     source=__file__,
 )

@@ -1,0 +1,1 @@
+"""Training, assessment and submission: one entrypoint for laptop, container and cluster."""

@@ -1,0 +1,74 @@
+"""From an :class:`ExperimentConfig` to one RLlib ``AlgorithmConfig`` (new API stack)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+from ray.rllib.algorithms.appo import APPOConfig
+from ray.rllib.algorithms.impala import IMPALAConfig
+from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+
+from jobs.config import ConfigError, ExperimentConfig
+from sims.adapter import SimEnv
+from sims.registry import is_sim
+
+CONFIG_CLASSES: dict[str, type[AlgorithmConfig]] = {
+    "PPO": PPOConfig,
+    "APPO": APPOConfig,
+    "IMPALA": IMPALAConfig,
+}
+
+
+def env_and_config(cfg: ExperimentConfig) -> tuple[Any, dict[str, Any]]:
+    """Our simulators go through :class:`SimEnv`; any other name is a Gymnasium id."""
+    if is_sim(cfg.sim):
+        env_config: dict[str, Any] = {"sim": cfg.sim, "lesson": cfg.lesson}
+        if cfg.lessons is not None:
+            env_config["lessons"] = str(cfg.lessons.resolve())
+        return SimEnv, env_config
+    return cfg.sim, {}
+
+
+def algorithm_config(cfg: ExperimentConfig, callbacks: Any) -> AlgorithmConfig:
+    """The whole experiment as one fluent chain; ``callbacks`` builds the RLlibCallback."""
+    env, env_config = env_and_config(cfg)
+    t = cfg.training
+    config = (
+        CONFIG_CLASSES[cfg.algorithm]()
+        .environment(env, env_config=env_config)
+        .env_runners(
+            num_env_runners=cfg.env_runners.num_env_runners,
+            num_envs_per_env_runner=cfg.env_runners.num_envs_per_env_runner,
+        )
+        .training(
+            lr=t.lr,
+            gamma=t.gamma,
+            train_batch_size_per_learner=t.train_batch_size,
+            minibatch_size=t.minibatch_size,
+            num_epochs=t.num_epochs,
+            entropy_coeff=t.entropy_coeff,
+            grad_clip=t.grad_clip,
+        )
+        .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=list(t.hidden)))
+        .fault_tolerance(
+            # A simulator that raises or returns NaN must not end the run: the failing
+            # env is recreated and its episode dropped; a dead env runner is replaced.
+            restart_failed_sub_environments=True,
+            restart_failed_env_runners=True,
+        )
+        .callbacks(callbacks)
+        .debugging(seed=cfg.seed, log_level="WARN")
+    )
+    if cfg.min_time_s_per_iteration is not None:
+        config.reporting(min_time_s_per_iteration=cfg.min_time_s_per_iteration)
+    unknown = [key for key in t.extra if not hasattr(config, key)]
+    if unknown:
+        raise ConfigError(
+            f"training.extra: {', '.join(unknown)} not {cfg.algorithm} training settings in "
+            "RLlib's AlgorithmConfig; check the names against RLlib's documentation"
+        )
+    if t.extra:
+        config.training(**t.extra)
+    return config

@@ -1,0 +1,279 @@
+"""Assessment: the trained policy and the baseline, deterministically, on the same scenarios."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from jobs.rundir import RunDir, RunError, read_checkpoint_meta, write_atomic, write_json
+from jobs.trajectories import Rows
+from sims.adapter import SimEnv
+from sims.contract import SimError, SimulatorFault
+from sims.lessons import format_validation_error, read_yaml
+from sims.registry import is_sim, make_env, spec_for
+
+MODULE_PATH = Path("learner_group", "learner", "rl_module", "default_policy")
+PLAIN_SCENARIOS = 5  # seeds 0-4 for a plain Gymnasium env, which has no scenario set
+ATTEMPTS = 20  # tries per episode when the simulator fails (same seed, so the same result);
+# a 1%-per-step fault fails a 90-step episode 60% of the time: 20 tries leave 4e-5
+
+
+class Scenario(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    seed: int = 0
+    parameters: dict[str, float] = Field(default_factory=dict)
+
+
+class ScenarioSet(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sim: str | None = None
+    """The simulator these scenarios are for; checked against the checkpoint when given."""
+    scenarios: list[Scenario] = Field(min_length=1)
+
+
+def load_scenarios(path: Path, sim: str) -> list[Scenario]:
+    """Scenarios from YAML, checked against the simulator's parameters."""
+    try:
+        data = read_yaml(path)
+        scenario_set = ScenarioSet.model_validate(data)
+    except SimError as exc:
+        raise RunError(str(exc)) from None
+    except ValidationError as exc:
+        raise RunError(format_validation_error(str(path), exc)) from None
+    spec = spec_for(sim)
+    if scenario_set.sim is not None and spec_for(scenario_set.sim).name != spec.name:
+        raise RunError(
+            f"{path}: these scenarios are for simulator {scenario_set.sim!r}, but the checkpoint "
+            f"was trained on {spec.name!r}; pass scenarios for {spec.name}"
+        )
+    known = spec.simulator.PARAMETERS
+    for i, scenario in enumerate(scenario_set.scenarios):
+        unknown = [key for key in scenario.parameters if key not in known]
+        if unknown:
+            raise RunError(
+                f"{path}: scenarios[{i}].parameters: {', '.join(unknown)} not parameters of "
+                f"simulator {spec.name} (the checkpoint's); known: {', '.join(known)}"
+            )
+    return list(scenario_set.scenarios)
+
+
+def default_scenarios(sim: str) -> list[Scenario]:
+    if is_sim(sim):
+        spec = spec_for(sim)
+        if spec.scenarios is not None:
+            return load_scenarios(spec.scenarios, sim)
+    return [Scenario(name=f"seed_{seed}", seed=seed) for seed in range(PLAIN_SCENARIOS)]
+
+
+class AgentPolicy:
+    """A trained RLModule acting deterministically on observations; no env runners needed."""
+
+    def __init__(self, checkpoint: Path) -> None:
+        import torch
+        from ray.rllib.core.rl_module.rl_module import RLModule
+
+        self._torch = torch
+        self.module = RLModule.from_checkpoint(checkpoint / MODULE_PATH)
+        self.module.eval()
+        self._dist = self.module.get_inference_action_dist_cls()
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        with self._torch.no_grad():
+            batch = {"obs": self._torch.as_tensor(np.asarray(obs, dtype=np.float32)[None])}
+            logits = self.module.forward_inference(batch)["action_dist_inputs"]
+            action = self._dist.from_logits(logits).to_deterministic().sample()
+        return action[0].numpy()
+
+
+@dataclass
+class Episode:
+    states: list[dict[str, float]]
+    actions: list[dict[str, float]]
+    rewards: list[float]
+    terminated: bool
+    truncated: bool
+
+    @property
+    def ret(self) -> float:
+        return float(sum(self.rewards))
+
+
+class Controller:
+    """What assessment drives an env with: ``reset()`` per episode, ``act(obs, info)`` per step."""
+
+    def __init__(
+        self, act: Callable[[Any, dict], Any], reset: Callable[[], None] = lambda: None
+    ) -> None:
+        self.act, self.reset = act, reset
+
+
+def run_episode(env: gym.Env, scenario: Scenario, controller: Controller) -> Episode:
+    options = {"scenario": scenario.parameters} if isinstance(env.unwrapped, SimEnv) else None
+    obs, info = env.reset(seed=scenario.seed, options=options)
+    controller.reset()
+    ours = "states" in info
+    states = [info["states"] if ours else _obs_states(obs)]
+    actions, rewards = [], []
+    done = terminated = truncated = False
+    while not done:
+        action = controller.act(obs, info)
+        obs, reward, terminated, truncated, info = env.step(action)
+        done = terminated or truncated
+        states.append(info["states"] if ours else _obs_states(obs))
+        actions.append(
+            info["action"] if ours else {f"a{j}": float(v) for j, v in enumerate(np.ravel(action))}
+        )
+        rewards.append(float(reward))
+    return Episode(states, actions, rewards, bool(terminated), bool(truncated))
+
+
+def run_with_retries(
+    env: gym.Env, scenario: Scenario, controller: Controller
+) -> tuple[Episode, list[str]]:
+    """An episode, retried from its seed when the simulator fails; the failures are returned."""
+    failures: list[str] = []
+    for _ in range(ATTEMPTS):
+        try:
+            return run_episode(env, scenario, controller), failures
+        except SimulatorFault as exc:
+            failures.append(str(exc))
+    raise SimulatorFault(
+        f"scenario {scenario.name!r} failed {ATTEMPTS} times; the last error: {failures[-1]}"
+    )
+
+
+def _obs_states(obs: Any) -> dict[str, float]:
+    return {f"obs{j}": float(v) for j, v in enumerate(np.ravel(obs))}
+
+
+def _aggregate(name: str, values: pd.Series) -> float:
+    if name.endswith("_count"):
+        return float(values.sum())
+    if name.startswith("max_"):
+        return float(values.max())
+    return float(values.mean())
+
+
+@dataclass
+class Assessment:
+    per_scenario: pd.DataFrame
+    table: pd.DataFrame  # one row per controller
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kpis": {
+                row["controller"]: {k: v for k, v in row.items() if k != "controller"}
+                for row in self.table.to_dict("records")
+            },
+            "scenarios": self.per_scenario.to_dict("records"),
+        }
+
+
+def assess(
+    checkpoint: Path,
+    *,
+    scenarios: Path | None = None,
+    out: Path,
+    trajectories: Path | None = None,
+    run_id: str = "",
+) -> Assessment:
+    """Run agent and baseline on every scenario; write ``kpis.csv``/``kpis.json`` under ``out``
+    and the episodes as trajectories (phase ``assess``) under ``trajectories``."""
+    meta = read_checkpoint_meta(checkpoint)
+    sim = meta["sim"]
+    chosen = load_scenarios(scenarios, sim) if scenarios else default_scenarios(sim)
+    env_kwargs = {}
+    if is_sim(sim):
+        env_kwargs = {
+            k: v
+            for k, v in (("lessons", meta.get("lessons")), ("lesson", meta.get("lesson")))
+            if v is not None
+        }
+    env = make_env(sim, **env_kwargs)
+    agent = AgentPolicy(checkpoint)
+    expected = meta.get("observation_shape")
+    if expected is not None and list(env.observation_space.shape) != list(expected):
+        raise RunError(
+            f"{checkpoint}: trained on observations of shape {expected}, but simulator {sim} "
+            f"now gives {list(env.observation_space.shape)}; retrain, or assess with the "
+            "simulator version it was trained on"
+        )
+    controllers = {"agent": Controller(lambda obs, info: agent(obs))}
+    if is_sim(sim) and spec_for(sim).baseline is not None:
+        baseline = spec_for(sim).baseline()
+        sim_env: SimEnv = env.unwrapped  # type: ignore[assignment]
+        controllers["baseline"] = Controller(
+            lambda obs, info: sim_env.from_physical(baseline.act(info["states"])), baseline.reset
+        )
+    kpi_fn = spec_for(sim).kpis if is_sim(sim) else None
+
+    rows, records = Rows(), []
+    for scenario in chosen:
+        for controller, driver in controllers.items():
+            episode, failures = run_with_retries(env, scenario, driver)
+            record = {"controller": controller, "scenario": scenario.name, "return": episode.ret}
+            if kpi_fn is not None:
+                record.update(kpi_fn(episode.states, episode.actions, episode.terminated))
+            record["sim_failures_count"] = float(len(failures))
+            records.append(record)
+            rows.add_episode(
+                base={
+                    "run_id": run_id,
+                    "phase": "assess",
+                    "controller": controller,
+                    "env_runner": None,
+                    "episode_id": f"assess-{scenario.name}-{controller}",
+                    "lesson": None,
+                },
+                scenario={**(env.unwrapped.scenario if isinstance(env.unwrapped, SimEnv) else {})},
+                states=episode.states,
+                actions=[None, *episode.actions],
+                rewards=[None, *episode.rewards],
+                terminated=episode.terminated,
+                truncated=episode.truncated,
+            )
+    per_scenario = pd.DataFrame.from_records(records)
+    kpi_names = [c for c in per_scenario.columns if c not in ("controller", "scenario")]
+    table = pd.DataFrame.from_records(
+        [
+            {"controller": name, **{k: _aggregate(k, group[k]) for k in kpi_names}}
+            for name, group in per_scenario.groupby("controller", sort=False)
+        ]
+    )
+    result = Assessment(per_scenario, table)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "kpis.csv", table.to_csv(index=False))
+    write_atomic(out / "scenarios.csv", per_scenario.to_csv(index=False))
+    write_json(out / "kpis.json", result.to_json())
+    if trajectories is not None:
+        rows.flush(trajectories / f"assess-{checkpoint.name}-{out.name}.parquet")
+    return result
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A checkpoint folder, or a run directory (its newest checkpoint)."""
+    if (path / "config.yaml").is_file():
+        latest = RunDir.open(path).latest_checkpoint()
+        if latest is None:
+            raise RunError(f"{path}: this run has no checkpoint yet; train it further first")
+        return latest
+    read_checkpoint_meta(path)  # raises with a message when it is not a checkpoint
+    return path
+
+
+def default_out(checkpoint: Path) -> Path:
+    """``<run>/assessments/<checkpoint>-<UTC time>`` beside the run the checkpoint belongs to."""
+    from datetime import UTC, datetime
+
+    run = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else Path.cwd()
+    return run / "assessments" / f"{checkpoint.name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"

@@ -1,0 +1,143 @@
+"""RLlib callbacks: trajectory logging on the env runners, and simulator failures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ray.rllib.callbacks.callbacks import RLlibCallback
+
+from jobs.trajectories import Rows
+
+FAILED_EPISODES = "aml_rl_failed_episodes"  # metric key, under env_runners/
+
+
+def _episode_steps(chunks: list[Any]) -> tuple[list[dict], list[float]]:
+    """Infos (reset first) and rewards of a whole episode from its chunks, in order."""
+    infos: list[dict] = []
+    rewards: list[float] = []
+    for i, chunk in enumerate(chunks):
+        chunk_infos = list(chunk.get_infos())
+        infos.extend(chunk_infos if i == 0 else chunk_infos[1:])  # a chunk repeats its start
+        rewards.extend(float(r) for r in chunk.get_rewards())
+    return infos, rewards
+
+
+def _plain_steps(chunks: list[Any]) -> tuple[list[dict], list[dict | None]]:
+    """States and actions of a plain Gymnasium env: observation and action components."""
+    observations: list[Any] = []
+    actions: list[Any] = []
+    for i, chunk in enumerate(chunks):
+        chunk_obs = list(chunk.get_observations())
+        observations.extend(chunk_obs if i == 0 else chunk_obs[1:])
+        actions.extend(chunk.get_actions())
+    states = [{f"obs{j}": float(v) for j, v in enumerate(np.ravel(o))} for o in observations]
+    moves = [None] + [{f"a{j}": float(v) for j, v in enumerate(np.ravel(a))} for a in actions]
+    return states, moves
+
+
+class TrajectoryLogger(RLlibCallback):
+    """Logs every k-th finished episode of each env runner, one Parquet file per sample batch.
+
+    Rows are buffered per episode in the env runner and written in ``on_sample_end``, so
+    files hold whole episodes and are written once (temp file + rename): a killed run never
+    leaves a corrupt file. Simulator failures (the env is recreated by RLlib's fault
+    tolerance) are written as rows with an ``error`` and counted in the metrics.
+    """
+
+    def __init__(
+        self,
+        *,
+        folder: str,
+        run_id: str,
+        session: str,
+        every_k_episodes: int = 1,
+        enabled: bool = True,
+    ) -> None:
+        super().__init__()
+        self.folder = Path(folder)
+        self.run_id = run_id
+        self.session = session
+        self.every = every_k_episodes
+        self.enabled = enabled
+        self._rows = Rows()
+        self._episodes = 0
+        self._files = 0
+        self._env: Any = None
+
+    def _phase(self, env_runner: Any) -> str:
+        return "eval" if env_runner.config.in_evaluation else "train"
+
+    def on_episode_end(
+        self,
+        *,
+        episode: Any,
+        env_runner: Any = None,
+        prev_episode_chunks: list | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._episodes += 1
+        if not self.enabled or (self._episodes - 1) % self.every:
+            return
+        chunks = [*(prev_episode_chunks or []), episode]
+        infos, rewards = _episode_steps(chunks)
+        base = {
+            "run_id": self.run_id,
+            "phase": self._phase(env_runner),
+            "controller": "agent",
+            "env_runner": env_runner.worker_index,
+            "episode_id": episode.id_,
+        }
+        if infos and "states" in infos[0]:
+            states = [info["states"] for info in infos]
+            actions = [None] + [info["action"] for info in infos[1:]]
+            scenario, base["lesson"] = infos[0]["scenario"], infos[0]["lesson"]
+        else:
+            states, actions = _plain_steps(chunks)
+            scenario, base["lesson"] = {}, None
+        self._rows.add_episode(
+            base=base,
+            scenario=scenario,
+            states=states,
+            actions=actions,
+            rewards=[None, *rewards],
+            terminated=episode.is_terminated,
+            truncated=episode.is_truncated,
+        )
+
+    def on_sample_end(self, *, env_runner: Any = None, **kwargs: Any) -> None:
+        # One file per sample batch: large enough to be cheap, small enough that a kill
+        # loses at most one batch of rows.
+        runner = f"r{env_runner.worker_index:03d}-{os.getpid()}"
+        name = f"{self._phase(env_runner)}-{self.session}-{runner}-{self._files:06d}.parquet"
+        if self._rows.flush(self.folder / name) is not None:
+            self._files += 1
+
+    def on_environment_created(
+        self, *, env_runner: Any = None, metrics_logger: Any = None, env: Any = None, **kwargs: Any
+    ) -> None:
+        """RLlib recreates the env after a simulator failure: record what the old one saw."""
+        previous, self._env = self._env, env
+        if previous is None:
+            return
+        faults = [getattr(sub.unwrapped, "fault", None) for sub in getattr(previous, "envs", [])]
+        faults = [fault for fault in faults if fault]
+        for fault in faults:
+            self._rows.add(
+                {
+                    "run_id": self.run_id,
+                    "phase": self._phase(env_runner),
+                    "controller": "agent",
+                    "env_runner": env_runner.worker_index,
+                    "episode_id": None,
+                    "lesson": fault["lesson"],
+                    "step": fault["step"],
+                    "error": fault["error"],
+                    **{f"scenario_{k}": float(v) for k, v in fault["scenario"].items()},
+                }
+            )
+        if faults and metrics_logger is not None:
+            # Lifetime sum: the count must survive iterations and checkpoints alike.
+            metrics_logger.log_value(FAILED_EPISODES, len(faults), reduce="lifetime_sum")

@@ -1,0 +1,224 @@
+"""Experiment configs: one YAML file, one typed model, validated before Ray starts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sims.contract import SimError
+from sims.lessons import format_validation_error, read_yaml
+
+CONFIGS = Path(__file__).parent / "configs"
+DEFAULT_CONFIG = CONFIGS / "cstr_ppo.yaml"
+
+
+class ConfigError(ValueError):
+    """A bad experiment config or command-line override; the message names file and key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class Training(_Strict):
+    lr: float = Field(3e-4, gt=0)
+    """Learning rate."""
+    gamma: float = Field(0.99, gt=0, le=1)
+    """Discount factor."""
+    train_batch_size: int = Field(4000, ge=32)
+    """Env steps per learner update (RLlib's ``train_batch_size_per_learner``)."""
+    minibatch_size: int = Field(500, ge=1)
+    """SGD minibatch size (PPO, APPO and IMPALA)."""
+    num_epochs: int = Field(10, ge=1)
+    """Passes over each train batch (PPO)."""
+    entropy_coeff: float = Field(0.0, ge=0)
+    """Entropy bonus weight."""
+    grad_clip: float | None = Field(None, gt=0)
+    """Gradient norm clip; null for none."""
+    hidden: list[int] = Field(default_factory=lambda: [64, 64])
+    """Hidden layer sizes of the policy and value networks."""
+    extra: dict[str, Any] = Field(default_factory=dict)
+    """Further ``AlgorithmConfig.training()`` arguments, by RLlib's names (checked)."""
+
+    @model_validator(mode="after")
+    def _minibatch_fits(self) -> Training:
+        if self.minibatch_size > self.train_batch_size:
+            raise ValueError(
+                f"minibatch_size {self.minibatch_size} > train_batch_size "
+                f"{self.train_batch_size}; lower minibatch_size"
+            )
+        return self
+
+
+class EnvRunners(_Strict):
+    num_env_runners: int = Field(1, ge=0)
+    """Sampling processes (0 samples in the driver; APPO and IMPALA need >= 1)."""
+    num_envs_per_env_runner: int = Field(4, ge=1)
+    """Vectorised environments in each env runner."""
+
+
+class Stop(_Strict):
+    target_return: float | None = None
+    """Stop once the mean episode return reaches this; null to ignore."""
+    max_env_steps: int | None = Field(200_000, ge=1)
+    """Stop after this many env steps sampled over the run's lifetime (resumes included)."""
+    max_wall_s: float | None = Field(840.0, gt=0)
+    """Stop after this much training wall time, counted from the original start."""
+
+    @model_validator(mode="after")
+    def _something_stops(self) -> Stop:
+        if self.target_return is None and self.max_env_steps is None and self.max_wall_s is None:
+            raise ValueError("set at least one of target_return, max_env_steps, max_wall_s")
+        return self
+
+
+class Checkpoints(_Strict):
+    every_iterations: int = Field(10, ge=1)
+    """Save a checkpoint every this many iterations (and always at the end)."""
+    keep: int = Field(3, ge=1)
+    """How many of the newest checkpoints to keep."""
+
+
+class Trajectories(_Strict):
+    enabled: bool = True
+    """Write one Parquet row per env step under ``trajectories/``."""
+    every_k_episodes: int = Field(1, ge=1)
+    """Log every k-th completed episode of each env runner (1 logs all)."""
+
+
+class Assessment(_Strict):
+    enabled: bool = True
+    """Assess the final policy against the baseline when training ends."""
+    scenarios: Path | None = None
+    """Scenario set (YAML); null for the simulator's default set."""
+
+
+class ExperimentConfig(_Strict):
+    experiment: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    """Experiment name: the folder under ``runs/`` and the MLflow experiment."""
+    sim: str
+    """Simulator: a module under sims/ (``cstr``), a dotted module path, or a Gymnasium id."""
+    lessons: Path | None = None
+    """Lessons YAML; null for the simulator's own."""
+    lesson: int | str = 0
+    """Lesson to train on, by position or name."""
+    algorithm: Literal["PPO", "APPO", "IMPALA"] = "PPO"
+    """RLlib algorithm (new API stack)."""
+    training: Training = Field(default_factory=Training)
+    env_runners: EnvRunners = Field(default_factory=EnvRunners)
+    stop: Stop = Field(default_factory=Stop)
+    checkpoints: Checkpoints = Field(default_factory=Checkpoints)
+    trajectories: Trajectories = Field(default_factory=Trajectories)
+    assessment: Assessment = Field(default_factory=Assessment)
+    seed: int = 0
+    """Seed for RLlib, the environments and assessment."""
+    min_time_s_per_iteration: float | None = Field(None, ge=0)
+    """Shortest training iteration (RLlib's reporting knob); null for the algorithm's default."""
+
+    @field_validator("sim")
+    @classmethod
+    def _sim_exists(cls, value: str) -> str:
+        from sims.registry import make_env
+
+        try:
+            make_env(value).close()
+        except SimError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _async_needs_runners(self) -> ExperimentConfig:
+        if self.algorithm in ("APPO", "IMPALA") and self.env_runners.num_env_runners < 1:
+            raise ValueError(f"{self.algorithm} needs env_runners.num_env_runners >= 1")
+        return self
+
+    def digest(self) -> str:
+        """A short hash of the resolved config, for tags and to tell runs apart."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+SMOKE = {
+    "training.train_batch_size": 200,
+    "training.minibatch_size": 100,
+    "training.num_epochs": 1,
+    "env_runners.num_env_runners": 1,
+    "env_runners.num_envs_per_env_runner": 2,
+    "stop.max_env_steps": 400,
+    "stop.max_wall_s": 300,
+    "stop.target_return": None,
+    "checkpoints.every_iterations": 1,
+    "min_time_s_per_iteration": 0,
+}
+"""What ``--smoke`` overrides: a tiny budget through the same code path."""
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: Any, source: str) -> None:
+    """Set ``a.b.c`` in ``data``, refusing keys the config model does not have.
+
+    Below a free-form mapping (``training.extra``) any key is accepted.
+    """
+    model: type[BaseModel] | None = ExperimentConfig
+    node = data
+    parts = dotted.split(".")
+    for depth, key in enumerate(parts):
+        if model is not None:
+            if key not in model.model_fields:
+                where = ".".join(parts[:depth]) or "the top level"
+                raise ConfigError(
+                    f"{source}: no key {key!r} under {where}; keys there: "
+                    f"{', '.join(model.model_fields)}"
+                )
+            annotation = model.model_fields[key].annotation
+            is_model = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            model = annotation if is_model else None
+        if depth == len(parts) - 1:
+            node[key] = value
+            return
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: {'.'.join(parts[: depth + 1])} is not a mapping")
+        node = child
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """``key.path=value`` with the value read as YAML (``1e-4``, ``[64, 64]``, ``null``)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set training.lr=1e-4")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: the value is not valid YAML ({exc})") from None
+    return key.strip(), value
+
+
+def load_config(
+    path: Path | str = DEFAULT_CONFIG, sets: list[str] | None = None, smoke: bool = False
+) -> ExperimentConfig:
+    """Read, override and validate an experiment config; raise :class:`ConfigError`."""
+    path = Path(path)
+    try:
+        data = read_yaml(path)
+    except SimError as exc:
+        raise ConfigError(str(exc)) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+    overrides = [(key, value, f"--smoke ({key})") for key, value in SMOKE.items()] if smoke else []
+    overrides += [(*parse_set(item), f"--set {item}") for item in sets or []]
+    for key, value, source in overrides:
+        _set_path(data, key, value, source)
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(str(path), exc)) from None

@@ -1,0 +1,112 @@
+"""Trajectory logs: one row per env step, Parquet files written whole (temp file + rename)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from jobs.rundir import RunError, write_atomic
+
+# Fixed columns; then scenario_<param>, state_<name>, action_<name> as the simulator defines.
+COLUMNS = ("run_id", "phase", "controller", "env_runner", "episode_id", "lesson", "step",
+           "reward", "terminated", "truncated", "error")  # fmt: skip
+
+
+class Rows:
+    """Column buffers for whole episodes, flushed to one Parquet file per batch."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list[Any]] = {}
+        self.count = 0
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        for key in row:
+            if key not in self.columns:  # first seen now: earlier rows lack it
+                self.columns[key] = [None] * self.count
+        for key, column in self.columns.items():
+            column.append(row.get(key))
+        self.count += 1
+
+    def add_episode(
+        self,
+        *,
+        base: Mapping[str, Any],
+        scenario: Mapping[str, float],
+        states: Iterable[Mapping[str, float]],
+        actions: Iterable[Mapping[str, float] | None],
+        rewards: Iterable[float | None],
+        terminated: bool,
+        truncated: bool,
+    ) -> None:
+        """Step 0 is the reset (no action, no reward); step t holds the states after action t."""
+        fixed = {**base, **{f"scenario_{k}": float(v) for k, v in scenario.items()}}
+        states, actions, rewards = list(states), list(actions), list(rewards)
+        last = len(states) - 1
+        for step, (state, action, reward) in enumerate(zip(states, actions, rewards, strict=True)):
+            row = {
+                **fixed,
+                "step": step,
+                "reward": reward,
+                "error": None,
+                "terminated": terminated and step == last,
+                "truncated": truncated and step == last,
+            }
+            row.update({f"state_{k}": float(v) for k, v in state.items()})
+            if action is not None:
+                row.update({f"action_{k}": float(v) for k, v in action.items()})
+            self.add(row)
+
+    def flush(self, path: Path) -> Path | None:
+        """Write the buffered rows to ``path`` (temp file + rename) and clear the buffer."""
+        if not self.count:
+            return None
+        table = pa.table(self.columns)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")  # readers skip dot-files
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+        self.columns, self.count = {}, 0
+        return path
+
+
+def trajectory_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
+
+
+def read_trajectories(run_or_folder: Path, phase: str | None = None) -> pd.DataFrame:
+    """Every trajectory row of a run (or a trajectories folder) as one DataFrame."""
+    folder = (
+        run_or_folder / "trajectories"
+        if (run_or_folder / "trajectories").is_dir()
+        else run_or_folder
+    )
+    files = trajectory_files(folder)
+    if not files:
+        raise RunError(
+            f"{folder}: no trajectory files (*.parquet); was trajectory logging enabled?"
+        )
+    tables = [pq.read_table(path) for path in files]
+    frame = pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    prefixes = ("scenario_", "state_", "action_")
+    ordered = [c for c in COLUMNS if c in frame] + sorted(
+        (c for c in frame if c.startswith(prefixes)),
+        key=lambda c: (prefixes.index(c.split("_")[0] + "_"), c),
+    )
+    frame = frame[ordered + [c for c in frame if c not in ordered]]
+    if phase is not None:
+        frame = frame[frame["phase"] == phase].reset_index(drop=True)
+    return frame
+
+
+def export_csv(run: Path, out: Path | None = None) -> Path:
+    """Write a run's trajectories as one CSV (atomically); returns its path."""
+    frame = read_trajectories(run)
+    out = out or run / "trajectories.csv"
+    write_atomic(out, frame.to_csv(index=False))
+    return out

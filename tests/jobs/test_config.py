@@ -1,0 +1,169 @@
+"""Experiment configs: the shipped ones validate; bad input names the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import ray
+
+from jobs.algorithms import algorithm_config
+from jobs.config import CONFIGS, ConfigError, load_config
+from jobs.train import train
+
+SHIPPED = sorted(CONFIGS.glob("*.yaml"))
+
+
+def test_the_four_configs_are_shipped():
+    assert [p.name for p in SHIPPED] == [
+        "cartpole_ppo.yaml",
+        "cstr_appo.yaml",
+        "cstr_ppo.yaml",
+        "simple_adder_ppo.yaml",
+    ]
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_shipped_configs_validate_and_build_an_algorithm_config(path):
+    cfg = load_config(path)
+    assert cfg.experiment == path.stem
+    config = algorithm_config(cfg, callbacks=None)
+    assert config.train_batch_size_per_learner == cfg.training.train_batch_size
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "experiment: x\nsim: cstr\nlearning_rate: 0.1\n",
+            r"exp\.yaml: learning_rate: unknown key; remove it or check its spelling",
+        ),
+        (
+            "experiment: x\nsim: cstr\ntraining: {lr: -1}\n",
+            r"exp\.yaml: training\.lr: Input should be greater than 0 \(got -1\)",
+        ),
+        (
+            "experiment: x\nsim: nope\n",
+            r"exp\.yaml: sim: unknown simulator 'nope'; use one of cstr, simple_adder",
+        ),
+        (
+            "experiment: x\nsim: cstr\nalgorithm: DQNN\n",
+            r"exp\.yaml: algorithm: Input should be 'PPO', 'APPO' or 'IMPALA' \(got 'DQNN'\)",
+        ),
+        (
+            "experiment: x\nsim: cstr\ntraining: {train_batch_size: 100, minibatch_size: 200}\n",
+            r"training: minibatch_size 200 > train_batch_size 100; lower minibatch_size",
+        ),
+        (
+            "experiment: x\nsim: cstr\nalgorithm: APPO\nenv_runners: {num_env_runners: 0}\n",
+            r"APPO needs env_runners\.num_env_runners >= 1",
+        ),
+        (
+            "experiment: x\nsim: cstr\nstop: {max_env_steps: null, max_wall_s: null}\n",
+            r"stop: set at least one of target_return, max_env_steps, max_wall_s",
+        ),
+        ("experiment: has space\nsim: cstr\n", r"experiment: String should match pattern"),
+        ("- a list\n", r"exp\.yaml: expected a mapping of config keys, got list"),
+    ],
+    ids=[
+        "unknown-key",
+        "bad-value",
+        "unknown-sim",
+        "unknown-algorithm",
+        "minibatch",
+        "appo-runners",
+        "no-stop",
+        "bad-name",
+        "not-mapping",
+    ],
+)
+def test_bad_configs_name_the_file_and_key(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text))
+
+
+def test_set_overrides_are_typed_and_nested():
+    cfg = load_config(
+        CONFIGS / "cstr_ppo.yaml",
+        [
+            "training.lr=1e-4",
+            "training.hidden=[32, 32]",
+            "stop.target_return=null",
+            "training.extra.clip_param=0.1",
+        ],
+    )
+    assert cfg.training.lr == 1e-4 and cfg.training.hidden == [32, 32]
+    assert cfg.stop.target_return is None
+    assert algorithm_config(cfg, callbacks=None).clip_param == 0.1
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        (
+            "stop.max_stepz=5",
+            r"--set stop\.max_stepz=5: no key 'max_stepz' under stop; keys there: target_return, max_env_steps, max_wall_s",
+        ),
+        (
+            "simulator=cstr",
+            r"--set simulator=cstr: no key 'simulator' under the top level; keys there: experiment, sim,",
+        ),
+        (
+            "training.lr",
+            r"--set 'training\.lr': expected KEY=VALUE, e\.g\. --set training\.lr=1e-4",
+        ),
+        ("training.hidden.x=1", r"--set training\.hidden\.x=1: training\.hidden is not a mapping"),
+    ],
+)
+def test_bad_set_overrides_name_the_key(item, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(CONFIGS / "cstr_ppo.yaml", [item])
+
+
+def test_unknown_extra_training_setting_is_refused():
+    cfg = load_config(CONFIGS / "cstr_ppo.yaml", ["training.extra.clip_parm=0.1"])
+    with pytest.raises(ConfigError, match=r"training\.extra: clip_parm not PPO training settings"):
+        algorithm_config(cfg, callbacks=None)
+
+
+def test_smoke_overrides_the_budget_only():
+    full, smoke = (
+        load_config(CONFIGS / "cstr_ppo.yaml"),
+        load_config(CONFIGS / "cstr_ppo.yaml", smoke=True),
+    )
+    assert smoke.stop.max_env_steps == 400 and smoke.training.train_batch_size == 200
+    assert (smoke.sim, smoke.algorithm, smoke.lesson) == (full.sim, full.algorithm, full.lesson)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"sets": ["sim=nope"]}, r"sim: unknown simulator 'nope'"),
+        ({"sets": ["stop.nope=1"]}, r"no key 'nope' under stop"),
+        ({"sets": ["training.extra.bogus=1"]}, r"training\.extra: bogus not PPO training settings"),
+    ],
+)
+def test_bad_input_stops_before_ray_starts_and_leaves_no_run(tmp_path, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        train(CONFIGS / "cstr_ppo.yaml", runs_root=tmp_path / "runs", **kwargs)
+    assert not ray.is_initialized()
+    assert not any((tmp_path / "runs").rglob("summary.json"))
+
+
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path):
+    from jobs.rundir import RunError
+
+    with pytest.raises(
+        RunError,
+        match=r"not a run directory \(no config\.yaml\); pass a folder made by `invoke train`",
+    ):
+        train(resume=tmp_path)
+    with pytest.raises(RunError, match=r"nowhere: no such directory"):
+        train(resume=tmp_path / "nowhere")
+    assert not ray.is_initialized()
