@@ -271,3 +271,17 @@ def test_ctrl_c_saves_a_checkpoint_before_exiting(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "interrupted"
     assert read_checkpoint_meta(run / summary["checkpoint"])["iteration"] == summary["iterations"]
+
+
+def test_resume_with_a_checkpoint_from_another_simulator_stops_before_ray(cstr_run, tmp_path):
+    import shutil
+
+    from jobs.train import train
+
+    run = tmp_path / "copy"
+    shutil.copytree(cstr_run, run)
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("sim: cstr", "sim: simple_adder"))
+    with pytest.raises(RunError, match=r"iter-\d+: trained on simulator 'cstr', but .*config\.yaml says 'simple_adder'"):
+        train(resume=run)
+    assert not ray.is_initialized()
