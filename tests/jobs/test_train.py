@@ -282,6 +282,9 @@ def test_resume_with_a_checkpoint_from_another_simulator_stops_before_ray(cstr_r
     shutil.copytree(cstr_run, run)
     config = run / "config.yaml"
     config.write_text(config.read_text().replace("sim: cstr", "sim: simple_adder"))
-    with pytest.raises(RunError, match=r"iter-\d+: trained on simulator 'cstr', but .*config\.yaml says 'simple_adder'"):
+    with pytest.raises(
+        RunError,
+        match=r"iter-\d+: trained on simulator 'cstr', but .*config\.yaml says 'simple_adder'",
+    ):
         train(resume=run)
     assert not ray.is_initialized()

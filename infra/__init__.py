@@ -1,0 +1,1 @@
+"""Infrastructure as code: the Azure ML workspace, clusters, datastore and identities (Pulumi)."""

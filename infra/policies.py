@@ -1,0 +1,326 @@
+"""Secure and cost-safe defaults as policies over a stack's resource inputs.
+
+Each policy takes the captured resources (type, name, URN, inputs as the Azure provider
+receives them: camelCase) and returns violations that name the URN. The test suite runs
+the whole program under Pulumi's mocks and asserts there are none; each policy also has a
+negative test, so none can pass vacuously.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from infra.components import ACR_PULL, STORAGE_BLOB_DATA_CONTRIBUTOR
+
+MAX_IDLE_MINUTES = 30
+TAG_KEYS = ("project", "stack", "owner")
+UNTAGGABLE = {
+    "azure-native:storage:BlobContainer",
+    "azure-native:machinelearningservices:Datastore",
+    "azure-native:authorization:RoleAssignment",
+    "azure-native:consumption:Budget",
+}
+
+
+@dataclass
+class Resource:
+    typ: str
+    name: str
+    urn: str
+    inputs: dict[str, Any]
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Violation:
+    policy: str
+    urn: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.policy}: {self.urn}: {self.detail}"
+
+
+Policy = Callable[[list[Resource]], list[Violation]]
+POLICIES: dict[str, Policy] = {}
+
+
+def policy(name: str) -> Callable[[Policy], Policy]:
+    def register(fn: Policy) -> Policy:
+        POLICIES[name] = fn
+        return fn
+
+    return register
+
+
+def of_type(resources: Iterable[Resource], typ: str) -> list[Resource]:
+    return [r for r in resources if r.typ == f"azure-native:{typ}"]
+
+
+def _get(data: dict[str, Any], path: str) -> Any:
+    for key in path.split("."):
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def _expect(
+    name: str, resources: list[Resource], typ: str, path: str, wanted: Any, why: str
+) -> list[Violation]:
+    return [
+        Violation(name, r.urn, f"{path} is {_get(r.inputs, path)!r}, must be {wanted!r}: {why}")
+        for r in of_type(resources, typ)
+        if _get(r.inputs, path) != wanted
+    ]
+
+
+@policy("storage accepts HTTPS only")
+def storage_https(resources: list[Resource]) -> list[Violation]:
+    return _expect(
+        "storage accepts HTTPS only",
+        resources,
+        "storage:StorageAccount",
+        "enableHttpsTrafficOnly",
+        True,
+        "no plain HTTP",
+    )
+
+
+@policy("storage requires TLS 1.2")
+def storage_tls(resources: list[Resource]) -> list[Violation]:
+    return _expect(
+        "storage requires TLS 1.2",
+        resources,
+        "storage:StorageAccount",
+        "minimumTlsVersion",
+        "TLS1_2",
+        "older TLS is broken",
+    )
+
+
+@policy("storage blocks public blob access")
+def storage_public_blobs(resources: list[Resource]) -> list[Violation]:
+    name = "storage blocks public blob access"
+    found = _expect(
+        name,
+        resources,
+        "storage:StorageAccount",
+        "allowBlobPublicAccess",
+        False,
+        "no anonymous reads",
+    )
+    return found + _expect(
+        name, resources, "storage:BlobContainer", "publicAccess", "None", "no anonymous reads"
+    )
+
+
+@policy("storage refuses shared keys")
+def storage_shared_keys(resources: list[Resource]) -> list[Violation]:
+    return _expect(
+        "storage refuses shared keys",
+        resources,
+        "storage:StorageAccount",
+        "allowSharedKeyAccess",
+        False,
+        "identities only, nothing to leak",
+    )
+
+
+@policy("key vault uses RBAC, soft delete and purge protection")
+def key_vault(resources: list[Resource]) -> list[Violation]:
+    name = "key vault uses RBAC, soft delete and purge protection"
+    return [
+        v
+        for path in (
+            "properties.enableRbacAuthorization",
+            "properties.enableSoftDelete",
+            "properties.enablePurgeProtection",
+        )
+        for v in _expect(
+            name,
+            resources,
+            "keyvault:Vault",
+            path,
+            True,
+            "secrets are neither shared by access policy nor lost",
+        )
+    ]
+
+
+@policy("registry has no admin user")
+def registry_admin(resources: list[Resource]) -> list[Violation]:
+    name = "registry has no admin user"
+    found = _expect(
+        name,
+        resources,
+        "containerregistry:Registry",
+        "adminUserEnabled",
+        False,
+        "no shared password",
+    )
+    return found + _expect(
+        name,
+        resources,
+        "containerregistry:Registry",
+        "anonymousPullEnabled",
+        False,
+        "images are private",
+    )
+
+
+def _compute(resources: list[Resource]) -> list[Resource]:
+    return of_type(resources, "machinelearningservices:Compute")
+
+
+@policy("clusters scale to zero")
+def clusters_scale_to_zero(resources: list[Resource]) -> list[Violation]:
+    out = []
+    for r in _compute(resources):
+        scale = _get(r.inputs, "properties.properties.scaleSettings") or {}
+        if scale.get("minNodeCount") != 0:
+            out.append(
+                Violation(
+                    "clusters scale to zero",
+                    r.urn,
+                    f"minNodeCount is {scale.get('minNodeCount')!r}, must be 0: "
+                    "idle nodes are billed",
+                )
+            )
+        idle = str(scale.get("nodeIdleTimeBeforeScaleDown", ""))
+        minutes = (
+            int(idle[2:-1])
+            if idle.startswith("PT") and idle.endswith("M") and idle[2:-1].isdigit()
+            else None
+        )
+        if minutes is None or minutes > MAX_IDLE_MINUTES:
+            out.append(
+                Violation(
+                    "clusters scale to zero",
+                    r.urn,
+                    f"nodeIdleTimeBeforeScaleDown is {idle!r}, "
+                    f"must be at most PT{MAX_IDLE_MINUTES}M",
+                )
+            )
+    return out
+
+
+@policy("cluster nodes have no SSH")
+def clusters_no_ssh(resources: list[Resource]) -> list[Violation]:
+    return _expect(
+        "cluster nodes have no SSH",
+        _compute(resources),
+        "machinelearningservices:Compute",
+        "properties.properties.remoteLoginPortPublicAccess",
+        "Disabled",
+        "no open port 22",
+    )
+
+
+@policy("cluster nodes have no public IP")
+def clusters_no_public_ip(resources: list[Resource]) -> list[Violation]:
+    return _expect(
+        "cluster nodes have no public IP",
+        resources,
+        "machinelearningservices:Compute",
+        "properties.properties.enableNodePublicIp",
+        False,
+        "nodes are not reachable from the internet",
+    )
+
+
+@policy("clusters use identities, not local auth")
+def clusters_identity(resources: list[Resource]) -> list[Violation]:
+    name = "clusters use identities, not local auth"
+    found = _expect(
+        name,
+        resources,
+        "machinelearningservices:Compute",
+        "properties.disableLocalAuth",
+        True,
+        "no keys on nodes",
+    )
+    found += _expect(
+        name,
+        resources,
+        "machinelearningservices:Compute",
+        "identity.type",
+        "SystemAssigned",
+        "roles are granted to it",
+    )
+    return found + _expect(
+        name,
+        resources,
+        "machinelearningservices:Workspace",
+        "identity.type",
+        "SystemAssigned",
+        "roles are granted to it",
+    )
+
+
+@policy("datastore holds no keys or SAS")
+def datastore_identity(resources: list[Resource]) -> list[Violation]:
+    return _expect(
+        "datastore holds no keys or SAS",
+        resources,
+        "machinelearningservices:Datastore",
+        "properties.credentials.credentialsType",
+        "None",
+        "access goes through identities",
+    )
+
+
+@policy("every taggable resource has project, stack and owner tags")
+def tags(resources: list[Resource]) -> list[Violation]:
+    out = []
+    for r in resources:
+        if r.typ.startswith("azure-native:") and r.typ not in UNTAGGABLE:
+            missing = [k for k in TAG_KEYS if not (r.inputs.get("tags") or {}).get(k)]
+            if missing:
+                out.append(
+                    Violation(
+                        "every taggable resource has project, stack and owner tags",
+                        r.urn,
+                        f"missing tag(s) {', '.join(missing)}",
+                    )
+                )
+    return out
+
+
+@policy("roles are least privilege")
+def least_privilege(resources: list[Resource]) -> list[Violation]:
+    """Only AcrPull on the registry and Blob Data Contributor on the outputs container."""
+    registries = {r.outputs.get("id") for r in of_type(resources, "containerregistry:Registry")}
+    containers = {
+        f"{a.outputs.get('id')}/blobServices/default/containers/{c.inputs.get('containerName')}"
+        for a in of_type(resources, "storage:StorageAccount")
+        for c in of_type(resources, "storage:BlobContainer")
+    }
+    allowed = {ACR_PULL: registries, STORAGE_BLOB_DATA_CONTRIBUTOR: containers}
+    out = []
+    for r in of_type(resources, "authorization:RoleAssignment"):
+        role = str(r.inputs.get("roleDefinitionId", "")).rsplit("/", 1)[-1]
+        scope = r.inputs.get("scope")
+        if role not in allowed:
+            out.append(
+                Violation(
+                    "roles are least privilege",
+                    r.urn,
+                    f"role {role} is not AcrPull or Storage Blob Data Contributor",
+                )
+            )
+        elif scope not in allowed[role]:
+            out.append(
+                Violation(
+                    "roles are least privilege",
+                    r.urn,
+                    f"role {role} is granted on {scope}, broader than {sorted(allowed[role])}",
+                )
+            )
+    return out
+
+
+def check(resources: list[Resource]) -> list[Violation]:
+    return [v for fn in POLICIES.values() for v in fn(resources)]

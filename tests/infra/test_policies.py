@@ -1,0 +1,223 @@
+"""Secure and cost-safe defaults hold for the default stack; each policy catches its breach."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from infra.components import ACR_PULL, STORAGE_BLOB_DATA_CONTRIBUTOR
+from infra.policies import POLICIES, check
+from tests.infra.conftest import SUBSCRIPTION, run_stack
+
+
+def test_the_default_stack_breaks_no_policy(default_stack):
+    violations = check(default_stack.resources)
+    assert violations == [], "\n".join(map(str, violations))
+
+
+def test_every_resource_kind_is_declared(default_stack):
+    kinds = {
+        r.typ.removeprefix("azure-native:")
+        for r in default_stack.resources
+        if r.typ.startswith("azure-native:")
+    }
+    assert kinds == {
+        "resources:ResourceGroup", "storage:StorageAccount", "storage:BlobContainer", "keyvault:Vault",
+        "operationalinsights:Workspace", "applicationinsights:Component", "containerregistry:Registry",
+        "machinelearningservices:Workspace", "machinelearningservices:Compute",
+        "machinelearningservices:Datastore", "authorization:RoleAssignment", "consumption:Budget",
+    } - {"consumption:Budget"}  # fmt: skip
+    components = {r.typ for r in default_stack.resources if r.typ.startswith("aml-rl:")}
+    assert components == {
+        f"aml-rl:infra:{c}"
+        for c in ("Foundation", "Workspace", "ComputeCluster", "Datastore", "Access")
+    }
+
+
+def breach(stack, typ, name, path, value):
+    """A copy of the stack's resources with one input changed, as a careless edit would."""
+    resources = copy.deepcopy(stack.resources)
+    target = next(r for r in resources if r.typ == f"azure-native:{typ}" and r.name == name)
+    node = target.inputs
+    *parents, leaf = path.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+    return resources, target.urn
+
+
+# Settings a team might edit by hand in the program: each must be caught.
+EDITS = [
+    (
+        "storage accepts HTTPS only",
+        "storage:StorageAccount",
+        "storage",
+        "enableHttpsTrafficOnly",
+        False,
+    ),
+    (
+        "storage requires TLS 1.2",
+        "storage:StorageAccount",
+        "storage",
+        "minimumTlsVersion",
+        "TLS1_0",
+    ),
+    (
+        "storage blocks public blob access",
+        "storage:StorageAccount",
+        "storage",
+        "allowBlobPublicAccess",
+        True,
+    ),
+    (
+        "storage blocks public blob access",
+        "storage:BlobContainer",
+        "outputs",
+        "publicAccess",
+        "Blob",
+    ),
+    (
+        "key vault uses RBAC, soft delete and purge protection",
+        "keyvault:Vault",
+        "vault",
+        "properties.enableRbacAuthorization",
+        False,
+    ),
+    (
+        "key vault uses RBAC, soft delete and purge protection",
+        "keyvault:Vault",
+        "vault",
+        "properties.enablePurgeProtection",
+        False,
+    ),
+    (
+        "registry has no admin user",
+        "containerregistry:Registry",
+        "registry",
+        "adminUserEnabled",
+        True,
+    ),
+    (
+        "clusters scale to zero",
+        "machinelearningservices:Compute",
+        "compute",
+        "properties.properties.scaleSettings.nodeIdleTimeBeforeScaleDown",
+        "PT2H",
+    ),
+    (
+        "clusters use identities, not local auth",
+        "machinelearningservices:Compute",
+        "compute",
+        "properties.disableLocalAuth",
+        False,
+    ),
+    (
+        "clusters use identities, not local auth",
+        "machinelearningservices:Workspace",
+        "workspace",
+        "identity.type",
+        "None",
+    ),
+    (
+        "datastore holds no keys or SAS",
+        "machinelearningservices:Datastore",
+        "datastore",
+        "properties.credentials.credentialsType",
+        "AccountKey",
+    ),
+    (
+        "every taggable resource has project, stack and owner tags",
+        "keyvault:Vault",
+        "vault",
+        "tags",
+        {"project": "aml-rl"},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "typ", "resource", "path", "value"), EDITS, ids=[f"{e[0]}:{e[3]}" for e in EDITS]
+)
+def test_each_policy_catches_an_edit_that_breaks_it(
+    default_stack, name, typ, resource, path, value
+):
+    resources, urn = breach(default_stack, typ, resource, path, value)
+    found = POLICIES[name](resources)
+    assert found, f"{name} did not notice {path} = {value!r}"
+    assert all(v.urn == urn for v in found)
+    assert urn in str(found[0]) and name in str(found[0])
+
+
+# Stack settings that break a policy: the program follows them, the policy flags them.
+CONFIGS = [
+    ("cluster nodes have no SSH", {"allowSsh": "true", "sshPublicKey": "ssh-ed25519 AAAA test"}),
+    ("cluster nodes have no public IP", {"nodePublicIp": "true"}),
+    ("storage refuses shared keys", {"sharedKeyAccess": "true"}),
+    ("clusters scale to zero", {"cpuMinNodes": "1"}),
+]
+
+
+@pytest.mark.parametrize(("name", "settings"), CONFIGS, ids=[c[0] for c in CONFIGS])
+def test_each_policy_catches_a_stack_config_that_breaks_it(name, settings):
+    stack = run_stack(settings)
+    found = POLICIES[name](stack.resources)
+    assert found, f"{name} did not notice {settings}"
+    assert all(v.urn.startswith("urn:pulumi:dev::aml-rl::azure-native:") for v in found)
+    assert {v.policy for v in check(stack.resources)} == {name}, "only the broken policy fires"
+
+
+def test_every_policy_has_a_negative_test():
+    assert {e[0] for e in EDITS} | {c[0] for c in CONFIGS} | {"roles are least privilege"} == set(
+        POLICIES
+    )
+
+
+def test_clusters_get_acr_pull_and_blob_access_on_exactly_the_right_scopes(default_stack):
+    registry = default_stack.one("containerregistry:Registry").outputs["id"]
+    account = default_stack.one("storage:StorageAccount").outputs["id"]
+    container = f"{account}/blobServices/default/containers/outputs"
+    grants = {
+        (
+            r.inputs["principalId"],
+            r.inputs["roleDefinitionId"].rsplit("/", 1)[-1],
+            r.inputs["scope"],
+        )
+        for r in default_stack.of_type("authorization:RoleAssignment")
+    }
+    principals = {"compute-principal", "workspace-principal"}
+    assert {p for p, _, _ in grants} == principals  # two clusters share the mock name "compute"
+    for r in default_stack.of_type("authorization:RoleAssignment"):
+        assert r.inputs["roleDefinitionId"].startswith(
+            f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Authorization/roleDefinitions/"
+        )
+        assert r.inputs["principalType"] == "ServicePrincipal"
+    assert {(role, scope) for _, role, scope in grants} == {
+        (ACR_PULL, registry),
+        (STORAGE_BLOB_DATA_CONTRIBUTOR, container),
+    }
+    assert len(default_stack.of_type("authorization:RoleAssignment")) == 6  # 3 identities x 2 roles
+
+
+def test_a_role_granted_on_the_whole_storage_account_is_too_broad(default_stack):
+    resources, urn = breach(
+        default_stack,
+        "authorization:RoleAssignment",
+        "cpu-cluster-outputs-rw",
+        "scope",
+        default_stack.one("storage:StorageAccount").outputs["id"],
+    )
+    (found,) = POLICIES["roles are least privilege"](resources)
+    assert found.urn == urn and "broader than" in found.detail
+    resources, urn = breach(
+        default_stack,
+        "authorization:RoleAssignment",
+        "cpu-cluster-acr-pull",
+        "roleDefinitionId",
+        f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Authorization/roleDefinitions/b24988ac-6180-42a0-ab88-20f7382dd24c",
+    )
+    (found,) = POLICIES["roles are least privilege"](resources)
+    assert (
+        "b24988ac-6180-42a0-ab88-20f7382dd24c is not AcrPull or Storage Blob Data Contributor"
+        in found.detail
+    )

@@ -1,0 +1,178 @@
+"""Names, settings, outputs contract, budget: the program under mocks, and its config."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from infra.config import InfraConfigError, load_values
+from infra.outputs import InfraOutputs, OutputsError, read_outputs
+from tests.infra.conftest import BASE, SUBSCRIPTION, run_stack
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "rule"),
+    [
+        (
+            "storageAccountName",
+            "My_Storage",
+            "valid storage account name: Azure requires 3-24 lowercase letters and digits",
+        ),
+        ("storageAccountName", "ab", "3-24 lowercase letters and digits"),
+        (
+            "keyVaultName",
+            "1vault",
+            "valid key vault name: Azure requires 3-24 letters, digits and hyphens, starting with a letter",
+        ),
+        ("keyVaultName", "kv--double", "not ending with or doubling a hyphen"),
+        (
+            "registryName",
+            "acr-1",
+            "valid container registry name: Azure requires 5-50 letters and digits",
+        ),
+        ("workspaceName", "w" * 34, "valid workspace name: Azure requires 3-33 letters"),
+        (
+            "cpuClusterName",
+            "cpu-cluster-much-too-long",
+            "valid compute name: Azure requires 2-16 letters, digits and hyphens",
+        ),
+        ("gpuClusterName", "-gpu", "valid compute name"),
+        ("resourceGroupName", "rg.", "not ending with a period"),
+    ],
+)
+def test_names_that_break_azures_rules_fail_before_any_resource(key, value, rule):
+    with pytest.raises(
+        InfraConfigError,
+        match=rf"aml-rl:{key} = '{value}' is not a .*{rule}.*pulumi config set aml-rl:{key}",
+    ):
+        load_values({**BASE, key: value}, "dev")
+
+
+def test_a_prefix_that_would_make_invalid_names_is_refused():
+    with pytest.raises(
+        InfraConfigError,
+        match=r"aml-rl:prefix = 'My-Team' must be 2-12 lowercase letters and digits",
+    ):
+        load_values({**BASE, "prefix": "My-Team"}, "dev")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            {"owner": ""},
+            r"aml-rl:owner is required; set it with `pulumi config set aml-rl:owner <value>`",
+        ),
+        ({"idleMinutes": "45"}, r"aml-rl:idleMinutes = 45 is outside 1-30"),
+        ({"cpuMaxNodes": "many"}, r"aml-rl:cpuMaxNodes = 'many' is not a whole number"),
+        ({"cpuMinNodes": "5", "cpuMaxNodes": "4"}, r"aml-rl:cpuMinNodes = 5 is outside 0-4"),
+        ({"gpuPriority": "Spot"}, r"aml-rl:gpuPriority = 'Spot' must be Dedicated or LowPriority"),
+        ({"allowSsh": "true"}, r"aml-rl:sshPublicKey is required"),
+        ({"allowSsh": "yes"}, r"aml-rl:allowSsh = 'yes' must be true or false"),
+        ({"budgetAmount": "100"}, r"aml-rl:budgetEmails is required with budgetAmount"),
+        (
+            {"budgetAmount": "100", "budgetEmails": "a@b.c, nope"},
+            r"aml-rl:budgetEmails: nope not e-mail address",
+        ),
+        ({"keyVaultRetentionDays": "3"}, r"aml-rl:keyVaultRetentionDays = 3 is outside 7-90"),
+    ],
+)
+def test_bad_settings_name_the_key(settings, message):
+    with pytest.raises(InfraConfigError, match=message):
+        load_values({**BASE, **settings}, "dev")
+
+
+def test_default_names_follow_the_rules_for_a_long_stack_name():
+    cfg = load_values(BASE, "production-westeurope")
+    assert cfg.storage_account_name == "amlrlproducti" + "st"
+    assert len(cfg.key_vault_name) <= 24 and len(cfg.workspace_name) <= 33
+
+
+def test_outputs_contract(default_stack):
+    outputs = InfraOutputs.model_validate(default_stack.outputs)
+    assert outputs.subscription_id == SUBSCRIPTION
+    assert outputs.resource_group == "rg-amlrl-dev"
+    assert outputs.workspace_name == "mlw-amlrl-dev"
+    assert (outputs.cpu_cluster, outputs.gpu_cluster) == ("cpu-cluster", "gpu-cluster")
+    assert outputs.datastore == "outputs"
+    assert outputs.registry_login_server == "amlrldevacr.azurecr.io"
+    assert outputs.storage_account == "amlrldevst"
+    assert outputs.mlflow_tracking_uri.startswith(
+        "azureml://westeurope.api.azureml.ms/mlflow/v1.0/subscriptions/"
+    )
+
+
+def test_every_taggable_resource_carries_the_stack_tags(default_stack):
+    tagged = [r for r in default_stack.resources if "tags" in r.inputs]
+    assert len(tagged) == 9  # rg, storage, vault, logs, insights, registry, workspace, 2 clusters
+    for r in tagged:
+        assert r.inputs["tags"] == {
+            "project": "aml-rl",
+            "stack": "dev",
+            "owner": "rl-team@example.com",
+        }, r.urn
+
+
+def test_clusters_scale_to_zero_without_ssh_or_public_ips(default_stack):
+    for name, vm, top, priority in (
+        ("cpu-cluster", "Standard_D4s_v3", 4, "Dedicated"),
+        ("gpu-cluster", "Standard_NC4as_T4_v3", 2, "LowPriority"),
+    ):
+        (cluster,) = [
+            r
+            for r in default_stack.of_type("machinelearningservices:Compute")
+            if r.inputs["computeName"] == name
+        ]
+        props = cluster.inputs["properties"]["properties"]
+        assert props["vmSize"] == vm and props["vmPriority"] == priority
+        assert props["scaleSettings"] == {
+            "minNodeCount": 0,
+            "maxNodeCount": top,
+            "nodeIdleTimeBeforeScaleDown": "PT15M",
+        }
+        assert (
+            props["enableNodePublicIp"] is False
+            and props["remoteLoginPortPublicAccess"] == "Disabled"
+        )
+        assert "userAccountCredentials" not in props
+
+
+def test_gpu_cluster_can_be_left_out():
+    stack = run_stack({"gpuCluster": "false"})
+    assert [r.inputs["computeName"] for r in stack.of_type("machinelearningservices:Compute")] == [
+        "cpu-cluster"
+    ]
+    assert stack.outputs["gpu_cluster"] == ""
+    assert len(stack.of_type("authorization:RoleAssignment")) == 4
+
+
+def test_budget_alerts_the_configured_addresses():
+    stack = run_stack({"budgetAmount": "250", "budgetEmails": "a@example.com,b@example.com"})
+    budget = stack.one("consumption:Budget")
+    assert budget.inputs["amount"] == 250 and budget.inputs["timeGrain"] == "Monthly"
+    assert budget.inputs["scope"] == f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-amlrl-dev"
+    for notification in budget.inputs["notifications"].values():
+        assert notification["contactEmails"] == ["a@example.com", "b@example.com"]
+    assert {n["threshold"] for n in budget.inputs["notifications"].values()} == {80, 100}
+
+
+def test_outputs_read_back_from_a_saved_file(tmp_path, default_stack):
+    saved = tmp_path / "outputs.json"
+    saved.write_text(json.dumps(default_stack.outputs))
+    assert read_outputs(saved) == InfraOutputs.model_validate(default_stack.outputs)
+
+
+def test_broken_saved_outputs_say_what_is_missing(tmp_path):
+    saved = tmp_path / "outputs.json"
+    saved.write_text('{"subscription_id": "x"}')
+    with pytest.raises(
+        OutputsError,
+        match=r"outputs\.json: missing or invalid stack output\(s\): resource_group, location, workspace_name",
+    ):
+        read_outputs(saved)
+    saved.write_text("not json")
+    with pytest.raises(
+        OutputsError, match=r"outputs\.json: not JSON .*pulumi stack output --json > FILE"
+    ):
+        read_outputs(saved)
