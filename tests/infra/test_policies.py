@@ -92,6 +92,20 @@ EDITS = [
         False,
     ),
     (
+        "key vault uses RBAC, soft delete and purge protection",
+        "keyvault:Vault",
+        "vault",
+        "properties.enableSoftDelete",
+        False,
+    ),
+    (
+        "registry has no admin user",
+        "containerregistry:Registry",
+        "registry",
+        "anonymousPullEnabled",
+        True,
+    ),
+    (
         "registry has no admin user",
         "containerregistry:Registry",
         "registry",
