@@ -161,3 +161,67 @@ def export_trajectories(c: Context, run: str, csv: bool = False, out: str = "") 
     except RunError as exc:
         raise Exit(f"export-trajectories: {exc}", code=2) from None
     print(f"wrote {path}")
+
+
+@task(
+    help={
+        "gpu": "build the GPU image (torch's CUDA wheels from PyPI) instead of the CPU one",
+        "tag": "image tag (default aml-rl:cpu or aml-rl:cuda)",
+        "push": "after building, push to this Azure Container Registry (e.g. myacr.azurecr.io)",
+        "base_image": "base image (default python:3.11-slim-bookworm; see build-base)",
+        "wheelhouse": "a folder of local wheels for pip (e.g. the CPU torch wheel)",
+        "ca_cert": "an extra CA bundle for pip inside the build (TLS-inspecting proxies)",
+    }
+)
+def build(
+    c: Context,
+    gpu: bool = False,
+    tag: str = "",
+    push: str = "",
+    base_image: str = "",
+    wheelhouse: str = "",
+    ca_cert: str = "",
+) -> None:
+    """Build the CPU (or GPU) training image; print its size and the time taken."""
+    from images.build import DEFAULT_BASE, BuildOptions, ImageError, build_image
+
+    options = BuildOptions(
+        gpu=gpu,
+        tag=tag,
+        base_image=base_image or DEFAULT_BASE,
+        wheelhouse=Path(wheelhouse) if wheelhouse else None,
+        ca_cert=Path(ca_cert) if ca_cert else None,
+    )
+    try:
+        result = build_image(options, echo=print)
+    except ImageError as exc:
+        raise Exit(f"build: {exc}", code=1) from None
+    print(
+        f"built {result.tag} ({result.image_id[:19]}): {result.size_bytes / 1e9:.2f} GB "
+        f"in {result.seconds:.1f} s "
+        f"({result.cached_steps} cached steps)"
+    )
+    if push:
+        from images.push import push_image
+
+        try:
+            pushed = push_image(result.tag, push, echo=print)
+        except ImageError as exc:
+            raise Exit(f"build --push: {exc}", code=1) from None
+        print(f"pushed {pushed}")
+
+
+@task(help={"tag": "tag for the base image (default aml-rl/base:bookworm)"})
+def build_base(c: Context, tag: str = "") -> None:
+    """Make a Debian bookworm base image from Debian's packages, for machines with no registry."""
+    from images.build import LOCAL_BASE, ImageError
+    from images.build import build_base as make_base
+
+    try:
+        image_id = make_base(tag=tag or LOCAL_BASE)
+    except ImageError as exc:
+        raise Exit(f"build-base: {exc}", code=1) from None
+    print(
+        f"built {tag or LOCAL_BASE} ({image_id[:19]}); "
+        "`invoke build` uses it when the public base can't be pulled"
+    )

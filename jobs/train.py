@@ -196,14 +196,35 @@ def _trajectory_summary(run: RunDir) -> dict[str, Any]:
     return {"folder": "trajectories", "files": len(files), "rows": rows}
 
 
+def check_ray_version(expected: str | None = None) -> None:
+    """The image records the Ray version it was built with; the job refuses another one."""
+    import ray
+
+    expected = expected or os.environ.get("AML_RL_RAY_VERSION")
+    if expected and expected != ray.__version__:
+        raise RunError(
+            f"Ray version mismatch: this image was built for Ray {expected} (AML_RL_RAY_VERSION) "
+            f"but Ray {ray.__version__} is installed; rebuild the image with `invoke build` so "
+            "that every node runs the host's Ray"
+        )
+
+
 def start_ray() -> None:
     import ray
 
+    check_ray_version()
     address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING)
-    else:
+    if not address:
         ray.init(include_dashboard=False, logging_level=logging.WARNING, configure_logging=True)
+        return
+    try:
+        ray.init(address=address, logging_level=logging.WARNING)
+    except RuntimeError as exc:
+        if "version" in str(exc).lower():  # Ray's own check when a node's version differs
+            raise RunError(
+                f"Ray version mismatch joining the cluster at {address}: {exc}"
+            ) from None
+        raise
 
 
 def prepare(

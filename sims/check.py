@@ -315,6 +315,20 @@ def check_sim(
     return report
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sims.check --sim NAME``: the same report as ``invoke check-sim``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m sims.check", description=__doc__)
+    parser.add_argument("--sim", default="cstr", help="simulator name or Gymnasium id")
+    parser.add_argument("--lessons", type=Path, help="a lessons YAML to check instead")
+    parser.add_argument("--episodes", type=int, default=30, help="random-policy episodes")
+    args = parser.parse_args(argv)
+    report = check_sim(args.sim, lessons=args.lessons, episodes=args.episodes)
+    render(report)
+    return 0 if report.ok else 1
+
+
 def render(report: Report) -> None:
     """Print the report as a table, then the step rate and the verdict."""
     from rich.console import Console
@@ -336,3 +350,7 @@ def render(report: Report) -> None:
         )
     verdict = "[green]PASS[/]" if report.ok else f"[red]FAIL[/] ({len(report.failures())} failing)"
     console.print(f"{report.sim}: {verdict}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,287 @@
+"""The training image for real: built once, run single-node and as a 3-node Ray cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from images.build import BuildFailed, BuildOptions, ImageError, build_image, docker_client
+from jobs.assess import assess, resolve_checkpoint
+from jobs.config import ConfigError, load_config
+from jobs.trajectories import read_trajectories
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.docker
+TAG = "aml-rl:test"
+
+
+@pytest.fixture(scope="session")
+def client():
+    return docker_client()
+
+
+@pytest.fixture(scope="session")
+def image(client):
+    result = build_image(BuildOptions(tag=TAG), client=client)
+    return result
+
+
+def writable(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o777)  # the image runs as uid 1000, not as the test's user
+    return path
+
+
+def run_once(
+    client,
+    command: list[str],
+    volumes: dict | None = None,
+    environment: dict | None = None,
+    timeout: int = 300,
+    image: str = TAG,
+):
+    """Run ``command`` in a fresh container of the test image; (exit code, output)."""
+    container = client.containers.run(
+        image,
+        command,
+        volumes=volumes or {},
+        environment=environment or {},
+        detach=True,
+        shm_size="512m",
+    )
+    try:
+        code = container.wait(timeout=timeout)["StatusCode"]
+        return code, container.logs().decode()
+    finally:
+        container.remove(force=True)
+
+
+def test_image_is_labelled_non_root_and_pins_the_hosts_ray(image, client):
+    import ray
+
+    attrs = client.images.get(TAG).attrs
+    labels = attrs["Config"]["Labels"]
+    assert labels["io.aml-rl.ray-version"] == ray.__version__
+    assert (
+        labels["org.opencontainers.image.version"] and labels["org.opencontainers.image.revision"]
+    )
+    assert attrs["Config"]["User"] == "aml"
+    assert attrs["Config"]["Cmd"] == ["python", "-m", "jobs.train"]
+    code, out = run_once(
+        client,
+        [
+            "python",
+            "-c",
+            "import ray, torch, os; print(ray.__version__, torch.version.cuda, os.getuid())",
+        ],
+    )
+    assert code == 0 and out.split() == [ray.__version__, "None", "1000"]
+
+
+@pytest.mark.parametrize("sim", ["cstr", "simple_adder", "CartPole-v1"])
+def test_check_sim_passes_inside_the_image(image, client, sim):
+    code, out = run_once(client, ["python", "-m", "sims.check", "--sim", sim, "--episodes", "3"])
+    assert code == 0, out
+    assert f"{sim}: PASS" in out
+
+
+def test_smoke_training_in_the_container_lands_in_a_mounted_folder(image, client, tmp_path):
+    runs = writable(tmp_path / "runs")
+    code, out = run_once(
+        client,
+        ["python", "-m", "jobs.train", "--smoke", "--runs-dir", "/runs"],
+        volumes={str(runs): {"bind": "/runs", "mode": "rw"}},
+    )
+    assert code == 0, out[-3000:]
+    (run,) = [p.parent for p in runs.rglob("summary.json")]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["env_steps_sampled"] >= 400
+    assert len(read_trajectories(run, phase="train")) > 0
+    # A checkpoint written in the container restores and assesses on the host.
+    result = assess(resolve_checkpoint(run), out=tmp_path / "host-assessment")
+    assert result.to_json()["kpis"] == summary["assessment"]
+
+
+def test_unknown_simulator_fails_in_the_container_as_on_the_host(image, client):
+    with pytest.raises(ConfigError) as host:
+        load_config(ROOT / "jobs" / "configs" / "cstr_ppo.yaml", ["sim=no_such_sim"])
+    code, out = run_once(client, ["python", "-m", "jobs.train", "--set", "sim=no_such_sim"])
+    assert code == 2
+    assert str(host.value).split("cstr_ppo.yaml: ")[1] in out
+
+
+def test_a_ray_version_other_than_the_images_is_refused_at_start(image, client):
+    code, out = run_once(
+        client,
+        ["python", "-m", "jobs.train", "--smoke"],
+        environment={"AML_RL_RAY_VERSION": "2.0.0"},
+    )
+    assert code == 2
+    assert (
+        "Ray version mismatch: this image was built for Ray 2.0.0" in out and "invoke build" in out
+    )
+
+
+def test_touching_sims_rebuilds_only_the_code_layer(image, client):
+    original = (ROOT / "sims" / "cstr.py").read_bytes()
+    result = build_image(
+        BuildOptions(tag=f"{TAG}-touched", overlay={"sims/cstr.py": original + b"\n# touched\n"}),
+        client=client,
+    )
+    steps = [line for line in result.log if line.startswith("Step ")]
+    code_step = next(i for i, line in enumerate(steps) if "COPY --chown=aml:aml code/" in line)
+    layer_steps = [i for i, line in enumerate(steps) if " : RUN " in line or " : COPY " in line]
+    cached = {i for i in layer_steps if _step_was_cached(result.log, steps[i])}
+    assert cached == set(layer_steps) - {code_step}, "every dependency layer comes from the cache"
+    before = client.images.get(TAG).attrs["RootFS"]["Layers"]
+    after = client.images.get(f"{TAG}-touched").attrs["RootFS"]["Layers"]
+    assert after[:-1] == before[:-1] and after[-1] != before[-1]
+    print(f"code-only rebuild: {result.seconds:.1f} s")
+
+
+def _step_was_cached(log: list[str], step: str) -> bool:
+    start = log.index(step)
+    following = log[start + 1 : start + 3]
+    return any("Using cache" in line for line in following)
+
+
+def test_a_failing_build_exits_with_the_failing_steps_output(image, client):
+    import io
+
+    broken = f"{TAG}-no-python-base"  # the test image with every python3 removed
+    dockerfile = (
+        f"FROM {TAG}\nUSER root\nRUN rm -f /usr/bin/python3* /usr/local/bin/python3*\n".encode()
+    )
+    client.images.build(fileobj=io.BytesIO(dockerfile), tag=broken, rm=True)
+    with pytest.raises(BuildFailed) as failed:
+        build_image(BuildOptions(tag=f"{TAG}-broken", base_image=broken), client=client)
+    assert "python3 -m venv /opt/venv" in failed.value.step
+    assert "python3: not found" in failed.value.output
+    assert str(failed.value).startswith("docker build failed at Step ")
+
+
+def test_no_engine_gives_one_message_saying_how_to_start_one(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(
+        ImageError,
+        match=r"no Docker engine answers at unix:///nonexistent/docker\.sock .*start one: `sudo dockerd &`",
+    ):
+        docker_client(timeout=2)
+
+
+def _exec_detached(client, container, command: list[str], environment: dict) -> str:
+    exec_id = client.api.exec_create(container.id, command, environment=environment)["Id"]
+    client.api.exec_start(exec_id, detach=True)
+    return exec_id
+
+
+def _python(container, code: str) -> str:
+    result = container.exec_run(["python", "-c", code])
+    assert result.exit_code == 0, result.output.decode()
+    return result.output.decode().strip()
+
+
+def test_three_node_cluster_spreads_env_runners_and_survives_losing_a_worker(
+    image, client, tmp_path
+):
+    runs = writable(tmp_path / "runs")
+    network = client.networks.create(f"aml-rl-test-{os.getpid()}", driver="bridge")
+    common = {
+        "detach": True,
+        "network": network.name,
+        "shm_size": "512m",
+        "volumes": {str(runs): {"bind": "/runs", "mode": "rw"}},
+    }
+    containers = []
+    try:
+        head = client.containers.run(
+            TAG,
+            [
+                "ray",
+                "start",
+                "--head",
+                "--port=6379",
+                "--num-cpus=1",
+                "--disable-usage-stats",
+                "--block",
+            ],
+            name=f"aml-rl-head-{os.getpid()}",
+            **common,
+        )
+        containers.append(head)
+        workers = [
+            client.containers.run(
+                TAG,
+                ["ray", "start", f"--address={head.name}:6379", "--num-cpus=1", "--block"],
+                **common,
+            )
+            for _ in range(2)
+        ]
+        containers += workers
+        alive_nodes = "import ray; ray.init(address='auto', logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))"
+        deadline = time.monotonic() + 120
+        while head.exec_run(["python", "-c", alive_nodes]).output.decode().strip() != "3":
+            assert time.monotonic() < deadline, "the 3-node cluster did not form"
+            time.sleep(2)
+
+        command = ["python", "-m", "jobs.train", "--smoke", "--runs-dir", "/runs",
+                   "--set", "env_runners.num_env_runners=2", "--set", "stop.max_env_steps=8000",
+                   "--set", "checkpoints.every_iterations=5"]  # fmt: skip
+        driver = _exec_detached(client, head, command, {"RAY_ADDRESS": "auto"})
+
+        def iterations() -> int:
+            files = list(runs.rglob("metrics.jsonl"))
+            return len(files[0].read_text().splitlines()) if files else 0
+
+        deadline = time.monotonic() + 240
+        while iterations() < 3:
+            assert time.monotonic() < deadline, "training did not start on the cluster"
+            time.sleep(1)
+        placement = json.loads(_python(head, (
+            "import json, ray; from ray.util.state import list_actors; ray.init(address='auto', logging_level='ERROR');"
+            "ips = {n['NodeID']: n['NodeManagerAddress'] for n in ray.nodes()};"
+            "print(json.dumps([ips[a.node_id] for a in list_actors(filters=[('class_name', '=', 'SingleAgentEnvRunner'), ('state', '=', 'ALIVE')])]))"
+        )))  # fmt: skip
+        assert len(set(placement)) >= 2, f"env runners on {placement}"
+        worker_ips = {
+            w.id: client.api.inspect_container(w.id)["NetworkSettings"]["Networks"][network.name][
+                "IPAddress"
+            ]
+            for w in workers
+        }
+        victim = next(w for w in workers if worker_ips[w.id] in placement)
+        victim.kill()  # a node is lost mid-training
+
+        deadline = time.monotonic() + 400
+        while client.api.exec_inspect(driver)["Running"]:
+            assert time.monotonic() < deadline, (
+                "training on the cluster did not finish after losing a node"
+            )
+            time.sleep(2)
+        assert client.api.exec_inspect(driver)["ExitCode"] == 0, head.logs().decode()[-3000:]
+        (run,) = [p.parent for p in runs.rglob("summary.json")]
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["env_steps_sampled"] >= 8000
+        assert summary["assessment"]["agent"]["return"] > 0
+        result = assess(resolve_checkpoint(run), out=tmp_path / "assessment")
+        assert result.to_json()["kpis"] == summary["assessment"]
+    finally:
+        for container in containers:
+            container.remove(force=True)
+        network.remove()
+
+
+@pytest.mark.slow
+def test_gpu_image_builds_and_its_torch_is_a_cuda_build(client):
+    result = build_image(BuildOptions(gpu=True, tag=f"{TAG}-gpu"), client=client)
+    code, out = run_once(
+        client, ["python", "-c", "import torch; print(torch.version.cuda)"], image=result.tag
+    )
+    assert code == 0, out
+    assert out.strip() not in ("", "None"), f"torch in the GPU image is not a CUDA build: {out}"
+    labels = client.images.get(result.tag).attrs["Config"]["Labels"]
+    assert labels["io.aml-rl.torch-flavour"] == "cuda"
