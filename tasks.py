@@ -225,3 +225,176 @@ def build_base(c: Context, tag: str = "") -> None:
         f"built {tag or LOCAL_BASE} ({image_id[:19]}); "
         "`invoke build` uses it when the public base can't be pulled"
     )
+
+
+TARGET_HELP = {
+    "outputs": "a saved `pulumi stack output --json` file (default: ask the Pulumi CLI)",
+    "subscription_id": "override the subscription (else $AZURE_SUBSCRIPTION_ID or infra outputs)",
+    "resource_group": "override the resource group (else $AZURE_RESOURCE_GROUP or infra outputs)",
+    "workspace_name": "override the workspace (else $AZUREML_WORKSPACE_NAME or infra outputs)",
+}
+
+
+def _target(
+    outputs: str, subscription_id: str, resource_group: str, workspace_name: str, **more: str
+):
+    from jobs.submit import resolve_target
+
+    flags = {
+        "subscription_id": subscription_id,
+        "resource_group": resource_group,
+        "workspace_name": workspace_name,
+        **more,
+    }
+    return resolve_target(Path(outputs) if outputs else None, flags=flags)
+
+
+@task(
+    help={
+        "config": "experiment YAML (default jobs/configs/cstr_ppo.yaml)",
+        "set": "override a config key, KEY=VALUE (repeatable)",
+        "nodes": "nodes (>1 starts a Ray cluster through Azure ML's Ray distribution)",
+        "gpu": "run on the GPU cluster with the GPU image",
+        "wait": "stream the job's logs until it ends",
+        "dry_run": "write the job YAML (for `az ml job create -f`) and touch no network",
+        "out": "where --dry-run writes the YAML (default .aml/<run-id>/job.yaml)",
+        "show_target": "print the workspace, clusters and datastore resolved, and from where",
+        "image": "training image (default <registry>/aml-rl:cpu or :cuda)",
+        **TARGET_HELP,
+    },
+    iterable=["set"],
+)
+def submit(
+    c: Context,
+    config: str = "",
+    set: list[str] | None = None,
+    nodes: int = 1,
+    gpu: bool = False,
+    wait: bool = False,
+    dry_run: bool = False,
+    out: str = "",
+    show_target: bool = False,
+    image: str = "",
+    outputs: str = "",
+    subscription_id: str = "",
+    resource_group: str = "",
+    workspace_name: str = "",
+) -> None:
+    """Run the training job on Azure ML: same config and entrypoint as `invoke train`."""
+    from jobs.config import DEFAULT_CONFIG, ConfigError, load_config
+    from jobs.rundir import new_run_id
+    from jobs.submit import STAGING, SubmitError, build_job, ml_client, stage_code, write_yaml
+    from jobs.submit import submit as submit_job
+
+    try:
+        target = _target(outputs, subscription_id, resource_group, workspace_name)
+        if show_target:
+            print(target.describe())
+            return
+        cfg = load_config(Path(config) if config else DEFAULT_CONFIG, set or [])
+        run_id = new_run_id()
+        code = stage_code(cfg, run_id)
+        job = build_job(
+            cfg, target, nodes=nodes, gpu=gpu, run_id=run_id, code=code, image=image or None
+        )
+        if dry_run:
+            path = write_yaml(job, Path(out) if out else STAGING / run_id / "job.yaml")
+            print(f"wrote {path}; submit it with `az ml job create -f {path}`")
+            return
+        created = submit_job(job, ml_client(target), wait=wait)
+    except (ConfigError, SubmitError) as exc:
+        raise Exit(f"submit: {exc}", code=2) from None
+    print(f"job {created.name}: {created.status}; {created.studio_url}")
+
+
+def _client(outputs: str, subscription_id: str, resource_group: str, workspace_name: str):
+    from jobs.submit import SubmitError, ml_client
+
+    try:
+        return ml_client(_target(outputs, subscription_id, resource_group, workspace_name))
+    except SubmitError as exc:
+        raise Exit(f"{exc}", code=2) from None
+
+
+@task(help={"job": "Azure ML job name", **TARGET_HELP})
+def logs(
+    c: Context,
+    job: str,
+    outputs: str = "",
+    subscription_id: str = "",
+    resource_group: str = "",
+    workspace_name: str = "",
+) -> None:
+    """Stream an Azure ML job's logs until it ends."""
+    _client(outputs, subscription_id, resource_group, workspace_name).jobs.stream(job)
+
+
+@task(help={"job": "Azure ML job name", **TARGET_HELP})
+def status(
+    c: Context,
+    job: str,
+    outputs: str = "",
+    subscription_id: str = "",
+    resource_group: str = "",
+    workspace_name: str = "",
+) -> None:
+    """Print an Azure ML job's status."""
+    found = _client(outputs, subscription_id, resource_group, workspace_name).jobs.get(job)
+    print(f"{found.name}: {found.status} ({found.display_name}); {found.studio_url}")
+
+
+@task(
+    help={
+        "job": "Azure ML job name",
+        "to": "download folder (default downloads/<job>)",
+        **TARGET_HELP,
+    }
+)
+def download(
+    c: Context,
+    job: str,
+    to: str = "",
+    outputs: str = "",
+    subscription_id: str = "",
+    resource_group: str = "",
+    workspace_name: str = "",
+) -> None:
+    """Download a job's run directory, so `invoke assess` works on it as on a local run."""
+    from jobs.submit import SubmitError, download_run
+
+    try:
+        run = download_run(
+            _client(outputs, subscription_id, resource_group, workspace_name),
+            job,
+            Path(to or f"downloads/{job}"),
+        )
+    except SubmitError as exc:
+        raise Exit(f"download: {exc}", code=2) from None
+    print(f"downloaded {run}; assess it with `invoke assess --checkpoint {run}`")
+
+
+@task(help={"job": "Azure ML job name", **TARGET_HELP})
+def register_model(
+    c: Context,
+    job: str,
+    outputs: str = "",
+    subscription_id: str = "",
+    resource_group: str = "",
+    workspace_name: str = "",
+) -> None:
+    """Register a finished job's final checkpoint as an Azure ML model, with its provenance."""
+    import mlflow
+
+    from jobs.submit import SubmitError, model_for_job
+
+    client = _client(outputs, subscription_id, resource_group, workspace_name)
+    found = client.jobs.get(job)
+    mlflow.set_tracking_uri(client.workspaces.get(client.workspace_name).mlflow_tracking_uri)
+    run = mlflow.get_run(job)  # an Azure ML job is an MLflow run of the same id
+    try:
+        model = client.models.create_or_update(
+            model_for_job(found, run.data.tags, run.data.metrics)
+        )
+    except SubmitError as exc:
+        raise Exit(f"register-model: {exc}", code=2) from None
+    print(f"registered {model.name}:{model.version} from {job}")

@@ -53,6 +53,16 @@ class RunDir:
         return run
 
     @classmethod
+    def at(cls, path: Path) -> RunDir:
+        """A run in exactly ``path`` (an Azure ML output folder), created if need be."""
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(path)
+
+    @staticmethod
+    def has_checkpoint(path: Path) -> bool:
+        return (path / "config.yaml").is_file() and RunDir(path).latest_checkpoint() is not None
+
+    @classmethod
     def open(cls, path: Path) -> RunDir:
         """An existing run; :class:`RunError` naming what is missing if ``path`` is not one."""
         if not path.is_dir():

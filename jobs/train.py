@@ -228,12 +228,24 @@ def start_ray() -> None:
 
 
 def prepare(
-    config: Path | None, sets: list[str], smoke: bool, resume: Path | None, runs_root: Path
+    config: Path | None,
+    sets: list[str],
+    smoke: bool,
+    resume: Path | None,
+    runs_root: Path,
+    run_dir: Path | None = None,
 ) -> tuple[ExperimentConfig, RunDir, Progress, Path | None]:
     """Everything that can fail on user input, before Ray starts."""
+    if run_dir is not None and RunDir.has_checkpoint(run_dir):
+        # A fixed run directory that already has a checkpoint: this job was restarted
+        # (a preempted low-priority node): continue, exactly as --resume would.
+        console.print(f"{run_dir} already holds a checkpoint: resuming after a restart")
+        resume, config = run_dir, None
     if resume is None:
         cfg = load_config(config or DEFAULT_CONFIG, sets, smoke=smoke)
-        run = RunDir.create(runs_root, cfg.experiment)
+        run = (
+            RunDir.at(run_dir) if run_dir is not None else RunDir.create(runs_root, cfg.experiment)
+        )
         write_atomic(run.config, cfg.to_yaml())
         return cfg, run, Progress(), None
     if config is not None:
@@ -271,12 +283,15 @@ def train(
     smoke: bool = False,
     resume: Path | None = None,
     runs_root: Path = Path("runs"),
+    run_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Train, checkpoint, assess; returns the summary that is also written to summary.json."""
     from jobs.algorithms import algorithm_config
     from jobs.callbacks import TrajectoryLogger
 
-    cfg, run, progress, checkpoint = prepare(config, list(sets or []), smoke, resume, runs_root)
+    cfg, run, progress, checkpoint = prepare(
+        config, list(sets or []), smoke, resume, runs_root, run_dir
+    )
     progress.sessions += 1
     session = f"s{progress.sessions:02d}"
     callbacks = functools.partial(
@@ -343,6 +358,10 @@ def train(
         console.print("interrupted: saving a checkpoint before exiting")
     last_checkpoint = save_checkpoint(algo, run, cfg, progress, observation_shape)
     algo.stop()
+    # On Azure ML the job is this MLflow run: `invoke register-model` reads these tags.
+    tracker.mlflow.set_tags(
+        {"final_checkpoint": str(last_checkpoint.relative_to(run.path)), "status": status}
+    )
     tracker.close(status)
 
     assessment = None
@@ -405,6 +424,37 @@ def print_kpis(table: Any, title: str) -> None:
     console.print(view, width=max(console.width, 120))
 
 
+# Azure ML sets one of these on every node of a distributed job; 0 (or unset) is the head.
+RANK_VARIABLES = ("AZUREML_NODE_RANK", "NODE_RANK", "OMPI_COMM_WORLD_RANK")
+
+
+def node_rank() -> int:
+    for name in RANK_VARIABLES:
+        value = os.environ.get(name)
+        if value not in (None, ""):
+            return int(value)
+    return 0
+
+
+def wait_as_worker(
+    rank: int, run_dir: Path | None, poll_s: float = 10.0, timeout_s: float | None = None
+) -> int:
+    """On a worker node, Azure ML has already joined this node's Ray to the head's cluster and
+    the driver runs only on the head: stay up until the head writes the run's summary."""
+    console.print(f"node {rank}: a Ray worker (started by Azure ML); the driver runs on the head")
+    if run_dir is None:
+        return 0
+    waited = 0.0
+    while not (run_dir / "summary.json").exists():
+        if timeout_s is not None and waited >= timeout_s:
+            console.print(f"node {rank}: no summary after {waited:.0f} s; leaving")
+            return 1
+        time.sleep(poll_s)
+        waited += poll_s
+    console.print(f"node {rank}: the head finished the run; leaving")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m jobs.train", description=__doc__.splitlines()[0]
@@ -432,7 +482,16 @@ def main(argv: list[str] | None = None) -> int:
         default=Path(os.environ.get("AML_RL_RUNS_DIR", "runs")),
         help="where run directories go (default runs/)",
     )
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        help="use exactly this run directory, resumed if it holds a checkpoint "
+        "(Azure ML jobs pass their output folder)",
+    )
     args = parser.parse_args(argv)
+    rank = node_rank()
+    if rank:
+        return wait_as_worker(rank, args.run_dir)
     try:
         train(
             args.config,
@@ -440,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
             smoke=args.smoke,
             resume=args.resume,
             runs_root=args.runs_dir,
+            run_dir=args.run_dir,
         )
     except (ConfigError, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)

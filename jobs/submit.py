@@ -1,0 +1,257 @@
+"""Run the training job on Azure ML (azure-ai-ml v2): one command job built from the config."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jobs.config import ExperimentConfig
+from jobs.rundir import new_run_id
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGING = ROOT / ".aml"  # staged code per submission (git-ignored)
+OUTPUT = "run"  # the job's output: the run directory on the datastore
+ENTRYPOINT = f"python -m jobs.train --config experiment.yaml --run-dir ${{{{outputs.{OUTPUT}}}}}"
+WALL_MARGIN_S = 1800  # image pull, Ray start-up and the final assessment, on top of max_wall_s
+DEFAULT_TIMEOUT_S = 24 * 3600  # when the config sets no max_wall_s
+
+# Where each setting can come from, in increasing precedence: infra outputs, env, flags.
+ENVIRONMENT = {
+    "subscription_id": "AZURE_SUBSCRIPTION_ID",
+    "resource_group": "AZURE_RESOURCE_GROUP",
+    "workspace_name": "AZUREML_WORKSPACE_NAME",
+    "cpu_cluster": "AZUREML_CPU_CLUSTER",
+    "gpu_cluster": "AZUREML_GPU_CLUSTER",
+    "datastore": "AZUREML_DATASTORE",
+    "registry_login_server": "AZURE_CONTAINER_REGISTRY",
+}
+
+
+class SubmitError(ValueError):
+    """Something submission needs is missing or wrong; the message says where to set it."""
+
+
+@dataclass
+class Target:
+    values: dict[str, str] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> str:
+        return self.values[key]
+
+    def describe(self) -> str:
+        width = max(map(len, ENVIRONMENT))
+        return "\n".join(
+            f"{key.ljust(width)}  {self.values.get(key, '(unset)')}  [{self.sources.get(key, '-')}]"
+            for key in ENVIRONMENT
+        )
+
+
+def resolve_target(
+    outputs_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, str | None] | None = None,
+    stack: str | None = None,
+) -> Target:
+    """Layer the infra outputs contract, then environment variables, then flags."""
+    from infra.outputs import OutputsError, read_outputs
+
+    environ = os.environ if environ is None else environ
+    target = Target()
+    try:
+        outputs = read_outputs(outputs_file, stack=stack)
+    except OutputsError as exc:
+        if outputs_file is not None:
+            raise SubmitError(str(exc)) from None
+        target.sources["(infra outputs)"] = f"not used: {exc}"
+    else:
+        source = str(outputs_file) if outputs_file else "pulumi stack output"
+        for key in ENVIRONMENT:
+            value = getattr(outputs, key, "")
+            if value:
+                target.values[key], target.sources[key] = value, source
+    for key, variable in ENVIRONMENT.items():
+        if environ.get(variable):
+            target.values[key], target.sources[key] = environ[variable], f"${variable}"
+    for key, value in (flags or {}).items():
+        if value:
+            target.values[key], target.sources[key] = value, f"--{key.replace('_', '-')}"
+    return target
+
+
+def require(target: Target, keys: list[str]) -> None:
+    missing = [key for key in keys if not target.values.get(key)]
+    if missing:
+        how = "; ".join(
+            f"{key}: ${ENVIRONMENT[key]} or --{key.replace('_', '-')}" for key in missing
+        )
+        raise SubmitError(
+            f"the workspace is not fully known: missing {', '.join(missing)}. Run `pulumi up` in "
+            f"infra/ (or pass --outputs FILE from `pulumi stack output --json`), or set {how}"
+        )
+
+
+def git_revision() -> str:
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else "unknown"
+
+
+def stage_code(cfg: ExperimentConfig, run_id: str, root: Path = STAGING) -> Path:
+    """The job's code: sims/, jobs/ and the resolved config, and nothing else of the repo."""
+    code = root / run_id / "code"
+    if code.exists():
+        shutil.rmtree(code)
+    for package in ("sims", "jobs"):
+        shutil.copytree(
+            ROOT / package, code / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
+    (code / "experiment.yaml").write_text(cfg.to_yaml())
+    return code
+
+
+def build_job(
+    cfg: ExperimentConfig,
+    target: Target,
+    *,
+    nodes: int = 1,
+    gpu: bool = False,
+    run_id: str | None = None,
+    code: Path | str,
+    image: str | None = None,
+) -> Any:
+    """The Azure ML command job for ``cfg``: same entrypoint, run directory on the datastore."""
+    from azure.ai.ml import Output, RayDistribution
+    from azure.ai.ml.entities import (
+        CommandJob,
+        CommandJobLimits,
+        Environment,
+        JobResourceConfiguration,
+    )
+
+    if nodes < 1:
+        raise SubmitError(f"--nodes {nodes}: a job needs at least 1 node")
+    cluster_key = "gpu_cluster" if gpu else "cpu_cluster"
+    require(target, ["datastore", cluster_key, *([] if image else ["registry_login_server"])])
+    run_id = run_id or new_run_id()
+    image = image or f"{target['registry_login_server']}/aml-rl:{'cuda' if gpu else 'cpu'}"
+    environment_variables = {"AML_RL_RUN_ID": run_id}
+    if nodes > 1:
+        environment_variables["RAY_ADDRESS"] = "auto"  # join the cluster Azure ML started
+    timeout = int(cfg.stop.max_wall_s + WALL_MARGIN_S) if cfg.stop.max_wall_s else DEFAULT_TIMEOUT_S
+    return CommandJob(
+        code=str(code),
+        command=ENTRYPOINT,
+        environment=Environment(image=image),
+        compute=target[cluster_key],
+        resources=JobResourceConfiguration(instance_count=nodes),
+        distribution=RayDistribution() if nodes > 1 else None,
+        outputs={
+            OUTPUT: Output(
+                type="uri_folder",
+                path=f"azureml://datastores/{target['datastore']}/paths/{cfg.experiment}/{run_id}/",
+                mode="rw_mount",  # checkpoints and trajectories land there as they are written
+            )
+        },
+        experiment_name=cfg.experiment,
+        display_name=f"{cfg.experiment}-{run_id}",
+        description=f"aml-rl: {cfg.algorithm} on {cfg.sim}",
+        tags={
+            "git_revision": git_revision(),
+            "config_digest": cfg.digest(),
+            "sim": cfg.sim,
+            "run_id": run_id,
+        },
+        environment_variables=environment_variables,
+        limits=CommandJobLimits(timeout=timeout),
+    )
+
+
+def write_yaml(job: Any, path: Path) -> Path:
+    """The job as YAML for `az ml job create -f` (no network)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    job.dump(path)
+    return path
+
+
+def credential() -> Any:
+    """DefaultAzureCredential, checked once, with one message when nobody is logged in."""
+    from azure.core.exceptions import ClientAuthenticationError
+    from azure.identity import DefaultAzureCredential
+
+    cred = DefaultAzureCredential()
+    try:
+        cred.get_token("https://management.azure.com/.default")
+    except ClientAuthenticationError as exc:
+        raise SubmitError(
+            "not logged in to Azure: run `az login` (or, in CI, azure/login with OpenID Connect) "
+            f"and try again ({str(exc).splitlines()[0][:160]})"
+        ) from None
+    return cred
+
+
+def ml_client(target: Target, cred: Any = None, **kwargs: Any) -> Any:
+    from azure.ai.ml import MLClient
+
+    require(target, ["subscription_id", "resource_group", "workspace_name"])
+    return MLClient(
+        cred or credential(),
+        target["subscription_id"],
+        target["resource_group"],
+        target["workspace_name"],
+        **kwargs,
+    )
+
+
+def submit(job: Any, client: Any, wait: bool = False, yaml_path: Path | None = None) -> Any:
+    """Submit through the same YAML that --dry-run writes: what can be read is what is sent."""
+    from azure.ai.ml import load_job
+
+    path = write_yaml(job, yaml_path or STAGING / job.tags.get("run_id", "job") / "job.yaml")
+    created = client.jobs.create_or_update(load_job(path))
+    if wait:
+        client.jobs.stream(created.name)
+        created = client.jobs.get(created.name)
+    return created
+
+
+def download_run(client: Any, name: str, to: Path) -> Path:
+    """The job's run directory, so that `invoke assess` works on it as on a local run."""
+    client.jobs.download(name, download_path=str(to), output_name=OUTPUT)
+    run = to / "named-outputs" / OUTPUT
+    if not (run / "config.yaml").is_file():
+        raise SubmitError(
+            f"job {name}: its output holds no run directory (no config.yaml) under {run}"
+        )
+    return run
+
+
+def model_for_job(job: Any, run_tags: Mapping[str, str], metrics: Mapping[str, float]) -> Any:
+    """The final checkpoint of ``job`` as an Azure ML model, with provenance as properties."""
+    from azure.ai.ml.entities import Model
+
+    checkpoint = run_tags.get("final_checkpoint")
+    if not checkpoint:
+        raise SubmitError(
+            f"job {job.name} recorded no final checkpoint (status {job.status}); register a job "
+            "that finished training"
+        )
+    tags = dict(job.tags or {})
+    return Model(
+        name=f"{job.experiment_name}".replace("_", "-"),
+        path=f"azureml://jobs/{job.name}/outputs/{OUTPUT}/paths/{checkpoint}",
+        type="custom_model",
+        description=f"aml-rl policy from job {job.name} ({checkpoint})",
+        properties={
+            "sim": tags.get("sim", ""),
+            "config_digest": tags.get("config_digest", ""),
+            "git_revision": tags.get("git_revision", ""),
+            "job": job.name,
+            "checkpoint": checkpoint,
+            **{f"final/{k}": f"{v:.6g}" for k, v in metrics.items()},
+        },
+    )

@@ -1,0 +1,278 @@
+"""Azure ML submission at the SDK and HTTP boundary: no Azure, no network."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import ray
+import requests
+import urllib3
+from azure.ai.ml import RayDistribution, load_job
+from azure.core.exceptions import ClientAuthenticationError
+from azure.core.pipeline.transport import RequestsTransport
+from requests.adapters import BaseAdapter
+
+from jobs import submit as sub
+from jobs.config import CONFIGS, load_config
+from jobs.train import main, wait_as_worker
+from tests.conftest import ROOT
+
+OUTPUTS = {
+    "subscription_id": "sub-1", "resource_group": "rg-amlrl-dev", "location": "westeurope",
+    "workspace_name": "mlw-amlrl-dev", "cpu_cluster": "cpu-cluster", "gpu_cluster": "gpu-cluster",
+    "datastore": "outputs", "registry_login_server": "amlrldevacr.azurecr.io", "storage_account": "amlrldevst",
+    "mlflow_tracking_uri": "azureml://westeurope.api.azureml.ms/mlflow/v1.0/subscriptions/sub-1",
+}  # fmt: skip
+
+
+@pytest.fixture
+def outputs_file(tmp_path: Path) -> Path:
+    path = tmp_path / "outputs.json"
+    path.write_text(json.dumps(OUTPUTS))
+    return path
+
+
+@pytest.fixture
+def target(outputs_file: Path) -> sub.Target:
+    return sub.resolve_target(outputs_file, environ={})
+
+
+def cstr():
+    return load_config(CONFIGS / "cstr_ppo.yaml")
+
+
+def test_one_cpu_node(target, tmp_path):
+    job = sub.build_job(cstr(), target, nodes=1, run_id="20261121-000000-abcd", code=tmp_path)
+    assert job.compute == "cpu-cluster" and job.resources.instance_count == 1
+    assert job.environment.image == "amlrldevacr.azurecr.io/aml-rl:cpu"
+    assert job.distribution is None and "RAY_ADDRESS" not in job.environment_variables
+    assert (
+        job.outputs["run"].path
+        == "azureml://datastores/outputs/paths/cstr_ppo/20261121-000000-abcd/"
+    )
+    assert job.outputs["run"].mode == "rw_mount"
+    assert job.limits.timeout == 600 + sub.WALL_MARGIN_S
+    assert job.command == "python -m jobs.train --config experiment.yaml --run-dir ${{outputs.run}}"
+    assert job.tags["config_digest"] == cstr().digest() and job.tags["sim"] == "cstr"
+    assert len(job.tags["git_revision"]) == 40
+    assert job.experiment_name == "cstr_ppo" and job.display_name == "cstr_ppo-20261121-000000-abcd"
+
+
+def test_four_gpu_nodes_get_a_ray_cluster(target, tmp_path):
+    job = sub.build_job(cstr(), target, nodes=4, gpu=True, code=tmp_path)
+    assert job.compute == "gpu-cluster" and job.resources.instance_count == 4
+    assert job.environment.image == "amlrldevacr.azurecr.io/aml-rl:cuda"
+    assert isinstance(job.distribution, RayDistribution)
+    assert job.environment_variables["RAY_ADDRESS"] == "auto"
+
+
+def test_staged_code_is_sims_jobs_and_the_resolved_config(tmp_path):
+    cfg = load_config(CONFIGS / "cstr_ppo.yaml", ["training.lr=1e-4"])
+    code = sub.stage_code(cfg, "r1", root=tmp_path)
+    assert sorted(p.name for p in code.iterdir()) == ["experiment.yaml", "jobs", "sims"]
+    assert load_config(code / "experiment.yaml") == cfg
+    assert not list(code.rglob("__pycache__"))
+
+
+def test_dry_run_yaml_loads_back_as_the_same_job(target, tmp_path):
+    job = sub.build_job(
+        cstr(), target, nodes=2, run_id="r1", code=sub.stage_code(cstr(), "r1", root=tmp_path)
+    )
+    path = sub.write_yaml(job, tmp_path / "job.yaml")
+    loaded = load_job(path)  # what `az ml job create -f` validates
+    assert loaded.type == "command"
+    for attribute in (
+        "command",
+        "compute",
+        "experiment_name",
+        "display_name",
+        "tags",
+        "environment_variables",
+    ):
+        assert getattr(loaded, attribute) == getattr(job, attribute), attribute
+    assert loaded.resources.instance_count == 2 and loaded.distribution.type == "ray"
+    assert loaded.environment.image == job.environment.image
+    assert (
+        loaded.outputs["run"].path == job.outputs["run"].path
+        and loaded.outputs["run"].mode == "rw_mount"
+    )
+    assert loaded.limits.timeout == job.limits.timeout
+    assert Path(loaded.code) == Path(job.code)
+
+
+def test_show_target_layers_outputs_environment_and_flags(outputs_file):
+    target = sub.resolve_target(
+        outputs_file,
+        environ={"AZUREML_WORKSPACE_NAME": "ws-from-env"},
+        flags={"resource_group": "rg-flag"},
+    )
+    text = target.describe()
+    assert f"subscription_id        sub-1  [{outputs_file}]" in text
+    assert "workspace_name         ws-from-env  [$AZUREML_WORKSPACE_NAME]" in text
+    assert "resource_group         rg-flag  [--resource-group]" in text
+
+
+def test_a_missing_workspace_says_where_to_set_it(tmp_path):
+    target = sub.resolve_target(None, environ={"AZURE_SUBSCRIPTION_ID": "s"}, stack="nope")
+    with pytest.raises(
+        sub.SubmitError,
+        match=r"missing resource_group, workspace_name\. Run `pulumi up` in infra/ .*resource_group: \$AZURE_RESOURCE_GROUP or --resource-group",
+    ):
+        sub.ml_client(target, cred=object())
+    with pytest.raises(
+        sub.SubmitError, match=r"missing datastore, cpu_cluster, registry_login_server"
+    ):
+        sub.build_job(cstr(), target, code=tmp_path)
+
+
+def test_missing_credentials_say_how_to_log_in(monkeypatch):
+    class NoLogin:
+        def get_token(self, *scopes, **kwargs):
+            raise ClientAuthenticationError(
+                "DefaultAzureCredential failed to retrieve a token from the included credentials."
+            )
+
+    import azure.identity
+
+    monkeypatch.setattr(azure.identity, "DefaultAzureCredential", NoLogin)
+    with pytest.raises(
+        sub.SubmitError,
+        match=r"not logged in to Azure: run `az login` .*DefaultAzureCredential failed",
+    ):
+        sub.credential()
+
+
+class Recorder(BaseAdapter):
+    """An HTTP adapter under azure-core's real RequestsTransport: records, answers 200."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[requests.PreparedRequest] = []
+
+    def send(self, request, **kwargs):
+        self.sent.append(request)
+        body = json.loads(request.body or b"{}") if request.method in ("PUT", "POST") else {}
+        path = request.url.split("?")[0].removeprefix("https://management.azure.com")
+        payload = json.dumps({**body, "id": path, "name": path.rsplit("/", 1)[-1]}).encode()
+        response = requests.Response()
+        response.status_code, response.request, response.url = 200, request, request.url
+        response.headers["Content-Type"] = "application/json"
+        response.raw = urllib3.HTTPResponse(
+            body=io.BytesIO(payload),
+            headers=dict(response.headers),
+            status=200,
+            preload_content=False,
+        )
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+class Token:
+    def get_token(self, *scopes, **kwargs):
+        return SimpleNamespace(token="token", expires_on=2**31)
+
+    get_token_info = get_token
+
+
+def test_submission_sends_the_job_to_the_workspace(target, tmp_path):
+    adapter, session = Recorder(), requests.Session()
+    session.mount("https://", adapter)
+    client = sub.ml_client(target, cred=Token(), transport=RequestsTransport(session=session))
+    workspace = "/subscriptions/sub-1/resourceGroups/rg-amlrl-dev/providers/Microsoft.MachineLearningServices/workspaces/mlw-amlrl-dev"
+    # A code asset that exists already: uploading local code is azure-ai-ml's own path.
+    job = sub.build_job(
+        cstr(), target, nodes=4, gpu=True, run_id="r4", code=f"{workspace}/codes/aml-rl/versions/1"
+    )
+    created = sub.submit(job, client, yaml_path=tmp_path / "job.yaml")
+    (put,) = [r for r in adapter.sent if f"{workspace}/jobs/" in r.url]
+    assert put.method == "PUT" and put.url.startswith("https://management.azure.com")
+    body = json.loads(put.body)["properties"]
+    assert body["jobType"] == "Command" and body["experimentName"] == "cstr_ppo"
+    assert body["computeId"] == f"{workspace}/computes/gpu-cluster"
+    assert (
+        body["resources"]["instanceCount"] == 4
+        and body["distribution"]["distributionType"] == "Ray"
+    )
+    assert body["outputs"]["run"] == {
+        "uri": "azureml://datastores/outputs/paths/cstr_ppo/r4/",
+        "mode": "ReadWriteMount",
+        "jobOutputType": "uri_folder",
+    }
+    assert body["environmentVariables"] == {"AML_RL_RUN_ID": "r4", "RAY_ADDRESS": "auto"}
+    assert body["command"] == sub.ENTRYPOINT
+    assert body["tags"]["config_digest"] == cstr().digest()
+    assert body["limits"]["timeout"] == "PT40M"
+    assert body["environmentId"].startswith(f"{workspace}/environments/")
+    assert created.name == put.url.split("?")[0].rsplit("/", 1)[-1]
+    assert all(r.headers["Authorization"] == "Bearer token" for r in adapter.sent)
+
+
+def test_worker_nodes_do_not_run_the_driver(tmp_path, monkeypatch):
+    monkeypatch.setenv("AZUREML_NODE_RANK", "2")
+    (tmp_path / "summary.json").write_text("{}")  # the head already finished
+    assert main(["--smoke", "--run-dir", str(tmp_path)]) == 0
+    assert not ray.is_initialized()
+    assert not (tmp_path / "config.yaml").exists(), "a worker writes nothing to the run"
+
+
+def test_a_worker_waits_for_the_heads_summary(tmp_path):
+    threading.Timer(0.3, (tmp_path / "summary.json").write_text, args=("{}",)).start()
+    assert wait_as_worker(1, tmp_path, poll_s=0.05, timeout_s=10) == 0
+    assert wait_as_worker(1, tmp_path / "never", poll_s=0.05, timeout_s=0.2) == 1
+
+
+def run_head(run_dir: Path, *sets: str) -> subprocess.CompletedProcess:
+    args = [sys.executable, "-m", "jobs.train", "--smoke", "--run-dir", str(run_dir)]
+    for item in sets:
+        args += ["--set", item]
+    env = {**os.environ, "AZUREML_NODE_RANK": "0"}
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+
+
+def test_restart_resumes_from_the_output_folder_and_a_fresh_folder_starts_fresh(tmp_path):
+    run_dir = tmp_path / "outputs" / "cstr_ppo" / "r1"
+    first = run_head(run_dir)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "resuming after a restart" not in first.stdout
+    before = json.loads((run_dir / "summary.json").read_text())
+    assert before["sessions"] == 1
+    again = run_head(run_dir, "stop.max_env_steps=800")  # the restarted job, with budget left
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "already holds a checkpoint: resuming after a restart" in again.stdout
+    after = json.loads((run_dir / "summary.json").read_text())
+    assert (
+        after["sessions"] == 2 and after["env_steps_sampled"] >= 800 > before["env_steps_sampled"]
+    )
+
+
+def test_model_registration_carries_provenance():
+    job = SimpleNamespace(
+        name="job-1",
+        status="Completed",
+        experiment_name="cstr_ppo",
+        tags={"sim": "cstr", "config_digest": "abc", "git_revision": "f00"},
+    )
+    model = sub.model_for_job(
+        job,
+        {"final_checkpoint": "checkpoints/iter-000250"},
+        {"env_runners/episode_return_mean": 88.46},
+    )
+    assert model.path == "azureml://jobs/job-1/outputs/run/paths/checkpoints/iter-000250"
+    assert model.properties == {
+        "sim": "cstr", "config_digest": "abc", "git_revision": "f00", "job": "job-1",
+        "checkpoint": "checkpoints/iter-000250", "final/env_runners/episode_return_mean": "88.46",
+    }  # fmt: skip
+    with pytest.raises(
+        sub.SubmitError, match=r"job job-1 recorded no final checkpoint \(status Completed\)"
+    ):
+        sub.model_for_job(job, {}, {})
