@@ -69,6 +69,7 @@ def test(c: Context, k: str = "", slow: bool = False, args: str = "") -> None:
     if k:
         selection += ["-k", k]
     c.run(f"{shlex.join(['pytest', *selection])} {args}")
+    bench(c, quick=True)  # the harness must not rot; quick results go to benchmarks/quick/
 
 
 @task(
@@ -398,3 +399,21 @@ def register_model(
     except SubmitError as exc:
         raise Exit(f"register-model: {exc}", code=2) from None
     print(f"registered {model.name}:{model.version} from {job}")
+
+
+@task(
+    help={
+        "quick": "tiny budgets, to check the harness (results go to benchmarks/quick/)",
+        "only": "run one benchmark: sim_step, training_throughput, trajectory_logging_overhead, "
+        "control_quality, image, startup",
+    }
+)
+def bench(c: Context, quick: bool = False, only: str = "") -> None:
+    """Measure simulator speed, throughput, logging overhead, control quality, image, start-up."""
+    from benchmarks.bench import render_markdown, run
+
+    try:
+        report = run(quick=quick, only=only or None)
+    except ValueError as exc:
+        raise Exit(f"bench: {exc}", code=2) from None
+    print(render_markdown(report))

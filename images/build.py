@@ -64,6 +64,8 @@ class BuildOptions:
     ca_cert: Path | None = None
     overlay: Mapping[str, bytes] = field(default_factory=dict)
     """Extra or replaced files in the code layer, by path under the repo (for tests)."""
+    nocache: bool = False
+    """Rebuild every layer (for measuring a cold build)."""
 
     @property
     def flavour(self) -> str:
@@ -233,6 +235,7 @@ def build_image(
         buildargs=args,
         rm=True,
         decode=True,
+        nocache=options.nocache,
     )
     image_id = ""
     for chunk in stream:

@@ -36,6 +36,7 @@ from jobs.rundir import (
 from jobs.trajectories import trajectory_files
 
 console = Console(highlight=False, soft_wrap=True)
+_ENTRY = time.time()  # when this module finished importing its dependencies
 
 
 @dataclass
@@ -306,8 +307,11 @@ def train(
     console.print(f"run {run.path} ({'resuming from ' + checkpoint.name if checkpoint else 'new'})")
 
     started = time.perf_counter()
+    timeline = {"entry": _ENTRY, "prepared": time.time()}  # wall-clock, for start-up benchmarks
     start_ray()
+    timeline["ray_started"] = time.time()
     algo = algo_config.build_algo()
+    timeline["algorithm_built"] = time.time()
     if checkpoint is not None:
         algo.restore_from_path(str(checkpoint.resolve()))
         console.print(
@@ -325,6 +329,7 @@ def train(
             tick = time.perf_counter()
             result = algo.train()
             took = time.perf_counter() - tick
+            timeline.setdefault("first_iteration", time.time())
             progress.iteration = int(result["training_iteration"])
             progress.env_steps = int(
                 result.get("num_env_steps_sampled_lifetime", progress.env_steps)
@@ -399,6 +404,7 @@ def train(
         "assessment": assessment,
         "config_digest": cfg.digest(),
         "mlflow_run_id": progress.mlflow_run_id,
+        "timeline": timeline,
     }
     write_json(run.summary, summary)
     console.print(f"summary: {run.summary}")

@@ -1,0 +1,563 @@
+"""`invoke bench`: every figure a ratio or comparison taken side by side in one run."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+FULL_OUT = ROOT / "benchmarks"
+QUICK_OUT = ROOT / "benchmarks" / "quick"  # --quick never overwrites the published results
+RAYPROJECT_RAY_CPU_GB = 2.21  # rayproject/ray CPU image, published uncompressed size (no torch)
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float | None
+    unit: str
+    reference: str
+    target: str = ""
+    met: bool | None = None
+
+
+@dataclass
+class Benchmark:
+    name: str
+    figures: list[Figure] = field(default_factory=list)
+    conditions: str = ""
+    skipped: str = ""
+
+    def add(
+        self,
+        name: str,
+        value: float | None,
+        unit: str,
+        reference: str,
+        target: str = "",
+        met: Any = None,
+    ) -> Figure:
+        figure = Figure(
+            name,
+            None if value is None else float(value),
+            unit,
+            reference,
+            target,
+            None if met is None else bool(met),
+        )
+        self.figures.append(figure)
+        return figure
+
+
+# -- 1. simulator step -------------------------------------------------------------------
+def _sample_model(y: np.ndarray, t: float, Tc: float) -> list[float]:
+    """The right-hand side as the published Bonsai CSTR sample writes it: NumPy on the state."""
+    Ca, T = y
+    k = 34930800.0 * np.exp(-11843.0 / (1.98588 * T))
+    return [
+        1.0 * (10.0 - Ca) - k * Ca,
+        1.0 * (298.2 - T) + 5960.0 / 500.0 * k * Ca - 0.3 * (T - Tc),
+    ]
+
+
+def bench_sim_step(quick: bool) -> Benchmark:
+    """Our RK4 vs per-step scipy calls on the same coolant sequence, interleaved."""
+    from scipy.integrate import odeint, solve_ivp
+
+    from sims import cstr
+
+    rng = np.random.default_rng(0)
+    steps = 300 if quick else 3000
+    start_y = [cstr.CREF_HIGH, cstr.steady_state(cstr.CREF_HIGH)[0]]
+    Tc0 = cstr.steady_state(cstr.CREF_HIGH)[1]
+    coolant = list(np.clip(Tc0 + np.cumsum(rng.uniform(-3, 3, steps)), 280, 330))
+
+    def ours() -> list[tuple[float, float]]:
+        (Ca, T), out = start_y, []
+        for Tc in coolant:
+            Ca, T = cstr.rk4(Ca, T, Tc, cstr.DT)
+            out.append((Ca, T))
+        return out
+
+    def sample_odeint(rtol: float | None = None) -> list[tuple[float, float]]:
+        y, out = start_y, []
+        tolerances = {"rtol": rtol, "atol": rtol} if rtol else {}
+        for Tc in coolant:
+            y = odeint(_sample_model, y, [0.0, cstr.DT], args=(Tc,), **tolerances)[-1]
+            out.append((y[0], y[1]))
+        return out
+
+    def per_step_solve_ivp() -> list[tuple[float, float]]:
+        y, out = start_y, []
+        for Tc in coolant:
+            y = solve_ivp(lambda t, v, Tc=Tc: _sample_model(v, t, Tc), (0.0, cstr.DT), y).y[:, -1]
+            out.append((y[0], y[1]))
+        return out
+
+    candidates = {"ours": ours, "odeint": sample_odeint, "solve_ivp": per_step_solve_ivp}
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(3 if quick else 5):  # interleaved repeats: the machine is shared and noisy
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    exact = sample_odeint(rtol=1e-11)
+    error = max(
+        max(abs(x[0] - y[0]) / abs(y[0]), abs(x[1] - y[1]) / abs(y[1]))
+        for x, y in zip(ours(), exact, strict=True)
+    )
+    rate = {name: steps / statistics.median(t) for name, t in times.items()}
+    result = Benchmark(
+        "sim_step",
+        conditions=(
+            f"{steps} control steps of 0.5 h on one random coolant walk; medians of interleaved "
+            "repeats; scipy with the sample's NumPy right-hand side"
+        ),
+    )
+    result.add(
+        "CSTR steps/s, project integrator (RK4, Jacobian-sized substeps)",
+        rate["ours"],
+        "steps/s",
+        "-",
+    )
+    result.add(
+        "CSTR steps/s, odeint per step (the published sample's way)", rate["odeint"], "steps/s", "-"
+    )
+    result.add("CSTR steps/s, solve_ivp per step (RK45)", rate["solve_ivp"], "steps/s", "-")
+    ratio = rate["ours"] / rate["odeint"]
+    result.add(
+        "speed ratio vs odeint per step", ratio, "x", "odeint per step", ">= 20x", ratio >= 20
+    )
+    result.add(
+        "speed ratio vs solve_ivp per step",
+        rate["ours"] / rate["solve_ivp"],
+        "x",
+        "solve_ivp per step",
+    )
+    result.add("max relative error", error, "", "odeint, rtol 1e-11", "<= 1e-4", error <= 1e-4)
+    return result
+
+
+# -- 2, 3: training throughput and trajectory-logging overhead -----------------------------
+class ReferenceCsvLogger:
+    """How the published samples log: per batch, reopen a CSV, check its header, append rows."""
+
+    @staticmethod
+    def make(path: str):
+        from ray.rllib.callbacks.callbacks import RLlibCallback
+
+        class _Logger(RLlibCallback):
+            def on_episode_end(
+                self, *, episode, env_runner=None, prev_episode_chunks=None, **kwargs
+            ):
+                chunks = [*(prev_episode_chunks or []), episode]
+                rows = []
+                for chunk in chunks:
+                    for info, reward in zip(
+                        chunk.get_infos()[1:], chunk.get_rewards(), strict=False
+                    ):
+                        rows.append({**info["states"], **info["action"], "reward": float(reward)})
+                if not rows:
+                    return
+                header = list(rows[0])
+                exists = os.path.exists(path)
+                if exists:
+                    with open(path, newline="") as fh:
+                        if next(csv.reader(fh), None) != header:
+                            raise ValueError("CSV header changed")
+                with open(path, "a", newline="") as fh:
+                    writer = csv.DictWriter(fh, fieldnames=header)
+                    if not exists:
+                        writer.writeheader()
+                    writer.writerows(rows)
+
+        return _Logger
+
+
+def _rate(algo: Any, iterations: int) -> float:
+    algo.train()  # warm-up: the first iteration includes compilation and actor start-up
+    steps_before = algo.train()["num_env_steps_sampled_lifetime"]
+    start = time.perf_counter()
+    last = steps_before
+    for _ in range(iterations):
+        last = algo.train()["num_env_steps_sampled_lifetime"]
+    return (last - steps_before) / (time.perf_counter() - start)
+
+
+def _algo(sets: list[str], callbacks: Any) -> Any:
+    from jobs.algorithms import algorithm_config
+    from jobs.config import load_config
+
+    cfg = load_config(ROOT / "jobs" / "configs" / "cstr_ppo.yaml", sets)
+    return algorithm_config(cfg, callbacks).build_algo()
+
+
+def bench_throughput(quick: bool) -> Benchmark:
+    import ray
+
+    layouts = [(1, 8)] if quick else [(0, 8), (1, 4), (1, 8), (2, 4)]
+    iterations = 1 if quick else 5
+    batch = 1000 if quick else 4000
+    result = Benchmark(
+        "training_throughput",
+        conditions=(
+            f"default CSTR PPO config, train batch {batch}, {iterations} timed iterations "
+            f"after 2 warm-up, {os.cpu_count()} CPUs"
+        ),
+    )
+    ray.init(include_dashboard=False, logging_level="ERROR", ignore_reinit_error=True)
+    rates = {}
+    for runners, envs in layouts:
+        sets = [
+            f"env_runners.num_env_runners={runners}",
+            f"env_runners.num_envs_per_env_runner={envs}",
+            f"training.train_batch_size={batch}",
+            "training.minibatch_size=500",
+        ]
+        algo = _algo(sets, None)
+        rates[(runners, envs)] = _rate(algo, iterations)
+        algo.stop()
+        result.add(
+            f"env steps/s, {runners} runner(s) x {envs} envs",
+            rates[(runners, envs)],
+            "steps/s",
+            "other layouts",
+        )
+    best = max(rates, key=rates.get)
+    result.add(
+        f"best layout: {best[0]} runner(s) x {best[1]} envs",
+        rates[best],
+        "steps/s",
+        "MACHINE.md: PPO CartPole ~2,800",
+        ">= 2,000",
+        rates[best] >= 2000,
+    )
+    return result
+
+
+def bench_logging_overhead(quick: bool) -> Benchmark:
+    import ray
+
+    from jobs.callbacks import TrajectoryLogger
+
+    repeats, iterations = (1, 1) if quick else (3, 4)
+    folder = Path(tempfile.mkdtemp(prefix="aml-rl-bench-"))
+    variants: dict[str, Callable[[], Any]] = {
+        "off": lambda: None,
+        "project": lambda: functools.partial(
+            TrajectoryLogger, folder=str(folder / "parquet"), run_id="bench", session="b"
+        ),
+        "reference CSV": lambda: ReferenceCsvLogger.make(str(folder / "reference.csv")),
+    }
+    ray.init(include_dashboard=False, logging_level="ERROR", ignore_reinit_error=True)
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    sets = ["env_runners.num_env_runners=1", "env_runners.num_envs_per_env_runner=8",
+            f"training.train_batch_size={1000 if quick else 4000}"]  # fmt: skip
+    for _ in range(repeats):
+        for name, make in variants.items():  # interleaved: off, project, reference, off, ...
+            algo = _algo(sets, make())
+            rates[name].append(_rate(algo, iterations))
+            algo.stop()
+    off = statistics.median(rates["off"])
+    result = Benchmark(
+        "trajectory_logging_overhead",
+        conditions=(
+            f"{repeats} interleaved repeats x {iterations} iterations, 1 runner x 8 envs; "
+            "every episode logged"
+        ),
+    )
+    result.add("env steps/s, logging off", off, "steps/s", "-")
+    for name in ("project", "reference CSV"):
+        overhead = 100.0 * (1.0 - statistics.median(rates[name]) / off)
+        target = "<= 5%" if name == "project" else ""
+        result.add(
+            f"overhead, {name} logger",
+            overhead,
+            "%",
+            "logging off",
+            target,
+            overhead <= 5.0 if name == "project" else None,
+        )
+    return result
+
+
+# -- 4. control quality ------------------------------------------------------------------
+def bench_control(quick: bool) -> Benchmark:
+    import ray
+
+    from jobs.algorithms import algorithm_config
+    from jobs.assess import assess
+    from jobs.config import load_config
+    from jobs.rundir import RunDir, write_atomic
+    from jobs.train import Progress, save_checkpoint
+
+    budget_s = 45.0 if quick else 600.0
+    cfg = load_config(ROOT / "jobs" / "configs" / "cstr_ppo.yaml", ["trajectories.enabled=false"])
+    ray.init(include_dashboard=False, logging_level="ERROR", ignore_reinit_error=True)
+    algo = algorithm_config(cfg, None).build_algo()
+    run = RunDir.at(Path(tempfile.mkdtemp(prefix="aml-rl-control-")))
+    write_atomic(run.config, cfg.to_yaml())
+    progress, start, beaten, kpis = Progress(), time.perf_counter(), None, {}
+    check_every = 5 if quick else 20
+    while time.perf_counter() - start < budget_s:
+        result = algo.train()
+        progress.iteration = int(result["training_iteration"])
+        progress.env_steps = int(result["num_env_steps_sampled_lifetime"])
+        if progress.iteration % check_every == 0:
+            checkpoint = save_checkpoint(algo, run, cfg, progress, [5])
+            kpis = assess(checkpoint, out=run.path / "assessment").to_json()["kpis"]
+            agent, baseline = kpis["agent"], kpis["baseline"]
+            if (
+                beaten is None
+                and agent["ca_rms"] < baseline["ca_rms"]
+                and agent["runaway_count"] == 0
+            ):
+                beaten = (time.perf_counter() - start, progress.env_steps)
+    checkpoint = save_checkpoint(algo, run, cfg, progress, [5])
+    algo.stop()
+    kpis = assess(checkpoint, out=run.path / "assessment").to_json()["kpis"]
+    result = Benchmark(
+        "control_quality",
+        conditions=(
+            f"default CSTR PPO config, {budget_s:.0f} s training budget, assessed every "
+            f"{check_every} iterations on sims/lessons/cstr_scenarios.yaml"
+        ),
+    )
+    result.add(
+        "training time until Ca RMS beats PI",
+        beaten[0] if beaten else None,
+        "s",
+        "PI baseline",
+        "<= 600 s with 0 runaways",
+        beaten is not None and beaten[0] <= 600,
+    )
+    result.add(
+        "env steps until Ca RMS beats PI", beaten[1] if beaten else None, "steps", "PI baseline"
+    )
+    result.add("env steps in the budget", progress.env_steps, "steps", "-")
+    for key in ("return", "ca_rms", "t_rms", "max_T", "runaway_count"):
+        result.add(f"policy {key}", kpis["agent"][key], "", f"PI: {kpis['baseline'][key]:.4g}")
+    return result
+
+
+# -- 5. image ------------------------------------------------------------------------------
+def bench_image(quick: bool) -> Benchmark:
+    from images.build import BuildOptions, ImageError, build_image, docker_client
+
+    result = Benchmark(
+        "image",
+        conditions="CPU image; base from `invoke build-base` where the public one cannot be pulled",
+    )
+    try:
+        client = docker_client(timeout=900)
+    except ImageError as exc:
+        result.skipped = str(exc)
+        return result
+    if quick:
+        cold = build_image(BuildOptions(tag="aml-rl:cpu"), client=client, echo=lambda _: None)
+        result.add("build time, cached", cold.seconds, "s", "-")
+    else:
+        cold = build_image(
+            BuildOptions(tag="aml-rl:cpu", nocache=True), client=client, echo=lambda _: None
+        )
+        result.add("cold build time (no cache; base image present)", cold.seconds, "s", "-")
+    size_gb = cold.size_bytes / 1e9
+    result.add(
+        "CPU image size",
+        size_gb,
+        "GB",
+        f"rayproject/ray CPU {RAYPROJECT_RAY_CPU_GB} GB (no torch)",
+        "<= 1.5 GB",
+        size_gb <= 1.5,
+    )
+    original = (ROOT / "sims" / "cstr.py").read_bytes()
+    touched = build_image(
+        BuildOptions(
+            tag="aml-rl:cpu-touched",
+            overlay={"sims/cstr.py": original + f"\n# {time.time()}\n".encode()},
+        ),
+        client=client,
+        echo=lambda _: None,
+    )
+    result.add(
+        "rebuild after a one-line change in sims/",
+        touched.seconds,
+        "s",
+        "cold build",
+        "<= 15 s",
+        touched.seconds <= 15,
+    )
+    client.api.remove_image("aml-rl:cpu-touched", force=True)
+    return result
+
+
+# -- 6. start-up ---------------------------------------------------------------------------
+def bench_startup(quick: bool) -> Benchmark:
+    runs = Path(tempfile.mkdtemp(prefix="aml-rl-startup-"))
+    spawn = time.time()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.train",
+            "--smoke",
+            "--runs-dir",
+            str(runs),
+            "--set",
+            "assessment.enabled=false",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            "start-up benchmark: smoke training failed:\n"
+            f"{done.stdout[-2000:]}{done.stderr[-2000:]}"
+        )
+    (summary,) = runs.rglob("summary.json")
+    t = json.loads(summary.read_text())["timeline"]
+    total = t["first_iteration"] - spawn
+    result = Benchmark(
+        "startup",
+        conditions="`python -m jobs.train --smoke`, from process spawn to the first iteration",
+    )
+    result.add("spawn to first iteration", total, "s", "-")
+    parts = {
+        "importing (Python, Ray, RLlib, torch) and validating the config": t["prepared"] - spawn,
+        "starting Ray": t["ray_started"] - t["prepared"],
+        "building the algorithm (env runners, learner)": t["algorithm_built"] - t["ray_started"],
+        "first iteration": t["first_iteration"] - t["algorithm_built"],
+    }
+    for name, seconds in parts.items():
+        result.add(f"share: {name}", 100.0 * seconds / total, "%", "spawn to first iteration")
+    return result
+
+
+BENCHMARKS: dict[str, Callable[[bool], Benchmark]] = {
+    "sim_step": bench_sim_step,
+    "training_throughput": bench_throughput,
+    "trajectory_logging_overhead": bench_logging_overhead,
+    "control_quality": bench_control,
+    "image": bench_image,
+    "startup": bench_startup,
+}
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem_kb = int(
+        next(
+            line.split()[1]
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        )
+    )
+    return {"cpu_model": cpu, "cores": os.cpu_count(), "memory_gb": round(mem_kb / 2**20, 1)}
+
+
+def versions() -> dict[str, str]:
+    import ray
+    import torch
+
+    return {"python": platform.python_version(), "ray": ray.__version__, "torch": torch.__version__}
+
+
+def run(
+    quick: bool = False, only: str | None = None, echo: Callable[[str], None] = print
+) -> dict[str, Any]:
+    if only is not None and only not in BENCHMARKS:
+        raise ValueError(f"--only {only!r}: no such benchmark; choose from {', '.join(BENCHMARKS)}")
+    selected = {only: BENCHMARKS[only]} if only else BENCHMARKS
+    results = []
+    for name, fn in selected.items():
+        echo(f"bench: {name} ...")
+        start = time.perf_counter()
+        result = fn(quick)
+        echo(f"bench: {name} done in {time.perf_counter() - start:.0f} s")
+        results.append(asdict(result))
+    report = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": quick,
+        "machine": machine(),
+        "versions": versions(),
+        "benchmarks": results,
+    }
+    out = QUICK_OUT if quick else FULL_OUT
+    out.mkdir(parents=True, exist_ok=True)
+    if only and (out / "results.json").exists():  # keep the other benchmarks' latest figures
+        previous = json.loads((out / "results.json").read_text())
+        kept = [b for b in previous["benchmarks"] if b["name"] != only]
+        report["benchmarks"] = kept + results
+    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    markdown = render_markdown(report)
+    (ROOT / "BENCHMARKS.md" if not quick else out / "BENCHMARKS.md").write_text(markdown)
+    return report
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "not reached"
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return str(value)
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    m, v = report["machine"], report["versions"]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `invoke bench` from `benchmarks/results.json`; do not edit by hand.",
+        "Every figure is taken side by side with its reference in the same run.",
+        "",
+        f"- Date: {report['date']}{' (quick run)' if report['quick'] else ''}",
+        f"- Machine: {m['cpu_model']}, {m['cores']} cores, {m['memory_gb']} GiB",
+        f"- Versions: Python {v['python']}, Ray {v['ray']}, torch {v['torch']}",
+        "",
+    ]
+    for bench in report["benchmarks"]:
+        lines += [f"## {bench['name']}", ""]
+        if bench["skipped"]:
+            lines += [f"Skipped: {bench['skipped']}", ""]
+            continue
+        lines += [
+            f"Conditions: {bench['conditions']}",
+            "",
+            "| figure | value | unit | reference | target | met |",
+            "|---|---|---|---|---|---|",
+        ]
+        for f in bench["figures"]:
+            met = {True: "yes", False: "**MISSED**", None: ""}[f["met"]]
+            lines.append(
+                f"| {f['name']} | {_fmt(f['value'])} | {f['unit']} | {f['reference']} "
+                f"| {f['target']} | {met} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
