@@ -261,6 +261,7 @@ def _target(
         "out": "where --dry-run writes the YAML (default .aml/<run-id>/job.yaml)",
         "show_target": "print the workspace, clusters and datastore resolved, and from where",
         "image": "training image (default <registry>/aml-rl:cpu or :cuda)",
+        "record": "write the submitted job's name, status and run id to this JSON file",
         **TARGET_HELP,
     },
     iterable=["set"],
@@ -276,6 +277,7 @@ def submit(
     out: str = "",
     show_target: bool = False,
     image: str = "",
+    record: str = "",
     outputs: str = "",
     subscription_id: str = "",
     resource_group: str = "",
@@ -306,6 +308,16 @@ def submit(
     except (ConfigError, SubmitError) as exc:
         raise Exit(f"submit: {exc}", code=2) from None
     print(f"job {created.name}: {created.status}; {created.studio_url}")
+    if record:
+        import json
+
+        entry = {
+            "name": created.name,
+            "status": created.status,
+            "run_id": run_id,
+            "experiment": cfg.experiment,
+        }
+        Path(record).write_text(json.dumps(entry, indent=2) + "\n")
 
 
 def _client(outputs: str, subscription_id: str, resource_group: str, workspace_name: str):
@@ -417,3 +429,24 @@ def bench(c: Context, quick: bool = False, only: str = "") -> None:
     except ValueError as exc:
         raise Exit(f"bench: {exc}", code=2) from None
     print(render_markdown(report))
+
+
+@task(
+    help={
+        "run": "run directory (local, or downloaded from Azure ML)",
+        "github_output": "append beats_baseline=true|false to this file ($GITHUB_OUTPUT)",
+    }
+)
+def report(c: Context, run: str, github_output: str = "") -> None:
+    """Print a run's summary and KPI table as Markdown (for CI step summaries)."""
+    from jobs.report import beats_baseline, markdown
+    from jobs.rundir import RunError
+
+    try:
+        text, beats = markdown(Path(run)), beats_baseline(Path(run))
+    except RunError as exc:
+        raise Exit(f"report: {exc}", code=2) from None
+    print(text)
+    if github_output:
+        with open(github_output, "a") as fh:
+            fh.write(f"beats_baseline={'true' if beats else 'false'}\n")
