@@ -36,7 +36,8 @@ def markdown(run: Path) -> str:
         f"### {s['experiment']} / {s['run_id']}: {s['status']}",
         "",
         f"{s['algorithm']} on `{s['sim']}`: {s['iterations']} iterations, "
-        f"{s['env_steps_sampled']:,} env steps, {s['wall_time_s']:.0f} s; stop: {s['stop_reason']}; final return "
+        f"{s['env_steps_sampled']:,} env steps, {s['wall_time_s']:.0f} s; "
+        f"stop: {s['stop_reason']}; final return "
         f"{s['episode_return_mean']:.4g}; simulator failures: {s['env_step_failures']:.0f}",
         "",
     ]
