@@ -145,7 +145,9 @@ class Tracker:
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         self.mlflow.log_metrics(dict(metrics), step=step)
 
-    def close(self, status: str) -> None:
+    def close(self, status: str, final_checkpoint: str) -> None:
+        # On Azure ML the job is this MLflow run: `invoke register-model` reads these tags.
+        self.mlflow.set_tags({"final_checkpoint": final_checkpoint, "status": status})
         self.mlflow.end_run(status="FINISHED" if status == "completed" else "KILLED")
 
 
