@@ -6,6 +6,7 @@ import importlib.metadata
 import io
 import os
 import re
+import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -261,7 +262,7 @@ def build_image(
 def build_base(client=None, tag: str = LOCAL_BASE, suite: str = "bookworm") -> str:
     """A Debian base image from Debian's packages (debootstrap), for when none can be pulled."""
     client = client or docker_client()
-    if subprocess.run(["which", "debootstrap"], capture_output=True).returncode != 0:
+    if shutil.which("debootstrap") is None:
         raise ImageError(
             "debootstrap is not installed; install it with `apt-get install debootstrap` (as root)"
         )
@@ -277,8 +278,12 @@ def build_base(client=None, tag: str = LOCAL_BASE, suite: str = "bookworm") -> s
                 f"{done.stdout[-2000:]}{done.stderr[-2000:]}"
             )
         # What slim images leave out too (~150 MB): docs, locales, apt's caches and lists.
-        for junk in SLIM_PATHS:
-            subprocess.run(["sh", "-c", f"rm -rf {folder}/{junk}"], check=True)
+        for pattern in SLIM_PATHS:
+            for junk in Path(folder).glob(pattern):
+                if junk.is_dir() and not junk.is_symlink():
+                    shutil.rmtree(junk)
+                else:
+                    junk.unlink()
         tar = subprocess.Popen(["tar", "-C", folder, "-c", "."], stdout=subprocess.PIPE)
         repository, _, version = tag.partition(":")
         client.api.import_image_from_stream(

@@ -365,11 +365,7 @@ def train(
         console.print("interrupted: saving a checkpoint before exiting")
     last_checkpoint = save_checkpoint(algo, run, cfg, progress, observation_shape)
     algo.stop()
-    # On Azure ML the job is this MLflow run: `invoke register-model` reads these tags.
-    tracker.mlflow.set_tags(
-        {"final_checkpoint": str(last_checkpoint.relative_to(run.path)), "status": status}
-    )
-    tracker.close(status)
+    tracker.close(status, str(last_checkpoint.relative_to(run.path)))
 
     assessment = None
     if cfg.assessment.enabled and status == "completed":
