@@ -16,7 +16,7 @@ import shutil
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,6 @@ class Progress:
     wall_time_s: float = 0.0
     sessions: int = 0
     mlflow_run_id: str | None = None
-    history: list[str] = field(default_factory=list)
 
 
 def iteration_metrics(result: Mapping[str, Any], steps_per_s: float) -> dict[str, float]:
