@@ -83,7 +83,8 @@ class AgentPolicy:
         from ray.rllib.core.rl_module.rl_module import RLModule
 
         self._torch = torch
-        self.module = RLModule.from_checkpoint(checkpoint / MODULE_PATH)
+        # Absolute: RLlib reads the path as a URI, and a relative one has no scheme.
+        self.module = RLModule.from_checkpoint((checkpoint / MODULE_PATH).resolve())
         self.module.eval()
         self._dist = self.module.get_inference_action_dist_cls()
 

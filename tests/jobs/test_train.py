@@ -288,3 +288,21 @@ def test_resume_with_a_checkpoint_from_another_simulator_stops_before_ray(cstr_r
     ):
         train(resume=run)
     assert not ray.is_initialized()
+
+
+def test_a_relative_runs_dir_works_end_to_end(tmp_path):
+    """The README's quick start uses the default, relative `runs/`."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs.train", "--smoke", "--runs-dir", "runs"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    out = finish(proc)
+    assert proc.returncode == 0, out[-3000:]
+    run = only_run(tmp_path / "runs")
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["assessment"]) == {"agent", "baseline"}
