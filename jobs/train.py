@@ -424,7 +424,7 @@ def print_kpis(table: Any, title: str) -> None:
         view.add_column(str(column), justify="left" if column == "controller" else "right")
     for row in table.itertuples(index=False):
         view.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
-    console.print(view, width=max(console.width, 120))
+    console.print(view, width=max(console.width, 160))  # every KPI column, even off a terminal
 
 
 # Azure ML sets one of these on every node of a distributed job; 0 (or unset) is the head.
