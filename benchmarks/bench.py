@@ -156,39 +156,32 @@ def bench_sim_step(quick: bool) -> Benchmark:
 
 
 # -- 2, 3: training throughput and trajectory-logging overhead -----------------------------
-class ReferenceCsvLogger:
+def reference_csv_logger(path: str) -> type:
     """How the published samples log: per batch, reopen a CSV, check its header, append rows."""
+    from ray.rllib.callbacks.callbacks import RLlibCallback
 
-    @staticmethod
-    def make(path: str):
-        from ray.rllib.callbacks.callbacks import RLlibCallback
+    class ReferenceCsvLogger(RLlibCallback):
+        def on_episode_end(self, *, episode, env_runner=None, prev_episode_chunks=None, **kwargs):
+            chunks = [*(prev_episode_chunks or []), episode]
+            rows = []
+            for chunk in chunks:
+                for info, reward in zip(chunk.get_infos()[1:], chunk.get_rewards(), strict=False):
+                    rows.append({**info["states"], **info["action"], "reward": float(reward)})
+            if not rows:
+                return
+            header = list(rows[0])
+            exists = os.path.exists(path)
+            if exists:
+                with open(path, newline="") as fh:
+                    if next(csv.reader(fh), None) != header:
+                        raise ValueError("CSV header changed")
+            with open(path, "a", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=header)
+                if not exists:
+                    writer.writeheader()
+                writer.writerows(rows)
 
-        class _Logger(RLlibCallback):
-            def on_episode_end(
-                self, *, episode, env_runner=None, prev_episode_chunks=None, **kwargs
-            ):
-                chunks = [*(prev_episode_chunks or []), episode]
-                rows = []
-                for chunk in chunks:
-                    for info, reward in zip(
-                        chunk.get_infos()[1:], chunk.get_rewards(), strict=False
-                    ):
-                        rows.append({**info["states"], **info["action"], "reward": float(reward)})
-                if not rows:
-                    return
-                header = list(rows[0])
-                exists = os.path.exists(path)
-                if exists:
-                    with open(path, newline="") as fh:
-                        if next(csv.reader(fh), None) != header:
-                            raise ValueError("CSV header changed")
-                with open(path, "a", newline="") as fh:
-                    writer = csv.DictWriter(fh, fieldnames=header)
-                    if not exists:
-                        writer.writeheader()
-                    writer.writerows(rows)
-
-        return _Logger
+    return ReferenceCsvLogger
 
 
 def _rate(algo: Any, iterations: int) -> float:
@@ -264,7 +257,7 @@ def bench_logging_overhead(quick: bool) -> Benchmark:
         "project": lambda: functools.partial(
             TrajectoryLogger, folder=str(folder / "parquet"), run_id="bench", session="b"
         ),
-        "reference CSV": lambda: ReferenceCsvLogger.make(str(folder / "reference.csv")),
+        "reference CSV": lambda: reference_csv_logger(str(folder / "reference.csv")),
     }
     ray.init(include_dashboard=False, logging_level="ERROR", ignore_reinit_error=True)
     rates: dict[str, list[float]] = {name: [] for name in variants}

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jobs.submit import git_revision
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = Path(__file__).with_name("Dockerfile")
 DEFAULT_BASE = "python:3.11-slim-bookworm"
@@ -78,13 +80,6 @@ class BuildOptions:
 
 def host_versions() -> dict[str, str]:
     return {name: importlib.metadata.version(name) for name in PINNED}
-
-
-def git_revision() -> str:
-    done = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    )
-    return done.stdout.strip() if done.returncode == 0 else "unknown"
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -224,7 +219,7 @@ def build_image(
         "RAY_VERSION": versions["ray"],
         "TORCH_PIP_ARGS": torch_args,
         "VERSION": importlib.metadata.version("aml-rl"),
-        "REVISION": git_revision(),
+        "REVISION": git_revision(),  # the full revision, as OCI's revision label expects
     }
     log: list[str] = []
     step, step_start = "the start", 0

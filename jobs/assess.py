@@ -13,7 +13,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jobs.rundir import RunDir, RunError, read_checkpoint_meta, write_atomic, write_json
-from jobs.trajectories import Rows
+from jobs.trajectories import Rows, components
 from sims.adapter import SimEnv
 from sims.contract import SimError, SimulatorFault
 from sims.lessons import format_validation_error, read_yaml
@@ -123,17 +123,15 @@ def run_episode(env: gym.Env, scenario: Scenario, controller: Controller) -> Epi
     obs, info = env.reset(seed=scenario.seed, options=options)
     controller.reset()
     ours = "states" in info
-    states = [info["states"] if ours else _obs_states(obs)]
+    states = [info["states"] if ours else components("obs", obs)]
     actions, rewards = [], []
     done = terminated = truncated = False
     while not done:
         action = controller.act(obs, info)
         obs, reward, terminated, truncated, info = env.step(action)
         done = terminated or truncated
-        states.append(info["states"] if ours else _obs_states(obs))
-        actions.append(
-            info["action"] if ours else {f"a{j}": float(v) for j, v in enumerate(np.ravel(action))}
-        )
+        states.append(info["states"] if ours else components("obs", obs))
+        actions.append(info["action"] if ours else components("a", action))
         rewards.append(float(reward))
     return Episode(states, actions, rewards, bool(terminated), bool(truncated))
 
@@ -151,10 +149,6 @@ def run_with_retries(
     raise SimulatorFault(
         f"scenario {scenario.name!r} failed {ATTEMPTS} times; the last error: {failures[-1]}"
     )
-
-
-def _obs_states(obs: Any) -> dict[str, float]:
-    return {f"obs{j}": float(v) for j, v in enumerate(np.ravel(obs))}
 
 
 def _aggregate(name: str, values: pd.Series) -> float:

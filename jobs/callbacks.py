@@ -6,10 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
-from jobs.trajectories import Rows
+from jobs.trajectories import Rows, components
 
 FAILED_EPISODES = "aml_rl_failed_episodes"  # metric key, under env_runners/
 
@@ -33,9 +32,9 @@ def _plain_steps(chunks: list[Any]) -> tuple[list[dict], list[dict | None]]:
         chunk_obs = list(chunk.get_observations())
         observations.extend(chunk_obs if i == 0 else chunk_obs[1:])
         actions.extend(chunk.get_actions())
-    states = [{f"obs{j}": float(v) for j, v in enumerate(np.ravel(o))} for o in observations]
-    moves = [None] + [{f"a{j}": float(v) for j, v in enumerate(np.ravel(a))} for a in actions]
-    return states, moves
+    return [components("obs", o) for o in observations], [None] + [
+        components("a", a) for a in actions
+    ]
 
 
 class TrajectoryLogger(RLlibCallback):

@@ -321,7 +321,7 @@ def train(
         )
     observation_shape = _observation_shape(cfg)
     tracker = Tracker(run, cfg, progress)
-    status, reason, last_checkpoint, metrics = "completed", None, checkpoint, {}
+    status, reason, metrics = "completed", None, {}
     session_wall = progress.wall_time_s
     loop_start = time.perf_counter()
     try:
@@ -358,7 +358,7 @@ def train(
             console.print(progress_line(cfg, progress, metrics))
             reason = stop_reason(cfg, progress, metrics.get("env_runners/episode_return_mean"))
             if reason is None and progress.iteration % cfg.checkpoints.every_iterations == 0:
-                last_checkpoint = save_checkpoint(algo, run, cfg, progress, observation_shape)
+                save_checkpoint(algo, run, cfg, progress, observation_shape)
     except KeyboardInterrupt:
         status, reason = "interrupted", "interrupted (Ctrl-C)"
         console.print("interrupted: saving a checkpoint before exiting")

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -16,6 +17,11 @@ from jobs.rundir import RunError, write_atomic
 # Fixed columns; then scenario_<param>, state_<name>, action_<name> as the simulator defines.
 COLUMNS = ("run_id", "phase", "controller", "env_runner", "episode_id", "lesson", "step",
            "reward", "terminated", "truncated", "error")  # fmt: skip
+
+
+def components(prefix: str, values: Any) -> dict[str, float]:
+    """A plain Gymnasium env's observation or action as named floats: obs0, obs1, ... / a0, ..."""
+    return {f"{prefix}{j}": float(v) for j, v in enumerate(np.ravel(values))}
 
 
 class Rows:

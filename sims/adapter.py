@@ -141,10 +141,6 @@ class SimEnv(gym.Env):
             dtype=np.float32,
         )
 
-    def observe(self, states: Mapping[str, float]) -> np.ndarray:
-        """Normalise physical ``states`` into an observation (also used by assessment)."""
-        return self._observe(states)
-
     def _observe(self, states: Mapping[str, float]) -> np.ndarray:
         return np.array(
             [
