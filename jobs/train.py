@@ -424,7 +424,8 @@ def print_kpis(table: Any, title: str) -> None:
         view.add_column(str(column), justify="left" if column == "controller" else "right")
     for row in table.itertuples(index=False):
         view.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
-    console.print(view, width=max(console.width, 160))  # every KPI column, even off a terminal
+    # Off a terminal (a log file, CI) rich assumes 80 columns and would cut the KPI names.
+    (console if console.is_terminal else Console(width=160, highlight=False)).print(view)
 
 
 # Azure ML sets one of these on every node of a distributed job; 0 (or unset) is the head.
