@@ -385,12 +385,13 @@ def bench_image(quick: bool) -> Benchmark:
         BuildOptions(
             tag="aml-rl:cpu-touched",
             overlay={"sims/cstr.py": original + f"\n# {time.time()}\n".encode()},
+            revision=f"{time.time_ns():040x}",  # as after a commit: a new revision label
         ),
         client=client,
         echo=lambda _: None,
     )
     result.add(
-        "rebuild after a one-line change in sims/",
+        "rebuild after a one-line change in sims/ (and a new commit)",
         touched.seconds,
         "s",
         "cold build",

@@ -69,6 +69,8 @@ class BuildOptions:
     """Extra or replaced files in the code layer, by path under the repo (for tests)."""
     nocache: bool = False
     """Rebuild every layer (for measuring a cold build)."""
+    revision: str | None = None
+    """The OCI revision label; git's HEAD by default."""
 
     @property
     def flavour(self) -> str:
@@ -219,7 +221,8 @@ def build_image(
         "RAY_VERSION": versions["ray"],
         "TORCH_PIP_ARGS": torch_args,
         "VERSION": importlib.metadata.version("aml-rl"),
-        "REVISION": git_revision(),  # the full revision, as OCI's revision label expects
+        # the full revision, as OCI's revision label expects
+        "REVISION": options.revision or git_revision(),
     }
     log: list[str] = []
     step, step_start = "the start", 0
@@ -230,6 +233,7 @@ def build_image(
         tag=options.image_tag(),
         buildargs=args,
         rm=True,
+        forcerm=True,  # a failed step's container too
         decode=True,
         nocache=options.nocache,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -126,10 +127,16 @@ def test_a_ray_version_other_than_the_images_is_refused_at_start(image, client):
     )
 
 
-def test_touching_sims_rebuilds_only_the_code_layer(image, client):
+def test_a_commit_touching_sims_rebuilds_only_the_code_layer(image, client):
+    # A fresh edit and revision every run: the engine keeps its cache between runs, so a
+    # fixed edit would find its own code layer cached the second time.
     original = (ROOT / "sims" / "cstr.py").read_bytes()
+    edit = f"\n# touched {uuid.uuid4()}\n".encode()
+    revision = uuid.uuid4().hex
     result = build_image(
-        BuildOptions(tag=f"{TAG}-touched", overlay={"sims/cstr.py": original + b"\n# touched\n"}),
+        BuildOptions(
+            tag=f"{TAG}-touched", overlay={"sims/cstr.py": original + edit}, revision=revision
+        ),
         client=client,
     )
     steps = [line for line in result.log if line.startswith("Step ")]
@@ -140,7 +147,10 @@ def test_touching_sims_rebuilds_only_the_code_layer(image, client):
     before = client.images.get(TAG).attrs["RootFS"]["Layers"]
     after = client.images.get(f"{TAG}-touched").attrs["RootFS"]["Layers"]
     assert after[:-1] == before[:-1] and after[-1] != before[-1]
+    labels = client.images.get(f"{TAG}-touched").attrs["Config"]["Labels"]
+    assert labels["org.opencontainers.image.revision"] == revision
     print(f"code-only rebuild: {result.seconds:.1f} s")
+    client.api.remove_image(f"{TAG}-touched", force=True)
 
 
 def _step_was_cached(log: list[str], step: str) -> bool:
@@ -157,8 +167,11 @@ def test_a_failing_build_exits_with_the_failing_steps_output(image, client):
         f"FROM {TAG}\nUSER root\nRUN rm -f /usr/bin/python3* /usr/local/bin/python3*\n".encode()
     )
     client.images.build(fileobj=io.BytesIO(dockerfile), tag=broken, rm=True)
+    containers_before = {c.id for c in client.containers.list(all=True)}
     with pytest.raises(BuildFailed) as failed:
         build_image(BuildOptions(tag=f"{TAG}-broken", base_image=broken), client=client)
+    # The failed step's container is removed, not left behind for every failed build.
+    assert {c.id for c in client.containers.list(all=True)} == containers_before
     assert "python3 -m venv /opt/venv" in failed.value.step
     assert "python3: not found" in failed.value.output
     assert str(failed.value).startswith("docker build failed at Step ")
