@@ -236,6 +236,8 @@ def _check_random_policy(
         return
     wide = []
     for name, rng in base.spec_.observations.items():
+        if rng.saturates:
+            continue
         values = np.asarray(observed[name])
         clipped = np.mean((values < rng.low) | (values > rng.high))
         if clipped > CLIP_WARN_FRACTION:

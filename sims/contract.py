@@ -40,6 +40,9 @@ class Range:
     low: float
     high: float
     unit: str = ""
+    saturates: bool = False
+    """Values beyond the range are expected and clipped on purpose: a narrow range around a
+    set point keeps small errors visible to the policy. check-sim does not warn about it."""
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):

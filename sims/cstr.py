@@ -29,6 +29,8 @@ TC_LIMITS = (273.15, 373.15)  # K, liquid cooling water (0-100 degC); runaway ne
 RUNAWAY_T = 400.0  # K, thermal runaway
 CREF_HIGH, CREF_LOW = 8.57, 2.0  # kmol/m3, the two operating points of the transition
 RAMP_HOURS = 26.0  # h, length of the Cref ramp (the published 10 -> 36 ramp)
+INTEGRAL_LIMIT = 50.0  # K h, the integral of the temperature error is held within +-this
+FINE_SCALE = 0.2  # kmol/m3, width of the reward's sharp term
 
 
 def reaction_rate(T: float) -> float:
@@ -107,13 +109,21 @@ class CSTR(Simulator):
     sample's "minutes" in its scenario descriptions are these hours.
 
     ## Observation (all states, physical units)
-    | name | unit    | min    | max    | notes                                 |
-    |------|---------|--------|--------|---------------------------------------|
-    | Ca   | kmol/m3 | 0      | 10     | concentration of A (measured)         |
-    | T    | K       | 270    | 430    | reactor temperature (measured)        |
-    | Tc   | K       | 273.15 | 373.15 | coolant temperature                   |
-    | Cref | kmol/m3 | 0      | 10     | concentration set point               |
-    | Tref | K       | 290    | 390    | steady-state temperature for Cref     |
+    | name             | unit    | min    | max    | notes                                   |
+    |------------------|---------|--------|--------|-----------------------------------------|
+    | Ca               | kmol/m3 | 0      | 10     | concentration of A (measured)           |
+    | T                | K       | 270    | 430    | reactor temperature (measured)          |
+    | Tc               | K       | 273.15 | 373.15 | coolant temperature                     |
+    | Cref             | kmol/m3 | 0      | 10     | concentration set point                 |
+    | Tref             | K       | 290    | 390    | steady-state temperature for Cref       |
+    | T_error          | K       | -20    | 20     | T - Tref                                |
+    | Tc_error         | K       | -30    | 30     | Tc - the steady-state coolant for Cref  |
+    | T_error_integral | K h     | -50    | 50     | running integral of T_error (held +-50) |
+
+    The last three are what an operator's PI loop computes. On the wide physical ranges a
+    1 K error is 0.01 of the normalised scale, and a policy that sees only the present has
+    nothing to remove a steady offset with: without them PPO settled ~2 K off Tref even when
+    started on the steady state.
 
     ## Action
     | name | unit | min | max | notes                                       |
@@ -122,8 +132,10 @@ class CSTR(Simulator):
     Tc is then held within liquid cooling water's range, 273.15-373.15 K.
 
     ## Reward
-    ``exp(-(Ca - Cref)^2)`` per step (1 on the set point, 0.37 at 1 kmol/m3 off), and -10 on
-    thermal runaway.
+    ``(exp(-e^2) + exp(-(e/0.2)^2)) / 2`` per step with ``e = Ca - Cref`` (1 on the set point,
+    0.88 at 0.1 kmol/m3 off, 0.18 at 1 kmol/m3), and -10 on thermal runaway. The first term
+    is the published sample's reward; alone it is flat near the set point (0.99 at 0.1 off),
+    and PPO stopped at ~0.15 kmol/m3 RMS; the sharp second term rewards the last 0.1.
 
     ## Episode end
     Terminated on thermal runaway (T > 400 K); truncated after 90 steps.
@@ -137,6 +149,8 @@ class CSTR(Simulator):
 
     ## Version history
     - v0: first version.
+    - v1: observes T_error, Tc_error and T_error_integral; the reward's sharp term. Still
+      ``aml_rl/CSTR-v0``; checkpoints trained on v0 (5 observations) are refused by shape.
     """
 
     PARAMETERS = {"Cref_signal": 1.0, "noise_percentage": 0.0}  # noqa: RUF012
@@ -147,6 +161,7 @@ class CSTR(Simulator):
         self.hours = 0.0
         self.signal = 1
         self.noise = 0.0
+        self.integral = 0.0
 
     def reset(self, config: Mapping[str, float]) -> States:
         signal = round(config["Cref_signal"])
@@ -158,6 +173,7 @@ class CSTR(Simulator):
         self.hours = 0.0
         self.terminated = self.truncated = False
         self._steps = 0
+        self.integral = 0.0
         return self._states()
 
     def step(self, action: Mapping[str, float]) -> States:
@@ -170,12 +186,25 @@ class CSTR(Simulator):
         return self._states()
 
     def _states(self) -> States:
+        """Measure, and add this step's measured temperature error to the integral."""
         Cref = cref_at(self.hours, self.signal)
+        Tref, Tc_ref = steady_state(Cref)
         Ca, T = self.Ca, self.T
         if self.noise > 0.0:
             Ca += self.np_random.normal(0.0, self.noise * (CREF_HIGH - CREF_LOW))
             T += self.np_random.normal(0.0, self.noise * (_T_HIGH - _T_LOW))
-        return {"Ca": Ca, "T": T, "Tc": self.Tc, "Cref": Cref, "Tref": steady_state(Cref)[0]}
+        self.integral += (T - Tref) * DT
+        self.integral = min(INTEGRAL_LIMIT, max(-INTEGRAL_LIMIT, self.integral))
+        return {
+            "Ca": Ca,
+            "T": T,
+            "Tc": self.Tc,
+            "Cref": Cref,
+            "Tref": Tref,
+            "T_error": T - Tref,
+            "Tc_error": self.Tc - Tc_ref,
+            "T_error_integral": self.integral,
+        }
 
 
 _T_HIGH, _T_LOW = steady_state(CREF_LOW)[0], steady_state(CREF_HIGH)[0]
@@ -184,7 +213,8 @@ _T_HIGH, _T_LOW = steady_state(CREF_LOW)[0], steady_state(CREF_HIGH)[0]
 def reward(states: Mapping[str, float], action: Mapping[str, float]) -> float:
     if runaway(states):
         return -10.0
-    return math.exp(-((states["Ca"] - states["Cref"]) ** 2))
+    error = states["Ca"] - states["Cref"]
+    return 0.5 * (math.exp(-(error**2)) + math.exp(-((error / FINE_SCALE) ** 2)))
 
 
 def runaway(states: Mapping[str, float]) -> bool:
@@ -245,6 +275,9 @@ SPEC = SimSpec(
         "Tc": Range(*TC_LIMITS, "K"),
         "Cref": Range(0.0, 10.0, "kmol/m3"),
         "Tref": Range(290.0, 390.0, "K"),
+        "T_error": Range(-20.0, 20.0, "K", saturates=True),
+        "Tc_error": Range(-30.0, 30.0, "K", saturates=True),
+        "T_error_integral": Range(-INTEGRAL_LIMIT, INTEGRAL_LIMIT, "K h"),
     },
     actions={"dTc": Range(-DTC_MAX, DTC_MAX, "K")},
     reward=reward,

@@ -14,7 +14,7 @@ from sims.registry import make_env
 def test_spaces_are_float32_boxes_and_raw_states_come_in_info():
     env = make_env("cstr")
     obs, info = env.reset(seed=0)
-    assert env.observation_space == gym.spaces.Box(-1, 1, (5,), np.float32)
+    assert env.observation_space == gym.spaces.Box(-1, 1, (8,), np.float32)
     assert env.action_space == gym.spaces.Box(-1, 1, (1,), np.float32)
     assert obs.dtype == np.float32 and env.observation_space.contains(obs)
     assert info["states"]["Ca"] == pytest.approx(8.57)

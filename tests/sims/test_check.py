@@ -83,6 +83,17 @@ def test_narrow_normalisation_range_warns_with_the_observed_range(variant_sim):
     assert "widen these ranges in SPEC.observations" in detail
 
 
+def test_a_range_that_saturates_by_design_is_not_warned_about(variant_sim):
+    name = variant_sim(
+        "error_room",
+        {'"temp": Range(-10.0, 40.0, "degC")': '"temp": Range(0.0, 12.0, "degC", saturates=True)'},
+    )
+    status, detail = findings(check_sim(name, episodes=5))[
+        "observations inside normalisation ranges"
+    ]
+    assert status == "pass", detail
+
+
 def test_an_unpicklable_env_fails(variant_sim):
     name = variant_sim(
         "lambda_room", {"    reward=reward,\n": "    reward=lambda states, action: 0.0,\n"}

@@ -131,3 +131,33 @@ def test_sensor_noise_moves_measurements_not_the_plant():
 def test_out_of_range_cref_signal_is_rejected_by_the_simulator():
     with pytest.raises(ValueError, match="Cref_signal must be one of 1-5, got 7"):
         cstr.CSTR().reset({"Cref_signal": 7, "noise_percentage": 0})
+
+
+def test_error_observations_and_their_integral_follow_the_measurements():
+    sim = cstr.CSTR()
+    states = sim.reset({"Cref_signal": 5, "noise_percentage": 0})
+    # On the steady state every error is zero.
+    assert states["T_error"] == pytest.approx(0.0, abs=1e-9)
+    assert states["Tc_error"] == pytest.approx(0.0, abs=1e-9)
+    integral = 0.0
+    for _ in range(4):  # 20 K hotter coolant: the reactor warms; the integral sums T_error * DT
+        states = sim.step({"dTc": 5.0})
+        integral += states["T_error"] * cstr.DT
+        assert states["T_error"] == pytest.approx(states["T"] - states["Tref"])
+        assert states["T_error_integral"] == pytest.approx(integral)
+    assert states["Tc_error"] == pytest.approx(20.0)
+    assert states["T_error"] > 0.0
+    # Reset starts the integral again, and it is held within its limit.
+    assert sim.reset({"Cref_signal": 5, "noise_percentage": 0})["T_error_integral"] == 0.0
+    sim.integral = 1e6  # as if it had wound up: the next step holds it at the limit
+    assert sim.step({"dTc": 0.0})["T_error_integral"] == cstr.INTEGRAL_LIMIT
+
+
+def test_reward_is_sharp_near_the_set_point_and_keeps_a_gradient_far_off():
+    at = {"Cref": 5.0, "T": 350.0}
+    values = [cstr.reward({**at, "Ca": 5.0 + e}, {"dTc": 0.0}) for e in (0.0, 0.1, 0.2, 1.0, 3.0)]
+    assert values[0] == 1.0
+    assert values[1] == pytest.approx(0.5 * (math.exp(-0.01) + math.exp(-0.25)))
+    assert values == sorted(values, reverse=True)  # strictly worse the further off
+    assert values[1] - values[2] > 0.2  # 0.1 kmol/m3 matters (the published reward: 0.03)
+    assert values[4] > 0.0
