@@ -299,7 +299,7 @@ def bench_control(quick: bool) -> Benchmark:
     from jobs.assess import assess
     from jobs.config import load_config
     from jobs.rundir import RunDir, write_atomic
-    from jobs.train import Progress, save_checkpoint
+    from jobs.train import Progress, observation_shape_for, save_checkpoint
 
     budget_s = 45.0 if quick else 600.0
     cfg = load_config(ROOT / "jobs" / "configs" / "cstr_ppo.yaml", ["trajectories.enabled=false"])
@@ -309,12 +309,13 @@ def bench_control(quick: bool) -> Benchmark:
     write_atomic(run.config, cfg.to_yaml())
     progress, start, beaten, kpis = Progress(), time.perf_counter(), None, {}
     check_every = 5 if quick else 20
+    shape = observation_shape_for(cfg)
     while time.perf_counter() - start < budget_s:
         result = algo.train()
         progress.iteration = int(result["training_iteration"])
         progress.env_steps = int(result["num_env_steps_sampled_lifetime"])
         if progress.iteration % check_every == 0:
-            checkpoint = save_checkpoint(algo, run, cfg, progress, [5])
+            checkpoint = save_checkpoint(algo, run, cfg, progress, shape)
             kpis = assess(checkpoint, out=run.path / "assessment").to_json()["kpis"]
             agent, baseline = kpis["agent"], kpis["baseline"]
             if (
@@ -323,7 +324,7 @@ def bench_control(quick: bool) -> Benchmark:
                 and agent["runaway_count"] == 0
             ):
                 beaten = (time.perf_counter() - start, progress.env_steps)
-    checkpoint = save_checkpoint(algo, run, cfg, progress, [5])
+    checkpoint = save_checkpoint(algo, run, cfg, progress, shape)
     algo.stop()
     kpis = assess(checkpoint, out=run.path / "assessment").to_json()["kpis"]
     result = Benchmark(

@@ -319,7 +319,7 @@ def train(
             f"resumed at iteration {progress.iteration}, {progress.env_steps:,} env steps, "
             f"{progress.wall_time_s:.0f} s of earlier training"
         )
-    observation_shape = _observation_shape(cfg)
+    observation_shape = observation_shape_for(cfg)
     tracker = Tracker(run, cfg, progress)
     status, reason, metrics = "completed", None, {}
     session_wall = progress.wall_time_s
@@ -410,7 +410,7 @@ def train(
     return summary
 
 
-def _observation_shape(cfg: ExperimentConfig) -> list[int]:
+def observation_shape_for(cfg: ExperimentConfig) -> list[int]:
     from sims.registry import make_env
 
     return list(make_env(cfg.sim).observation_space.shape)
