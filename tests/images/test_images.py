@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from images.build import BuildFailed, BuildOptions, ImageError, build_image, docker_client
+from images.build import (
+    BuildFailed,
+    BuildOptions,
+    ImageError,
+    build_image,
+    docker_client,
+    plan_build,
+)
 from jobs.assess import assess, resolve_checkpoint
 from jobs.config import ConfigError, load_config
 from jobs.trajectories import read_trajectories
@@ -162,10 +169,11 @@ def _step_was_cached(log: list[str], step: str) -> bool:
 def test_a_failing_build_exits_with_the_failing_steps_output(image, client):
     import io
 
-    broken = f"{TAG}-no-python-base"  # the test image with every python3 removed
-    dockerfile = (
-        f"FROM {TAG}\nUSER root\nRUN rm -f /usr/bin/python3* /usr/local/bin/python3*\n".encode()
-    )
+    # The base the image builds on, with every python3 removed. Not the test image: that
+    # changes with every commit, and each change would leave a new builder layer behind.
+    base = plan_build(client, BuildOptions()).options.base_image
+    broken = "aml-rl/test-no-python-base"
+    dockerfile = f"FROM {base}\nRUN rm -f /usr/bin/python3* /usr/local/bin/python3*\n".encode()
     client.images.build(fileobj=io.BytesIO(dockerfile), tag=broken, rm=True)
     containers_before = {c.id for c in client.containers.list(all=True)}
     with pytest.raises(BuildFailed) as failed:
