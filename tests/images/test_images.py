@@ -152,10 +152,10 @@ def test_a_commit_touching_sims_rebuilds_only_the_code_layer(image, client):
     cached = {i for i in layer_steps if _step_was_cached(result.log, steps[i])}
     assert cached == set(layer_steps) - {code_step}, "every dependency layer comes from the cache"
     before = client.images.get(TAG).attrs["RootFS"]["Layers"]
-    after = client.images.get(f"{TAG}-touched").attrs["RootFS"]["Layers"]
+    touched = client.images.get(f"{TAG}-touched").attrs
+    after = touched["RootFS"]["Layers"]
     assert after[:-1] == before[:-1] and after[-1] != before[-1]
-    labels = client.images.get(f"{TAG}-touched").attrs["Config"]["Labels"]
-    assert labels["org.opencontainers.image.revision"] == revision
+    assert touched["Config"]["Labels"]["org.opencontainers.image.revision"] == revision
     print(f"code-only rebuild: {result.seconds:.1f} s")
     client.api.remove_image(f"{TAG}-touched", force=True)
 
