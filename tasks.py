@@ -1,18 +1,29 @@
-"""The front door: `invoke --list` shows every task; each calls a function in sims/ or jobs/."""
+"""The front door: `invoke --list` shows every task; each calls one function in the package that
+owns the work (sims/, jobs/, client/, images/, benchmarks/)."""
 
 from __future__ import annotations
 
 import shlex
+import sys
 from pathlib import Path
 
 from invoke import Context, Exit, task
 
 ROOT = Path(__file__).resolve().parent
+HELP_FLAGS = ("-h", "--help")
+
+
+def _help_instead(c: Context, value: str, task_name: str) -> None:
+    """`invoke TASK --help` on a task with a positional argument: invoke 3.0 takes the flag as
+    the argument's value (pyinvoke/invoke#982); print the task's help as `invoke --help` does."""
+    if value in HELP_FLAGS:
+        c.run(shlex.join([sys.executable, "-m", "invoke", "--help", task_name]))
+        raise Exit(code=0)
 
 
 @task(
     help={
-        "sim": "simulator: a module under sims/ (cstr, simple_adder, ...) or a Gymnasium id",
+        "sim": "simulator: cstr, simple_adder, a Gymnasium id, module:EnvId or module:ClassName",
         "lessons": "a lessons YAML to check instead of the simulator's own",
         "episodes": "random-policy episodes to run (default 30)",
     }
@@ -31,7 +42,8 @@ def check_sim(c: Context, sim: str = "cstr", lessons: str = "", episodes: int = 
 
 @task(help={"name": "module name for the new simulator, e.g. my_tank"})
 def new_sim(c: Context, name: str) -> None:
-    """Scaffold a simulator module, lessons file and test that pass check-sim unmodified."""
+    """Scaffold a simulator: module, lessons, scenarios and a test that pass check-sim."""
+    _help_instead(c, name, "new-sim")
     from sims.contract import SimError
     from sims.scaffold import new_sim as scaffold
 
@@ -91,8 +103,7 @@ def train(
     runs_dir: str = "runs",
 ) -> None:
     """Train an RLlib agent (default: PPO on the embedded CSTR), then assess it."""
-    from jobs.config import ConfigError
-    from jobs.rundir import RunError
+    from jobs.train import USER_ERRORS
     from jobs.train import train as run_training
 
     try:
@@ -103,7 +114,7 @@ def train(
             resume=Path(resume) if resume else None,
             runs_root=Path(runs_dir),
         )
-    except (ConfigError, RunError) as exc:
+    except USER_ERRORS as exc:
         raise Exit(f"train: {exc}", code=2) from None
     except KeyboardInterrupt:
         raise Exit(
@@ -120,10 +131,11 @@ def train(
 )
 def assess(c: Context, checkpoint: str, scenarios: str = "", out: str = "") -> None:
     """Run a trained policy and the baseline deterministically on the same scenarios; print KPIs."""
+    _help_instead(c, checkpoint, "assess")
     from jobs.assess import assess as run_assessment
     from jobs.assess import default_out, resolve_checkpoint
-    from jobs.rundir import RunError
-    from jobs.train import print_kpis
+    from jobs.console import print_kpis
+    from jobs.train import USER_ERRORS
 
     try:
         ckpt = resolve_checkpoint(Path(checkpoint))
@@ -134,9 +146,9 @@ def assess(c: Context, checkpoint: str, scenarios: str = "", out: str = "") -> N
             out=target,
             trajectories=target / "trajectories",
         )
-    except RunError as exc:
+    except USER_ERRORS as exc:
         raise Exit(f"assess: {exc}", code=2) from None
-    print_kpis(result.table, title=f"assessment of {ckpt}")
+    print_kpis(result.table, title=f"assessment of {ckpt}", units=result.units)
     print(f"wrote {target}/kpis.csv, kpis.json and trajectories/")
 
 
@@ -149,6 +161,7 @@ def assess(c: Context, checkpoint: str, scenarios: str = "", out: str = "") -> N
 )
 def export_trajectories(c: Context, run: str, csv: bool = False, out: str = "") -> None:
     """Export a run's trajectory logs (Parquet) as one CSV file."""
+    _help_instead(c, run, "export-trajectories")
     from jobs.rundir import RunError
     from jobs.trajectories import export_csv
 
@@ -239,7 +252,7 @@ TARGET_HELP = {
 def _target(
     outputs: str, subscription_id: str, resource_group: str, workspace_name: str, **more: str
 ):
-    from jobs.submit import resolve_target
+    from client.submit import resolve_target
 
     flags = {
         "subscription_id": subscription_id,
@@ -284,44 +297,31 @@ def submit(
     workspace_name: str = "",
 ) -> None:
     """Run the training job on Azure ML: same config and entrypoint as `invoke train`."""
-    from jobs.config import DEFAULT_CONFIG, ConfigError, load_config
-    from jobs.rundir import new_run_id
-    from jobs.submit import STAGING, SubmitError, build_job, ml_client, stage_code, write_yaml
-    from jobs.submit import submit as submit_job
+    from client.submit import SubmitError, submit_experiment
 
     try:
         target = _target(outputs, subscription_id, resource_group, workspace_name)
         if show_target:
             print(target.describe())
             return
-        cfg = load_config(Path(config) if config else DEFAULT_CONFIG, set or [])
-        run_id = new_run_id()
-        code = stage_code(cfg, run_id)
-        job = build_job(
-            cfg, target, nodes=nodes, gpu=gpu, run_id=run_id, code=code, image=image or None
+        submit_experiment(
+            target,
+            config=Path(config) if config else None,
+            sets=set or [],
+            nodes=nodes,
+            gpu=gpu,
+            wait=wait,
+            dry_run=dry_run,
+            out=Path(out) if out else None,
+            image=image or None,
+            record=Path(record) if record else None,
         )
-        if dry_run:
-            path = write_yaml(job, Path(out) if out else STAGING / run_id / "job.yaml")
-            print(f"wrote {path}; submit it with `az ml job create -f {path}`")
-            return
-        created = submit_job(job, ml_client(target), wait=wait)
-    except (ConfigError, SubmitError) as exc:
+    except SubmitError as exc:
         raise Exit(f"submit: {exc}", code=2) from None
-    print(f"job {created.name}: {created.status}; {created.studio_url}")
-    if record:
-        import json
-
-        entry = {
-            "name": created.name,
-            "status": created.status,
-            "run_id": run_id,
-            "experiment": cfg.experiment,
-        }
-        Path(record).write_text(json.dumps(entry, indent=2) + "\n")
 
 
 def _client(outputs: str, subscription_id: str, resource_group: str, workspace_name: str):
-    from jobs.submit import SubmitError, ml_client
+    from client.submit import SubmitError, ml_client
 
     try:
         return ml_client(_target(outputs, subscription_id, resource_group, workspace_name))
@@ -339,6 +339,7 @@ def logs(
     workspace_name: str = "",
 ) -> None:
     """Stream an Azure ML job's logs until it ends."""
+    _help_instead(c, job, "logs")
     _client(outputs, subscription_id, resource_group, workspace_name).jobs.stream(job)
 
 
@@ -352,6 +353,7 @@ def status(
     workspace_name: str = "",
 ) -> None:
     """Print an Azure ML job's status."""
+    _help_instead(c, job, "status")
     found = _client(outputs, subscription_id, resource_group, workspace_name).jobs.get(job)
     print(f"{found.name}: {found.status} ({found.display_name}); {found.studio_url}")
 
@@ -373,7 +375,8 @@ def download(
     workspace_name: str = "",
 ) -> None:
     """Download a job's run directory, so `invoke assess` works on it as on a local run."""
-    from jobs.submit import SubmitError, download_run
+    _help_instead(c, job, "download")
+    from client.submit import SubmitError, download_run
 
     try:
         run = download_run(
@@ -396,18 +399,12 @@ def register_model(
     workspace_name: str = "",
 ) -> None:
     """Register a finished job's final checkpoint as an Azure ML model, with its provenance."""
-    import mlflow
+    _help_instead(c, job, "register-model")
+    from client.submit import SubmitError
+    from client.submit import register_model as register
 
-    from jobs.submit import SubmitError, model_for_job
-
-    client = _client(outputs, subscription_id, resource_group, workspace_name)
-    found = client.jobs.get(job)
-    mlflow.set_tracking_uri(client.workspaces.get(client.workspace_name).mlflow_tracking_uri)
-    run = mlflow.get_run(job)  # an Azure ML job is an MLflow run of the same id
     try:
-        model = client.models.create_or_update(
-            model_for_job(found, run.data.tags, run.data.metrics)
-        )
+        model = register(_client(outputs, subscription_id, resource_group, workspace_name), job)
     except SubmitError as exc:
         raise Exit(f"register-model: {exc}", code=2) from None
     print(f"registered {model.name}:{model.version} from {job}")
@@ -439,7 +436,8 @@ def bench(c: Context, quick: bool = False, only: str = "") -> None:
 )
 def report(c: Context, run: str, github_output: str = "") -> None:
     """Print a run's summary and KPI table as Markdown (for CI step summaries)."""
-    from jobs.report import beats_baseline, markdown
+    _help_instead(c, run, "report")
+    from client.report import beats_baseline, markdown
     from jobs.rundir import RunError
 
     try:

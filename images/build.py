@@ -15,8 +15,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs.submit import git_revision
-
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = Path(__file__).with_name("Dockerfile")
 DEFAULT_BASE = "python:3.11-slim-bookworm"
@@ -26,9 +24,15 @@ LOCAL_BASE = (
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 SLIM_PATHS = ("usr/share/doc/*", "usr/share/man/*", "usr/share/locale/*", "usr/share/info/*",
               "var/cache/apt/*", "var/lib/apt/lists/*")  # fmt: skip
-CODE = ("sims", "jobs")  # packages copied into the image's last layer
+CODE = ("sims", "jobs")  # packages copied into the image's last layer, with sims/external.yaml's
 # Versions the image pins to the host's, so that host and cluster run the same code.
 PINNED = ("ray", "gymnasium", "numpy", "scipy", "pydantic", "pyyaml", "pandas", "pyarrow", "rich")
+
+
+def git_revision() -> str:
+    """The repository's HEAD commit, or ``unknown`` outside a git checkout."""
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else "unknown"
 
 
 class ImageError(RuntimeError):
@@ -71,6 +75,8 @@ class BuildOptions:
     """Rebuild every layer (for measuring a cold build)."""
     revision: str | None = None
     """The OCI revision label; git's HEAD by default."""
+    root: Path = ROOT
+    """The project whose sims/, jobs/ and declared external code go into the image."""
 
     @property
     def flavour(self) -> str:
@@ -90,15 +96,23 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _code_files() -> Iterable[Path]:
+def _code_files(root: Path) -> Iterable[Path]:
+    """sims/, jobs/ and what sims/external.yaml declares, relative to ``root``."""
+    from sims import external
+    from sims.contract import SimError
+
     for package in CODE:
-        for path in sorted((ROOT / package).rglob("*")):
+        for path in sorted((root / package).rglob("*")):
             if (
                 path.is_file()
                 and "__pycache__" not in path.parts
                 and not path.name.endswith(".pyc")
             ):
-                yield path
+                yield path.relative_to(root)
+    try:
+        yield from external.files(root)
+    except SimError as exc:
+        raise ImageError(str(exc)) from None
 
 
 def build_context(options: BuildOptions) -> io.BytesIO:
@@ -106,6 +120,7 @@ def build_context(options: BuildOptions) -> io.BytesIO:
 
     Built from a list, so nothing else in the repo (.venv, runs/) is ever sent.
     """
+    root = options.root
     buffer = io.BytesIO()
     pins = "".join(
         f"{name}=={version}\n" for name, version in host_versions().items() if name != "ray"
@@ -114,7 +129,7 @@ def build_context(options: BuildOptions) -> io.BytesIO:
         tar.add(DOCKERFILE, arcname="Dockerfile")
         _add_bytes(tar, "constraints.txt", pins.encode())
         for package in CODE:
-            tar.add(ROOT / package / "requirements.txt", arcname=f"{package}/requirements.txt")
+            tar.add(root / package / "requirements.txt", arcname=f"{package}/requirements.txt")
         _add_bytes(
             tar, "build-inputs/ca.crt", options.ca_cert.read_bytes() if options.ca_cert else b""
         )
@@ -122,12 +137,12 @@ def build_context(options: BuildOptions) -> io.BytesIO:
             for wheel in sorted(options.wheelhouse.glob("torch-*.whl")):
                 tar.add(wheel, arcname=f"build-inputs/wheels/{wheel.name}")
         overlay = dict(options.overlay)
-        for path in _code_files():
-            relative = path.relative_to(ROOT).as_posix()
+        for path in _code_files(root):
+            relative = path.as_posix()
             if relative in overlay:
                 _add_bytes(tar, f"code/{relative}", overlay.pop(relative))
             else:
-                tar.add(path, arcname=f"code/{relative}")
+                tar.add(root / path, arcname=f"code/{relative}")
         for relative, data in overlay.items():
             _add_bytes(tar, f"code/{relative}", data)
     buffer.seek(0)

@@ -11,8 +11,7 @@ from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
 from jobs.config import ConfigError, ExperimentConfig
-from sims.adapter import SimEnv
-from sims.registry import is_sim
+from sims.registry import RLlibEnv, resolve
 
 CONFIG_CLASSES: dict[str, type[AlgorithmConfig]] = {
     "PPO": PPOConfig,
@@ -21,23 +20,14 @@ CONFIG_CLASSES: dict[str, type[AlgorithmConfig]] = {
 }
 
 
-def env_and_config(cfg: ExperimentConfig) -> tuple[Any, dict[str, Any]]:
-    """Our simulators go through :class:`SimEnv`; any other name is a Gymnasium id."""
-    if is_sim(cfg.sim):
-        env_config: dict[str, Any] = {"sim": cfg.sim, "lesson": cfg.lesson}
-        if cfg.lessons is not None:
-            env_config["lessons"] = str(cfg.lessons.resolve())
-        return SimEnv, env_config
-    return cfg.sim, {}
-
-
 def algorithm_config(cfg: ExperimentConfig, callbacks: Any) -> AlgorithmConfig:
     """The whole experiment as one fluent chain; ``callbacks`` builds the RLlibCallback."""
-    env, env_config = env_and_config(cfg)
+    env_config = resolve(cfg.sim).env_config(lessons=cfg.lessons, lesson=cfg.lesson)
     t = cfg.training
     config = (
         CONFIG_CLASSES[cfg.algorithm]()
-        .environment(env, env_config=env_config)
+        # Every env runner resolves the simulator's name itself (importing a user's module).
+        .environment(RLlibEnv, env_config=env_config)
         .env_runners(
             num_env_runners=cfg.env_runners.num_env_runners,
             num_envs_per_env_runner=cfg.env_runners.num_envs_per_env_runner,

@@ -13,16 +13,20 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jobs.rundir import RunDir, RunError, read_checkpoint_meta, write_atomic, write_json
-from jobs.trajectories import Rows, components
-from sims.adapter import SimEnv
+from jobs.trajectories import Rows
 from sims.contract import SimError, SimulatorFault
+from sims.handle import SimHandle
 from sims.lessons import format_validation_error, read_yaml
-from sims.registry import is_sim, make_env, spec_for
+from sims.registry import resolve
 
 MODULE_PATH = Path("learner_group", "learner", "rl_module", "default_policy")
 PLAIN_SCENARIOS = 5  # seeds 0-4 for a plain Gymnasium env, which has no scenario set
 ATTEMPTS = 20  # tries per episode when the simulator fails (same seed, so the same result);
 # a 1%-per-step fault fails a 90-step episode 60% of the time: 20 tries leave 4e-5
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be used; the message names the file and the key."""
 
 
 class Scenario(BaseModel):
@@ -41,37 +45,41 @@ class ScenarioSet(BaseModel):
     scenarios: list[Scenario] = Field(min_length=1)
 
 
-def load_scenarios(path: Path, sim: str) -> list[Scenario]:
+def load_scenarios(path: Path, handle: SimHandle) -> list[Scenario]:
     """Scenarios from YAML, checked against the simulator's parameters."""
     try:
         data = read_yaml(path)
         scenario_set = ScenarioSet.model_validate(data)
     except SimError as exc:
-        raise RunError(str(exc)) from None
+        raise ScenarioError(str(exc)) from None
     except ValidationError as exc:
-        raise RunError(format_validation_error(str(path), exc)) from None
-    spec = spec_for(sim)
-    if scenario_set.sim is not None and spec_for(scenario_set.sim).name != spec.name:
-        raise RunError(
-            f"{path}: these scenarios are for simulator {scenario_set.sim!r}, but the checkpoint "
-            f"was trained on {spec.name!r}; pass scenarios for {spec.name}"
-        )
-    known = spec.simulator.PARAMETERS
+        raise ScenarioError(format_validation_error(str(path), exc)) from None
+    if scenario_set.sim is not None:
+        try:
+            named = resolve(scenario_set.sim)
+        except SimError as exc:
+            raise ScenarioError(f"{path}: sim: {exc}") from None
+        if named.label != handle.label:
+            raise ScenarioError(
+                f"{path}: these scenarios are for simulator {scenario_set.sim!r}, but the "
+                f"checkpoint was trained on {handle.label!r}; pass scenarios for {handle.label}"
+            )
+    known = handle.parameters
     for i, scenario in enumerate(scenario_set.scenarios):
         unknown = [key for key in scenario.parameters if key not in known]
         if unknown:
-            raise RunError(
+            raise ScenarioError(
                 f"{path}: scenarios[{i}].parameters: {', '.join(unknown)} not parameters of "
-                f"simulator {spec.name} (the checkpoint's); known: {', '.join(known)}"
+                f"simulator {handle.label} (the checkpoint's); known: "
+                f"{', '.join(known) or '(none: it has no scenario parameters)'}"
             )
     return list(scenario_set.scenarios)
 
 
-def default_scenarios(sim: str) -> list[Scenario]:
-    if is_sim(sim):
-        spec = spec_for(sim)
-        if spec.scenarios is not None:
-            return load_scenarios(spec.scenarios, sim)
+def default_scenarios(handle: SimHandle) -> list[Scenario]:
+    """The simulator's own scenario set, or seeds 0-4 when it has none."""
+    if handle.scenarios is not None:
+        return load_scenarios(handle.scenarios, handle)
     return [Scenario(name=f"seed_{seed}", seed=seed) for seed in range(PLAIN_SCENARIOS)]
 
 
@@ -98,6 +106,8 @@ class AgentPolicy:
 
 @dataclass
 class Episode:
+    scenario: dict[str, float]
+    """The scenario the environment drew (parameters; empty for a plain environment)."""
     states: list[dict[str, float]]
     actions: list[dict[str, float]]
     rewards: list[float]
@@ -118,32 +128,33 @@ class Controller:
         self.act, self.reset = act, reset
 
 
-def run_episode(env: gym.Env, scenario: Scenario, controller: Controller) -> Episode:
-    options = {"scenario": scenario.parameters} if isinstance(env.unwrapped, SimEnv) else None
-    obs, info = env.reset(seed=scenario.seed, options=options)
+def run_episode(
+    env: gym.Env, handle: SimHandle, scenario: Scenario, controller: Controller
+) -> Episode:
+    obs, info = env.reset(seed=scenario.seed, options=handle.reset_options(scenario.parameters))
     controller.reset()
-    ours = "states" in info
-    states = [info["states"] if ours else components("obs", obs)]
+    scenario_drawn = dict(info["scenario"])
+    states = [info["states"]]
     actions, rewards = [], []
     done = terminated = truncated = False
     while not done:
         action = controller.act(obs, info)
         obs, reward, terminated, truncated, info = env.step(action)
         done = terminated or truncated
-        states.append(info["states"] if ours else components("obs", obs))
-        actions.append(info["action"] if ours else components("a", action))
+        states.append(info["states"])
+        actions.append(info["action"])
         rewards.append(float(reward))
-    return Episode(states, actions, rewards, bool(terminated), bool(truncated))
+    return Episode(scenario_drawn, states, actions, rewards, bool(terminated), bool(truncated))
 
 
 def run_with_retries(
-    env: gym.Env, scenario: Scenario, controller: Controller
+    env: gym.Env, handle: SimHandle, scenario: Scenario, controller: Controller
 ) -> tuple[Episode, list[str]]:
     """An episode, retried from its seed when the simulator fails; the failures are returned."""
     failures: list[str] = []
     for _ in range(ATTEMPTS):
         try:
-            return run_episode(env, scenario, controller), failures
+            return run_episode(env, handle, scenario, controller), failures
         except SimulatorFault as exc:
             failures.append(str(exc))
     raise SimulatorFault(
@@ -160,9 +171,11 @@ def _aggregate(name: str, values: pd.Series) -> float:
 
 
 @dataclass
-class Assessment:
+class AssessmentResult:
     per_scenario: pd.DataFrame
     table: pd.DataFrame  # one row per controller
+    units: dict[str, str]
+    """Units of the KPIs that have one, by KPI name."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -170,6 +183,7 @@ class Assessment:
                 row["controller"]: {k: v for k, v in row.items() if k != "controller"}
                 for row in self.table.to_dict("records")
             },
+            "units": self.units,
             "scenarios": self.per_scenario.to_dict("records"),
         }
 
@@ -181,44 +195,39 @@ def assess(
     out: Path,
     trajectories: Path | None = None,
     run_id: str = "",
-) -> Assessment:
+) -> AssessmentResult:
     """Run agent and baseline on every scenario; write ``kpis.csv``/``kpis.json`` under ``out``
     and the episodes as trajectories (phase ``assess``) under ``trajectories``."""
     meta = read_checkpoint_meta(checkpoint)
-    sim = meta["sim"]
-    chosen = load_scenarios(scenarios, sim) if scenarios else default_scenarios(sim)
-    env_kwargs = {}
-    if is_sim(sim):
-        env_kwargs = {
-            k: v
-            for k, v in (("lessons", meta.get("lessons")), ("lesson", meta.get("lesson")))
-            if v is not None
-        }
-    env = make_env(sim, **env_kwargs)
+    try:
+        handle = resolve(meta["sim"])
+        chosen = load_scenarios(scenarios, handle) if scenarios else default_scenarios(handle)
+        env = handle.make_env(lessons=meta.get("lessons"), lesson=meta.get("lesson") or 0)
+    except SimError as exc:
+        raise ScenarioError(f"{checkpoint}: {exc}") from None
     agent = AgentPolicy(checkpoint)
     expected = meta.get("observation_shape")
     if expected is not None and list(env.observation_space.shape) != list(expected):
         raise RunError(
-            f"{checkpoint}: trained on observations of shape {expected}, but simulator {sim} "
-            f"now gives {list(env.observation_space.shape)}; retrain, or assess with the "
-            "simulator version it was trained on"
+            f"{checkpoint}: trained on observations of shape {expected}, but simulator "
+            f"{handle.name} now gives {list(env.observation_space.shape)}; retrain, or assess "
+            "with the simulator version it was trained on"
         )
     controllers = {"agent": Controller(lambda obs, info: agent(obs))}
-    if is_sim(sim) and spec_for(sim).baseline is not None:
-        baseline = spec_for(sim).baseline()
-        sim_env: SimEnv = env.unwrapped  # type: ignore[assignment]
+    if handle.baseline is not None:
+        baseline = handle.baseline()
         controllers["baseline"] = Controller(
-            lambda obs, info: sim_env.from_physical(baseline.act(info["states"])), baseline.reset
+            lambda obs, info: env.unwrapped.from_physical(baseline.act(info["states"])),
+            baseline.reset,
         )
-    kpi_fn = spec_for(sim).kpis if is_sim(sim) else None
 
     rows, records = Rows(), []
     for scenario in chosen:
         for controller, driver in controllers.items():
-            episode, failures = run_with_retries(env, scenario, driver)
+            episode, failures = run_with_retries(env, handle, scenario, driver)
             record = {"controller": controller, "scenario": scenario.name, "return": episode.ret}
-            if kpi_fn is not None:
-                record.update(kpi_fn(episode.states, episode.actions, episode.terminated))
+            if handle.kpis is not None:
+                record.update(handle.kpis(episode.states, episode.actions, episode.terminated))
             record["sim_failures_count"] = float(len(failures))
             records.append(record)
             rows.add_episode(
@@ -230,7 +239,7 @@ def assess(
                     "episode_id": f"assess-{scenario.name}-{controller}",
                     "lesson": None,
                 },
-                scenario={**(env.unwrapped.scenario if isinstance(env.unwrapped, SimEnv) else {})},
+                scenario=episode.scenario,
                 states=episode.states,
                 actions=[None, *episode.actions],
                 rewards=[None, *episode.rewards],
@@ -245,13 +254,15 @@ def assess(
             for name, group in per_scenario.groupby("controller", sort=False)
         ]
     )
-    result = Assessment(per_scenario, table)
+    result = AssessmentResult(per_scenario, table, handle.kpi_units)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "kpis.csv", table.to_csv(index=False))
     write_atomic(out / "scenarios.csv", per_scenario.to_csv(index=False))
     write_json(out / "kpis.json", result.to_json())
     if trajectories is not None:
-        rows.flush(trajectories / f"assess-{checkpoint.name}-{out.name}.parquet")
+        rows.flush(
+            trajectories / f"assess-{checkpoint.name}-{out.name}.parquet", units=handle.units
+        )
     return result
 
 

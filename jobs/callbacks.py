@@ -8,7 +8,8 @@ from typing import Any
 
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
-from jobs.trajectories import Rows, components
+from jobs.trajectories import Rows
+from sims.registry import resolve
 
 FAILED_EPISODES = "aml_rl_failed_episodes"  # metric key, under env_runners/
 
@@ -24,32 +25,22 @@ def _episode_steps(chunks: list[Any]) -> tuple[list[dict], list[float]]:
     return infos, rewards
 
 
-def _plain_steps(chunks: list[Any]) -> tuple[list[dict], list[dict | None]]:
-    """States and actions of a plain Gymnasium env: observation and action components."""
-    observations: list[Any] = []
-    actions: list[Any] = []
-    for i, chunk in enumerate(chunks):
-        chunk_obs = list(chunk.get_observations())
-        observations.extend(chunk_obs if i == 0 else chunk_obs[1:])
-        actions.extend(chunk.get_actions())
-    return [components("obs", o) for o in observations], [None] + [
-        components("a", a) for a in actions
-    ]
-
-
 class TrajectoryLogger(RLlibCallback):
     """Logs every k-th finished episode of each env runner, one Parquet file per sample batch.
 
     Rows are buffered per episode in the env runner and written in ``on_sample_end``, so
     files hold whole episodes and are written once (temp file + rename): a killed run never
-    leaves a corrupt file. Simulator failures (the env is recreated by RLlib's fault
-    tolerance) are written as rows with an ``error`` and counted in the metrics.
+    leaves a corrupt file. States and actions come from ``info`` (named, physical units) for
+    every kind of simulator; their units go into each file's schema metadata. Simulator
+    failures (the env is recreated by RLlib's fault tolerance) are written as rows with an
+    ``error`` and counted in the metrics.
     """
 
     def __init__(
         self,
         *,
         folder: str,
+        sim: str,
         run_id: str,
         session: str,
         every_k_episodes: int = 1,
@@ -57,6 +48,7 @@ class TrajectoryLogger(RLlibCallback):
     ) -> None:
         super().__init__()
         self.folder = Path(folder)
+        self.units = resolve(sim).units
         self.run_id = run_id
         self.session = session
         self.every = every_k_episodes
@@ -89,18 +81,12 @@ class TrajectoryLogger(RLlibCallback):
             "env_runner": env_runner.worker_index,
             "episode_id": episode.id_,
         }
-        if infos and "states" in infos[0]:
-            states = [info["states"] for info in infos]
-            actions = [None] + [info["action"] for info in infos[1:]]
-            scenario, base["lesson"] = infos[0]["scenario"], infos[0]["lesson"]
-        else:
-            states, actions = _plain_steps(chunks)
-            scenario, base["lesson"] = {}, None
+        base["lesson"] = infos[0]["lesson"]
         self._rows.add_episode(
             base=base,
-            scenario=scenario,
-            states=states,
-            actions=actions,
+            scenario=infos[0]["scenario"],
+            states=[info["states"] for info in infos],
+            actions=[None] + [info["action"] for info in infos[1:]],
             rewards=[None, *rewards],
             terminated=episode.is_terminated,
             truncated=episode.is_truncated,
@@ -111,7 +97,7 @@ class TrajectoryLogger(RLlibCallback):
         # loses at most one batch of rows.
         runner = f"r{env_runner.worker_index:03d}-{os.getpid()}"
         name = f"{self._phase(env_runner)}-{self.session}-{runner}-{self._files:06d}.parquet"
-        if self._rows.flush(self.folder / name) is not None:
+        if self._rows.flush(self.folder / name, units=self.units) is not None:
             self._files += 1
 
     def on_environment_created(

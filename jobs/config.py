@@ -102,7 +102,8 @@ class ExperimentConfig(_Strict):
     experiment: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     """Experiment name: the folder under ``runs/`` and the MLflow experiment."""
     sim: str
-    """Simulator: a module under sims/ (``cstr``), a dotted module path, or a Gymnasium id."""
+    """Simulator: a module under sims/ (``cstr``), a Gymnasium id (``CartPole-v1``),
+    ``module:EnvId`` or ``module:ClassName`` for your own, or a dotted module with a SPEC."""
     lessons: Path | None = None
     """Lessons YAML; null for the simulator's own."""
     lesson: int | str = 0
@@ -123,10 +124,10 @@ class ExperimentConfig(_Strict):
     @field_validator("sim")
     @classmethod
     def _sim_exists(cls, value: str) -> str:
-        from sims.registry import make_env
+        from sims.registry import resolve
 
         try:
-            make_env(value).close()
+            resolve(value)
         except SimError as exc:
             raise ValueError(str(exc)) from None
         return value

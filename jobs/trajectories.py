@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -17,11 +17,7 @@ from jobs.rundir import RunError, write_atomic
 # Fixed columns; then scenario_<param>, state_<name>, action_<name> as the simulator defines.
 COLUMNS = ("run_id", "phase", "controller", "env_runner", "episode_id", "lesson", "step",
            "reward", "terminated", "truncated", "error")  # fmt: skip
-
-
-def components(prefix: str, values: Any) -> dict[str, float]:
-    """A plain Gymnasium env's observation or action as named floats: obs0, obs1, ... / a0, ..."""
-    return {f"{prefix}{j}": float(v) for j, v in enumerate(np.ravel(values))}
+UNITS_KEY = "aml_rl.units"  # schema metadata: JSON of {column: unit}
 
 
 class Rows:
@@ -68,11 +64,22 @@ class Rows:
                 row.update({f"action_{k}": float(v) for k, v in action.items()})
             self.add(row)
 
-    def flush(self, path: Path) -> Path | None:
-        """Write the buffered rows to ``path`` (temp file + rename) and clear the buffer."""
+    def flush(self, path: Path, units: Mapping[str, str] | None = None) -> Path | None:
+        """Write the buffered rows to ``path`` (temp file + rename) and clear the buffer.
+
+        ``units`` (by column) go into the file's schema: each column's field metadata
+        ``unit``, and all of them as JSON under the schema's ``aml_rl.units`` key."""
         if not self.count:
             return None
         table = pa.table(self.columns)
+        if units:
+            fields = [
+                field.with_metadata({"unit": units[field.name]}) if field.name in units else field
+                for field in table.schema
+            ]
+            present = {k: v for k, v in units.items() if k in self.columns}
+            schema = pa.schema(fields, metadata={UNITS_KEY: json.dumps(present)})
+            table = table.cast(schema)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")  # readers skip dot-files
         pq.write_table(table, tmp)
@@ -81,17 +88,27 @@ class Rows:
         return path
 
 
+def trajectory_units(run_or_folder: Path | str) -> dict[str, str]:
+    """Units by column, from the schema metadata of a run's trajectory files."""
+    units: dict[str, str] = {}
+    for path in trajectory_files(_folder(Path(run_or_folder))):
+        metadata = pq.read_schema(path).metadata or {}
+        units.update(json.loads(metadata.get(UNITS_KEY.encode(), b"{}")))
+    return units
+
+
+def _folder(run_or_folder: Path) -> Path:
+    nested = run_or_folder / "trajectories"
+    return nested if nested.is_dir() else run_or_folder
+
+
 def trajectory_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
 
 
-def read_trajectories(run_or_folder: Path, phase: str | None = None) -> pd.DataFrame:
+def read_trajectories(run_or_folder: Path | str, phase: str | None = None) -> pd.DataFrame:
     """Every trajectory row of a run (or a trajectories folder) as one DataFrame."""
-    folder = (
-        run_or_folder / "trajectories"
-        if (run_or_folder / "trajectories").is_dir()
-        else run_or_folder
-    )
+    folder = _folder(Path(run_or_folder))
     files = trajectory_files(folder)
     if not files:
         raise RunError(

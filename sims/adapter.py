@@ -10,7 +10,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from sims.contract import SimError, SimulatorFault, States
+from sims.contract import SimError, SimSpec, SimulatorFault, States
 from sims.lessons import LessonPlan, load_lessons
 
 
@@ -33,27 +33,17 @@ class SimEnv(gym.Env):
 
     metadata = {"render_modes": []}  # noqa: RUF012 - Gymnasium's convention
 
-    def __init__(self, config: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
-        """``SimEnv({"sim": "cstr", "lesson": 0, "lessons": PATH})`` as RLlib calls it (with an
-        ``EnvContext``), or ``SimEnv(sim="cstr", ...)`` as Gymnasium's ``make`` does."""
-        from sims.registry import spec_for
-
-        options = {**(config or {}), **kwargs}
-        unknown = set(options) - {"sim", "lessons", "lesson"}
-        if unknown or "sim" not in options:
-            raise SimError(
-                f"SimEnv config {dict(options)}: needs 'sim' and accepts only 'sim', 'lessons', "
-                f"'lesson'{f'; unknown: {sorted(unknown)}' if unknown else ''}"
-            )
-        self.spec_ = spec_for(options["sim"])
-        self.sim_name = self.spec_.name
-        lessons = options.get("lessons")
-        lessons_path = Path(lessons) if lessons else self.spec_.lessons
-        self.simulator = self.spec_.simulator()
+    def __init__(
+        self, spec: SimSpec, *, lessons: Path | str | None = None, lesson: int | str = 0
+    ) -> None:
+        """Usually made by a handle: ``sims.registry.resolve("cstr").make_env(lesson=1)``."""
+        self.spec_ = spec
+        self.sim_name = spec.name
+        self.simulator = spec.simulator()
         self.plan: LessonPlan = load_lessons(
-            lessons_path, self.simulator.PARAMETERS, sim=self.sim_name
+            Path(lessons) if lessons else spec.lessons, self.simulator.PARAMETERS, sim=spec.name
         )
-        self.lesson = self.plan.lesson(options.get("lesson", 0))
+        self.lesson = self.plan.lesson(lesson)
 
         self._obs_names = list(self.spec_.observations)
         self._obs_ranges = list(self.spec_.observations.values())

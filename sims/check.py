@@ -14,11 +14,12 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.utils.env_checker import check_env
 
-from sims.adapter import SimEnv
 from sims.contract import SimError, SimulatorFault
-from sims.registry import make_env
+from sims.handle import SimHandle
+from sims.registry import resolve
 
 Status = Literal["pass", "warn", "fail", "skip"]
+POLICY_ACTIONS = (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete)
 CLIP_WARN_FRACTION = 0.01  # warn when more than 1% of a state's observations are clipped
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Gymnasium colours its warnings
 
@@ -50,14 +51,6 @@ class Report:
 
     def failures(self) -> list[Finding]:
         return [f for f in self.findings if f.status == "fail"]
-
-
-def _make(name: str, lessons: Path | None) -> gym.Env:
-    return make_env(name, lessons=lessons) if lessons is not None else make_env(name)
-
-
-def _base(env: gym.Env) -> gym.Env:
-    return env.unwrapped
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -97,7 +90,7 @@ def _check_gymnasium(report: Report, make: Any) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            check_env(_base(env), skip_render_check=True)
+            check_env(env.unwrapped, skip_render_check=True)
         except Exception as exc:  # the checker raises AssertionError and others; report them all
             report.add("gymnasium env checker", "fail", f"{type(exc).__name__}: {exc}")
             return
@@ -111,22 +104,25 @@ def _check_gymnasium(report: Report, make: Any) -> None:
 
 
 def _check_spaces(report: Report, env: gym.Env) -> None:
-    obs_space = env.observation_space
+    """What the policy sees must be a Box observation and a Box/Discrete/MultiDiscrete action."""
+    obs_space, action_space = env.observation_space, env.action_space
     problems = []
-    if isinstance(_base(env), SimEnv):
-        if not (isinstance(obs_space, gym.spaces.Box) and obs_space.dtype == np.float32):
-            problems.append(f"observation space is {obs_space}, expected a float32 Box")
-        if not (
-            isinstance(env.action_space, gym.spaces.Box) and env.action_space.dtype == np.float32
-        ):
-            problems.append(f"action space is {env.action_space}, expected a float32 Box")
+    if not isinstance(obs_space, gym.spaces.Box):
+        problems.append(f"observation space is {obs_space}, expected a Box")
+    if not isinstance(action_space, POLICY_ACTIONS):
+        problems.append(
+            f"action space is {action_space}, expected a Box, Discrete or MultiDiscrete"
+        )
     obs, _ = env.reset(seed=0)
-    step_obs = env.step(env.action_space.sample())[0]
+    step_obs = env.step(action_space.sample())[0]
     for where, value in (("reset", obs), ("step", step_obs)):
         if not obs_space.contains(value):
             dtype = getattr(value, "dtype", type(value).__name__)
             problems.append(f"{where}() observation {value!r} ({dtype}) is outside {obs_space}")
-    detail = f"observation {obs_space}, action {env.action_space}"
+    detail = f"observation {obs_space}, action {action_space}"
+    inner = env.unwrapped
+    if (inner.observation_space, inner.action_space) != (obs_space, action_space):
+        detail += f" (the environment's own: {inner.observation_space}, {inner.action_space})"
     report.add("spaces and dtypes", "fail" if problems else "pass", "; ".join(problems) or detail)
 
 
@@ -159,9 +155,16 @@ def _check_determinism(report: Report, make: Any, seed: int) -> None:
     report.add("seeded determinism", "pass", "3 seeded episodes identical across two instances")
 
 
-def _check_parameters(report: Report, env: SimEnv, seed: int) -> None:
+def _check_parameters(report: Report, handle: SimHandle, env: gym.Env, seed: int) -> None:
+    if not handle.parameters:
+        report.add(
+            "lesson parameters reach the simulator",
+            "skip",
+            f"{handle.kind}: no scenario parameters",
+        )
+        return
     params: dict[str, set[float]] = {}
-    for lesson in env.plan.lessons:
+    for lesson in env.unwrapped.plan.lessons:
         for key, param in lesson.parameters.items():
             params.setdefault(key, set()).update(param.extremes())
     if not params:
@@ -183,7 +186,7 @@ def _check_parameters(report: Report, env: SimEnv, seed: int) -> None:
             "lesson parameters reach the simulator",
             "fail",
             f"{', '.join(silent)}; read these from the config in "
-            f"{type(env.simulator).__name__}.reset()",
+            f"{type(env.unwrapped.simulator).__name__}.reset()",
         )
     else:
         note = f"; only one value in the lessons, not varied: {', '.join(single)}" if single else ""
@@ -195,32 +198,28 @@ def _check_parameters(report: Report, env: SimEnv, seed: int) -> None:
 
 
 def _check_random_policy(
-    report: Report, env: gym.Env, seed: int, episodes: int, max_steps: int
+    report: Report, handle: SimHandle, env: gym.Env, seed: int, episodes: int, max_steps: int
 ) -> None:
-    base = _base(env)
-    ours = isinstance(base, SimEnv)
     observed: dict[str, list[float]] = {}
     elapsed, steps = 0.0, 0
     env.action_space.seed(seed)
     try:
         for episode in range(episodes):
-            obs, info = env.reset(seed=seed + episode)
+            env.reset(seed=seed + episode)
             done = False
             while not done and steps < max_steps:
                 action = env.action_space.sample()
                 start = time.perf_counter()
-                obs, _, terminated, truncated, info = env.step(action)
+                _, _, terminated, truncated, info = env.step(action)
                 elapsed += time.perf_counter() - start
                 steps += 1
                 done = terminated or truncated
-                if ours:
-                    for name in base.spec_.observations:
-                        observed.setdefault(name, []).append(info["states"][name])
-                elif not np.all(np.isfinite(np.asarray(obs, dtype=np.float64))):
-                    bad = np.flatnonzero(~np.isfinite(np.asarray(obs, dtype=np.float64)))
-                    raise SimulatorFault(
-                        f"observation component(s) {bad.tolist()} are not finite: {obs}"
-                    )
+                for name, value in info["states"].items():
+                    if not np.isfinite(value):
+                        raise SimulatorFault(
+                            f"state {name!r} is {value} at step {steps} of episode {episode}"
+                        )
+                    observed.setdefault(name, []).append(value)
             if steps >= max_steps:
                 break
     except SimulatorFault as exc:
@@ -229,15 +228,16 @@ def _check_random_policy(
     report.add("finite states (NaN/inf)", "pass", f"{steps} random-policy steps")
     report.steps = steps
     report.mean_step_us = elapsed / steps * 1e6 if steps else None
-    if not ours:
-        report.add(
-            "observations inside normalisation ranges", "skip", "plain Gymnasium environment"
-        )
+    ranged = {
+        name: rng
+        for name, rng in handle.observations.items()
+        if rng is not None and not rng.saturates and name in observed
+    }
+    if not ranged:
+        report.add("observations inside normalisation ranges", "skip", "no bounded observations")
         return
     wide = []
-    for name, rng in base.spec_.observations.items():
-        if rng.saturates:
-            continue
+    for name, rng in ranged.items():
         values = np.asarray(observed[name])
         clipped = np.mean((values < rng.low) | (values > rng.high))
         if clipped > CLIP_WARN_FRACTION:
@@ -246,10 +246,11 @@ def _check_random_policy(
                 f"vs range [{rng.low:.4g}, {rng.high:.4g}]"
             )
     if wide:
+        fix = "SPEC.observations" if handle.spec is not None else "the observation space's bounds"
         report.add(
             "observations inside normalisation ranges",
             "warn",
-            "; ".join(wide) + "; widen these ranges in SPEC.observations",
+            "; ".join(wide) + f"; widen these ranges in {fix}",
         )
     else:
         report.add(
@@ -290,27 +291,23 @@ def check_sim(
 ) -> Report:
     """Run every conformance check on the simulator ``name``; never raises for sim problems."""
     report = Report(sim=name)
-
-    def make() -> gym.Env:
-        return _make(name, lessons)
-
     try:
+        handle = resolve(name)
+
+        def make() -> gym.Env:
+            return handle.make_env(lessons=lessons)
+
         env = make()
     except SimError as exc:
         report.add("construct", "fail", str(exc))
         return report
-    report.add("construct", "pass", type(_base(env)).__name__)
+    report.add("construct", "pass", f"{handle.kind}: {type(env.unwrapped).__name__}")
     try:
         _check_gymnasium(report, make)
         _check_spaces(report, make())
         _check_determinism(report, make, seed)
-        if isinstance(_base(env), SimEnv):
-            _check_parameters(report, make(), seed)
-        else:
-            report.add(
-                "lesson parameters reach the simulator", "skip", "plain Gymnasium environment"
-            )
-        _check_random_policy(report, make(), seed, episodes, max_steps)
+        _check_parameters(report, handle, make(), seed)
+        _check_random_policy(report, handle, make(), seed, episodes, max_steps)
         _check_pickle(report, make, seed)
     except (SimError, SimulatorFault) as exc:
         report.add("run", "fail", str(exc))

@@ -126,7 +126,7 @@ class SimSpec:
     """
 
     name: str
-    """Short name used on the command line, e.g. ``cstr``; the module is ``sims.<name>``."""
+    """Short name, e.g. ``cstr`` (the module ``sims.cstr``); shown in titles and messages."""
     env_id: str
     """Gymnasium id, e.g. ``aml_rl/CSTR-v0``."""
     simulator: Callable[[], Simulator]
@@ -147,6 +147,10 @@ class SimSpec:
     """Default assessment scenario set (YAML list of scenario parameters and seeds)."""
     kpis: KpiFn | None = None
     """Key performance indicators of one episode, for assessment tables."""
+    kpi_units: Mapping[str, str] = field(default_factory=dict)
+    """Units of the KPIs, by name (``{"ca_rms": "kmol/m3"}``), for tables and summaries."""
+    units: Mapping[str, str] = field(default_factory=dict)
+    """Units of logged states that are not observed (observed ones take their Range's)."""
     source: str = field(default="", compare=False)
     """Where the spec is defined, for error messages."""
 

@@ -1,27 +1,76 @@
-"""Find simulators by name: built-in and user modules under ``sims/``, and Gymnasium ids."""
+"""Resolve a simulator name to its :class:`SimHandle`: the one place that knows the kinds.
+
+Names, tried in this order:
+
+- ``module:Attr``: import ``module`` (a user's own, outside sims/ too), then ``Attr`` is a
+  Gymnasium id the module registers, a ``gymnasium.Env`` subclass, a ``Simulator`` subclass
+  (with a ``SimSpec`` in the module) or a ``SimSpec``;
+- a registered Gymnasium id: ours (``aml_rl/CSTR-v0``) or any other (``CartPole-v1``);
+- a module under sims/ (``cstr``) or a dotted module path (``mypkg.reactor``) defining ``SPEC``.
+"""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
+import traceback
+from collections.abc import Mapping
+from types import ModuleType
 from typing import Any
 
 import gymnasium as gym
 
 import sims
-from sims.contract import SimError, SimSpec
+from sims import ENTRY_POINT, external
+from sims.contract import SimError, SimSpec, Simulator
+from sims.handle import SimHandle
 
-# Modules of the toolkit itself, not simulators.
-_TOOLKIT = {"adapter", "baselines", "check", "contract", "lessons", "registry", "scaffold"}
+
+def resolve(name: str) -> SimHandle:
+    """The handle of simulator ``name``; :class:`SimError` saying why when there is none."""
+    external.install()
+    if ":" in name:
+        return _from_attribute(name)
+    if name in gym.registry:
+        return _from_gym_registry(name, name)
+    if name.isidentifier():
+        return _from_spec_module(f"sims.{name}", name)
+    if all(part.isidentifier() for part in name.split(".")):
+        return _from_spec_module(name, name)
+    raise _unknown(name)
+
+
+def make_env(name: str, **kwargs: Any) -> gym.Env:
+    """The environment for ``name`` (``resolve(name).make_env(**kwargs)``)."""
+    return resolve(name).make_env(**kwargs)
+
+
+def make_registered(sim: str, **kwargs: Any) -> gym.Env:
+    """Gymnasium's entry point for the ids our simulators register (``aml_rl/CSTR-v0``)."""
+    return resolve(sim).make_env(**kwargs)
+
+
+class RLlibEnv(gym.Wrapper):
+    """What RLlib builds on every env runner: the simulator named in ``env_config["sim"]``,
+    resolved in that process (so a user's module is imported there too)."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        options = dict(config)
+        handle = resolve(options.pop("sim"))
+        super().__init__(handle.make_env(**{k: v for k, v in options.items() if v is not None}))
 
 
 def available() -> list[str]:
-    """Names of the simulators under ``sims/`` (modules that define ``SPEC``)."""
+    """Names of the simulators under sims/ (modules that define ``SPEC``)."""
     names = []
     for info in pkgutil.iter_modules(sims.__path__):
-        if info.name in _TOOLKIT or info.name.startswith("_") or info.ispkg:
+        if info.ispkg or info.name.startswith("_"):
             continue
-        module = importlib.import_module(f"sims.{info.name}")
+        try:
+            module = importlib.import_module(f"sims.{info.name}")
+        except Exception:
+            continue
         if isinstance(getattr(module, "SPEC", None), SimSpec):
             names.append(info.name)
     return sorted(names)
@@ -29,63 +78,102 @@ def available() -> list[str]:
 
 def _unknown(name: str) -> SimError:
     return SimError(
-        f"unknown simulator {name!r}; use one of {', '.join(available())}, a Gymnasium id "
-        "such as CartPole-v1, or scaffold your own with `invoke new-sim NAME`"
+        f"unknown simulator {name!r}; use one of {', '.join(available())}, a Gymnasium id such "
+        "as CartPole-v1, module:EnvId or module:ClassName for your own environment, or "
+        "scaffold one with `invoke new-sim NAME`"
     )
 
 
-def _module_name(name: str) -> str | None:
-    """The module behind ``name``: ``sims.<name>`` for a short name or an ``aml_rl/...`` id,
-    or ``name`` itself when it is a dotted module path (a simulator kept outside sims/)."""
-    if name in gym.registry:
-        entry = gym.registry[name]
-        if entry.entry_point == "sims.adapter:SimEnv":
-            return f"sims.{entry.kwargs['sim']}"
-        return None
-    if name.isidentifier():
-        return None if name in _TOOLKIT else f"sims.{name}"
-    if all(part.isidentifier() for part in name.split(".")):
-        return name
-    return None
-
-
-def spec_for(name: str) -> SimSpec:
-    """The spec of the simulator ``name`` (``cstr``, ``aml_rl/CSTR-v0``, ``pkg.module``)."""
-    module_name = _module_name(name)
-    if module_name is None:
-        raise _unknown(name)
+def _import(module_name: str, name: str) -> ModuleType | None:
+    """The module, None if it does not exist, or one message naming the file that failed."""
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if module_name == exc.name or module_name.startswith(f"{exc.name}."):
-            raise _unknown(name) from None
-        raise
+        if exc.name and (module_name == exc.name or module_name.startswith(f"{exc.name}.")):
+            return None
+        raise _import_failed(module_name, name, exc) from exc
+    except Exception as exc:  # a user's module may raise anything while importing
+        raise _import_failed(module_name, name, exc) from exc
+
+
+def _import_failed(module_name: str, name: str, exc: BaseException) -> SimError:
+    try:
+        origin = importlib.util.find_spec(module_name).origin  # type: ignore[union-attr]
+    except (ImportError, ValueError, AttributeError):
+        origin = module_name
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == origin]
+    where = f"{origin}, line {frames[-1].lineno}" if frames else origin
+    hint = "fix the module"
+    if isinstance(exc, ModuleNotFoundError):
+        hint = (
+            f"install {exc.name!r}, or if it is your own code outside sims/, declare it in "
+            "sims/external.yaml (README: 'A model package outside sims/')"
+        )
+    return SimError(
+        f"{where}: importing {module_name} for simulator {name!r} failed with "
+        f"{type(exc).__name__}: {exc}; {hint}"
+    )
+
+
+def _spec_of(module: ModuleType, name: str) -> SimSpec:
     spec = getattr(module, "SPEC", None)
     if not isinstance(spec, SimSpec):
         raise SimError(
-            f"{module.__file__}: defines no SPEC (a sims.contract.SimSpec); add one, as in "
-            "sims/simple_adder.py"
+            f"{module.__file__}: defines no SPEC (a sims.contract.SimSpec), so {name!r} is not a "
+            "simulator; add one, as in sims/simple_adder.py"
         )
     return spec
 
 
-def is_sim(name: str) -> bool:
-    """Whether ``name`` is one of ours (as opposed to a plain Gymnasium environment)."""
-    try:
-        spec_for(name)
-    except SimError:
-        return False
-    return True
+def _from_spec_module(module_name: str, name: str) -> SimHandle:
+    module = _import(module_name, name)
+    if module is None:
+        raise _unknown(name)
+    return SimHandle(name=name, spec=_spec_of(module, name), module=module_name)
 
 
-def make_env(name: str, **kwargs: Any) -> gym.Env:
-    """An environment for ``name``: one of our simulators, or any registered Gymnasium id."""
-    try:
-        spec_for(name)
-    except SimError:
-        if _module_name(name) is None and name in gym.registry:
-            return gym.make(name, **kwargs)
-        raise
-    from sims.adapter import SimEnv
+def _from_gym_registry(env_id: str, name: str, module: str | None = None) -> SimHandle:
+    entry = gym.registry[env_id]
+    if entry.entry_point == ENTRY_POINT:
+        inner = resolve(entry.kwargs["sim"])
+        return SimHandle(name=name, spec=inner.spec, module=inner.module)
+    return SimHandle(name=name, gym_factory=lambda: gym.make(env_id), module=module)
 
-    return SimEnv(sim=name, **kwargs)
+
+def _from_attribute(name: str) -> SimHandle:
+    module_name, _, attr = name.partition(":")
+    if not module_name or not attr:
+        raise SimError(f"simulator {name!r}: write module:EnvId or module:ClassName")
+    module = _import(module_name, name)
+    if module is None:
+        raise SimError(
+            f"simulator {name!r}: no module {module_name!r} on sys.path (the current folder, "
+            "PYTHONPATH, installed packages, and the python_path of sims/external.yaml); "
+            "run from the folder that holds it or declare it in sims/external.yaml"
+        )
+    if attr in gym.registry:
+        return _from_gym_registry(attr, name, module_name)
+    obj = getattr(module, attr, None)
+    if isinstance(obj, SimSpec):
+        return SimHandle(name=name, spec=obj, module=module_name)
+    if isinstance(obj, type) and issubclass(obj, Simulator):
+        specs = [v for v in vars(module).values() if isinstance(v, SimSpec) and v.simulator is obj]
+        if len(specs) != 1:
+            raise SimError(
+                f"{module.__file__}: {attr} is a Simulator, but the module defines "
+                f"{len(specs)} SimSpec for it; define exactly one (SPEC = SimSpec(...))"
+            )
+        return SimHandle(name=name, spec=specs[0], module=module_name)
+    if isinstance(obj, type) and issubclass(obj, gym.Env):
+        return SimHandle(name=name, gym_factory=obj, module=module_name)
+    registered = sorted(
+        env_id
+        for env_id, entry in gym.registry.items()
+        if isinstance(entry.entry_point, str) and entry.entry_point.startswith(f"{module_name}:")
+    )
+    found = f"; it registers {', '.join(registered)}" if registered else ""
+    what = f"is a {type(obj).__name__}" if obj is not None else "is neither defined nor registered"
+    raise SimError(
+        f"simulator {name!r}: {attr!r} in {module.__file__} {what}; name a Gymnasium id the "
+        f"module registers, a gymnasium.Env subclass, a Simulator subclass or a SimSpec{found}"
+    )

@@ -1,4 +1,4 @@
-"""`invoke new-sim NAME`: scaffold a working simulator module, lessons file and test."""
+"""`invoke new-sim NAME`: scaffold a working simulator module, lessons, scenarios and test."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 
 def new_sim(name: str, root: Path) -> list[Path]:
-    """Write ``sims/<name>.py``, ``sims/lessons/<name>.yaml`` and ``tests/sims/test_<name>.py``
-    under ``root``; refuse to overwrite anything. Returns the paths written."""
+    """Write ``sims/<name>.py`` (class ``<Name>Sim``, so it never shadows your model's class),
+    ``sims/lessons/<name>.yaml``, ``sims/lessons/<name>_scenarios.yaml`` and
+    ``tests/sims/test_<name>.py`` under ``root``; refuse to overwrite anything. Returns the
+    paths written."""
     if not name.isidentifier() or keyword.iskeyword(name) or name != name.lower():
         raise SimError(
             f"simulator name {name!r} is not usable: it becomes the module sims/{name}.py, so use "
@@ -23,6 +25,7 @@ def new_sim(name: str, root: Path) -> list[Path]:
     targets = {
         "sim.py.tmpl": root / "sims" / f"{name}.py",
         "lessons.yaml.tmpl": root / "sims" / "lessons" / f"{name}.yaml",
+        "scenarios.yaml.tmpl": root / "sims" / "lessons" / f"{name}_scenarios.yaml",
         "test_sim.py.tmpl": root / "tests" / "sims" / f"test_{name}.py",
     }
     existing = [str(path) for path in targets.values() if path.exists()]

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from jobs.train import print_kpis
+from jobs.console import print_kpis
 
 COLUMNS = [
     "controller",

@@ -51,7 +51,7 @@ def test_a_parameter_the_simulator_ignores_is_named(variant_sim):
     status, detail = findings(report)["lesson parameters reach the simulator"]
     assert not report.ok and status == "fail"
     assert detail.startswith("outside (-10.0 and 15.0 give identical trajectories)")
-    assert "read these from the config in DeafRoom.reset()" in detail
+    assert "read these from the config in DeafRoomSim.reset()" in detail
 
 
 def test_nan_fails_naming_the_state(variant_sim):

@@ -20,9 +20,14 @@ def test_scaffold_writes_module_lessons_and_a_test_that_passes(tmp_path):
     assert [p.relative_to(tmp_path).as_posix() for p in written] == [
         "sims/my_tank.py",
         "sims/lessons/my_tank.yaml",
+        "sims/lessons/my_tank_scenarios.yaml",
         "tests/sims/test_my_tank.py",
     ]
-    assert 'env_id="aml_rl/MyTank-v0"' in written[0].read_text()
+    module = written[0].read_text()
+    assert 'env_id="aml_rl/MyTank-v0"' in module
+    # <Name>Sim, so that `from my_tank_model import MyTank` in the user's edit cannot collide.
+    assert "class MyTankSim(Simulator):" in module and "\nclass MyTank(" not in module
+    assert "def kpis(" in module and "kpis=kpis" in module
     # Run the generated test as a user would, against the copied tree.
     done = subprocess.run(
         [
@@ -41,7 +46,7 @@ def test_scaffold_writes_module_lessons_and_a_test_that_passes(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "3 passed" in done.stdout
+    assert "4 passed" in done.stdout
 
 
 def test_scaffold_never_overwrites(tmp_path):

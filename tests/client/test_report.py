@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from jobs.report import beats_baseline, markdown
+from client.report import beats_baseline, markdown
 from jobs.rundir import RunError
 
 SUMMARY = {

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobs.config import ExperimentConfig
+from images.build import git_revision
+from jobs.config import DEFAULT_CONFIG, ConfigError, ExperimentConfig, load_config
 from jobs.rundir import new_run_id
+from sims import external
+from sims.contract import SimError
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGING = ROOT / ".aml"  # staged code per submission (git-ignored)
@@ -96,22 +101,68 @@ def require(target: Target, keys: list[str]) -> None:
         )
 
 
-def git_revision() -> str:
-    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return done.stdout.strip() if done.returncode == 0 else "unknown"
+CODE = ("sims", "jobs")  # what runs on the cluster; sims/external.yaml adds the model's own
 
 
-def stage_code(cfg: ExperimentConfig, run_id: str, root: Path = STAGING) -> Path:
-    """The job's code: sims/, jobs/ and the resolved config, and nothing else of the repo."""
+def stage_code(
+    cfg: ExperimentConfig, run_id: str, root: Path = STAGING, project: Path = ROOT
+) -> Path:
+    """The job's code: sims/, jobs/, what sims/external.yaml declares, and the resolved config;
+    nothing else of the repository. Checked by importing the simulator in a fresh process."""
     code = root / run_id / "code"
     if code.exists():
         shutil.rmtree(code)
-    for package in ("sims", "jobs"):
+    try:
+        extra = external.files(project)
+    except SimError as exc:
+        raise SubmitError(str(exc)) from None
+    for package in CODE:
         shutil.copytree(
-            ROOT / package, code / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            project / package,
+            code / package,
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
         )
+    for relative in extra:
+        (code / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(project / relative, code / relative)
     (code / "experiment.yaml").write_text(cfg.to_yaml())
+    try:
+        check_staged_simulator(code, cfg)
+    except SubmitError:
+        shutil.rmtree(code.parent)
+        raise
     return code
+
+
+# Runs in the staged folder, as the job will: load its config, resolve the simulator, make
+# one environment (so a missing data file or lessons file shows too).
+_STAGED_CHECK = """
+from jobs.config import load_config
+from sims.registry import resolve
+cfg = load_config("experiment.yaml")
+resolve(cfg.sim).make_env(lessons=cfg.lessons, lesson=cfg.lesson).close()
+"""
+
+
+def check_staged_simulator(code: Path, cfg: ExperimentConfig) -> None:
+    """Import the configured simulator from ``code`` alone, in a fresh Python process."""
+    environ = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # only what is staged
+    done = subprocess.run(
+        [sys.executable, "-c", _STAGED_CHECK],
+        cwd=code,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"exit code {done.returncode}"
+        raise SubmitError(
+            f"the job's code ({code}) cannot load simulator {cfg.sim!r}: {reason}. The job "
+            "carries only sims/, jobs/ and what sims/external.yaml declares: list the code and "
+            "data the simulator needs there (README: 'A model package outside sims/')"
+        )
 
 
 def build_job(
@@ -255,3 +306,52 @@ def model_for_job(job: Any, run_tags: Mapping[str, str], metrics: Mapping[str, f
             **{f"final/{k}": f"{v:.6g}" for k, v in metrics.items()},
         },
     )
+
+
+def submit_experiment(
+    target: Target,
+    *,
+    config: Path | None = None,
+    sets: list[str] | None = None,
+    nodes: int = 1,
+    gpu: bool = False,
+    wait: bool = False,
+    dry_run: bool = False,
+    out: Path | None = None,
+    image: str | None = None,
+    record: Path | None = None,
+    echo: Callable[[str], None] = print,
+) -> Any:
+    """What `invoke submit` does: load and stage, build the job, then write it or send it."""
+    try:
+        cfg = load_config(config or DEFAULT_CONFIG, sets or [])
+    except ConfigError as exc:
+        raise SubmitError(str(exc)) from None
+    run_id = new_run_id()
+    code = stage_code(cfg, run_id)
+    job = build_job(cfg, target, nodes=nodes, gpu=gpu, run_id=run_id, code=code, image=image)
+    if dry_run:
+        path = write_yaml(job, out or STAGING / run_id / "job.yaml")
+        echo(f"wrote {path}; submit it with `az ml job create -f {path}`")
+        return None
+    created = submit(job, ml_client(target), wait=wait)
+    echo(f"job {created.name}: {created.status}; {created.studio_url}")
+    if record is not None:
+        entry = {
+            "name": created.name,
+            "status": created.status,
+            "run_id": run_id,
+            "experiment": cfg.experiment,
+        }
+        record.write_text(json.dumps(entry, indent=2) + "\n")
+    return created
+
+
+def register_model(client: Any, job_name: str) -> Any:
+    """Register a finished job's final checkpoint (from its MLflow run's tags) as a model."""
+    import mlflow
+
+    found = client.jobs.get(job_name)
+    mlflow.set_tracking_uri(client.workspaces.get(client.workspace_name).mlflow_tracking_uri)
+    run = mlflow.get_run(job_name)  # an Azure ML job is an MLflow run of the same id
+    return client.models.create_or_update(model_for_job(found, run.data.tags, run.data.metrics))

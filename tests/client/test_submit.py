@@ -20,9 +20,10 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.core.pipeline.transport import RequestsTransport
 from requests.adapters import BaseAdapter
 
-from jobs import submit as sub
+from client import submit as sub
+from jobs.cluster import wait_as_worker
 from jobs.config import CONFIGS, load_config
-from jobs.train import main, wait_as_worker
+from jobs.train import main
 from tests.conftest import ROOT
 
 OUTPUTS = {

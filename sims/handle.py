@@ -1,0 +1,140 @@
+"""The simulator handle: what every layer asks about one simulator, answered in one place.
+
+:func:`sims.registry.resolve` turns a name into a :class:`SimHandle` once; check-sim, training,
+the callbacks, assessment, benchmarks and submission take the handle and never ask again
+whether a name is one of our simulators or a plain Gymnasium environment.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+from sims.adapter import SimEnv
+from sims.contract import KpiFn, Policy, Range, SimError, SimSpec
+from sims.spaces import FlatEnv, Leaf
+
+
+@dataclass(frozen=True)
+class SimHandle:
+    """One resolved simulator: a :class:`SimSpec`-driven simulator, or a plain Gymnasium env.
+
+    For a plain Gymnasium environment the spec is derived from its spaces: state and action
+    names from Dict keys or indices, ranges from the bounds, no units, no scenarios, no
+    baseline and no KPIs beyond the return.
+    """
+
+    name: str
+    """The name as written (``cstr``, ``CartPole-v1``, ``mypkg.env:Env-v0``); configs,
+    checkpoints and env runners carry it, and each process resolves it again."""
+    spec: SimSpec | None = None
+    """The simulator's spec; None for a plain Gymnasium environment."""
+    gym_factory: Callable[[], gym.Env] | None = field(default=None, compare=False)
+    """How to make a plain Gymnasium environment (``gym.make(id)`` or the class)."""
+    module: str | None = None
+    """The module that defines it, when it is not Gymnasium's own."""
+
+    @property
+    def kind(self) -> str:
+        return "simulator" if self.spec is not None else "gymnasium"
+
+    @property
+    def label(self) -> str:
+        """A short name for titles and messages."""
+        return self.spec.name if self.spec is not None else self.name
+
+    # -- environments ----------------------------------------------------------------------
+    def make_env(self, *, lessons: Path | str | None = None, lesson: int | str = 0) -> gym.Env:
+        """The environment the policy trains on: a :class:`SimEnv`, or a :class:`FlatEnv`."""
+        if self.spec is not None:
+            return SimEnv(self.spec, lessons=lessons, lesson=lesson)
+        if lessons is not None:
+            raise SimError(
+                f"lessons {lessons}: {self.name} is a plain Gymnasium environment, which has no "
+                "scenario parameters; drop the lessons setting"
+            )
+        assert self.gym_factory is not None
+        return FlatEnv(self.gym_factory())
+
+    def env_config(self, *, lessons: Path | None = None, lesson: int | str = 0) -> dict[str, Any]:
+        """What :class:`sims.registry.RLlibEnv` receives on every env runner."""
+        return {
+            "sim": self.name,
+            "lessons": str(Path(lessons).resolve()) if lessons else None,
+            "lesson": lesson,
+        }
+
+    def reset_options(self, parameters: Mapping[str, float]) -> dict[str, Any] | None:
+        """``reset(options=...)`` that sets a scenario (nothing for a plain environment)."""
+        return {"scenario": dict(parameters)} if self.spec is not None else None
+
+    @functools.cached_property
+    def _spaces(self) -> tuple[list[Leaf], list[Leaf], tuple[int, ...]]:
+        env = self.make_env()
+        try:
+            if isinstance(env, FlatEnv):
+                return env.obs_leaves, env.action_leaves, env.observation_space.shape
+            return [], [], env.observation_space.shape
+        finally:
+            env.close()
+
+    @property
+    def observation_shape(self) -> list[int]:
+        """The shape of the observation the policy sees."""
+        return list(self._spaces[2])
+
+    # -- what states and actions are called, and their units -------------------------------
+    @functools.cached_property
+    def observations(self) -> dict[str, Range | None]:
+        """Observed states and their ranges (None where a Gymnasium bound is infinite)."""
+        if self.spec is not None:
+            return dict(self.spec.observations)
+        return {leaf.name: leaf.range for leaf in self._spaces[0]}
+
+    @functools.cached_property
+    def actions(self) -> dict[str, Range | None]:
+        if self.spec is not None:
+            return dict(self.spec.actions)
+        return {leaf.name: leaf.range for leaf in self._spaces[1]}
+
+    @property
+    def units(self) -> dict[str, str]:
+        """Units of trajectory columns (``state_<name>``, ``action_<name>``) that have one."""
+        out: dict[str, str] = {}
+        if self.spec is None:
+            return out
+        for name, rng in self.spec.observations.items():
+            out[f"state_{name}"] = rng.unit
+        for name, unit in self.spec.units.items():
+            out[f"state_{name}"] = unit
+        for name, rng in self.spec.actions.items():
+            out[f"action_{name}"] = rng.unit
+        return {key: unit for key, unit in out.items() if unit}
+
+    @property
+    def kpi_units(self) -> dict[str, str]:
+        return dict(self.spec.kpi_units) if self.spec is not None else {}
+
+    # -- scenarios, baseline, KPIs -----------------------------------------------------------
+    @property
+    def parameters(self) -> Mapping[str, float]:
+        """Scenario parameters and their defaults (none for a plain environment)."""
+        return self.spec.simulator.PARAMETERS if self.spec is not None else {}
+
+    @property
+    def scenarios(self) -> Path | None:
+        """The default assessment scenario set, if the simulator has one."""
+        return self.spec.scenarios if self.spec is not None else None
+
+    @property
+    def baseline(self) -> Callable[[], Policy] | None:
+        return self.spec.baseline if self.spec is not None else None
+
+    @property
+    def kpis(self) -> KpiFn | None:
+        return self.spec.kpis if self.spec is not None else None
