@@ -135,12 +135,14 @@ def stage_code(
 
 
 # Runs in the staged folder, as the job will: load its config, resolve the simulator, make
-# one environment (so a missing data file or lessons file shows too).
+# one environment and reset it, as an env runner does (so a missing data file shows too).
 _STAGED_CHECK = """
 from jobs.config import load_config
 from sims.registry import resolve
 cfg = load_config("experiment.yaml")
-resolve(cfg.sim).make_env(lessons=cfg.lessons, lesson=cfg.lesson).close()
+env = resolve(cfg.sim).make_env(lessons=cfg.lessons, lesson=cfg.lesson)
+env.reset(seed=cfg.seed)
+env.close()
 """
 
 

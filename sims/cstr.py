@@ -287,5 +287,12 @@ SPEC = SimSpec(
     baseline=PIController,
     scenarios=_HERE / "lessons" / "cstr_scenarios.yaml",
     kpis=kpis,
+    kpi_units={
+        "ca_rms": "kmol/m3",
+        "t_rms": "K",
+        "max_T": "K",
+        "runaway_count": "episodes",
+        "dtc_limit_count": "steps",
+    },
     source=__file__,
 )

@@ -11,11 +11,13 @@ Names, tried in this order:
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
+import inspect
 import pkgutil
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -77,10 +79,13 @@ def available() -> list[str]:
 
 
 def _unknown(name: str) -> SimError:
+    registered_by_you = (
+        f" (an id your module registers is found as module:{name})" if "-v" in name else ""
+    )
     return SimError(
-        f"unknown simulator {name!r}; use one of {', '.join(available())}, a Gymnasium id such "
-        "as CartPole-v1, module:EnvId or module:ClassName for your own environment, or "
-        "scaffold one with `invoke new-sim NAME`"
+        f"unknown simulator {name!r}{registered_by_you}; use one of {', '.join(available())}, "
+        "a Gymnasium id such as CartPole-v1, module:EnvId or module:ClassName for your own "
+        "environment, or scaffold one with `invoke new-sim NAME`"
     )
 
 
@@ -140,6 +145,24 @@ def _from_gym_registry(env_id: str, name: str, module: str | None = None) -> Sim
     return SimHandle(name=name, gym_factory=lambda: gym.make(env_id), module=module)
 
 
+def _constructor(cls: type[gym.Env], name: str) -> Callable[[], gym.Env]:
+    """``cls()``, or ``cls({})`` for a class that takes RLlib's ``env_config`` dict (as Plato's
+    samples do); refuses a class that needs more."""
+    required = [
+        p
+        for p in inspect.signature(cls).parameters.values()
+        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if not required:
+        return cls
+    if len(required) == 1:
+        return functools.partial(cls, {})
+    raise SimError(
+        f"simulator {name!r}: {cls.__name__}() needs arguments {[p.name for p in required]}; "
+        "give them defaults, or register a Gymnasium id with kwargs and name module:EnvId"
+    )
+
+
 def _from_attribute(name: str) -> SimHandle:
     module_name, _, attr = name.partition(":")
     if not module_name or not attr:
@@ -165,7 +188,7 @@ def _from_attribute(name: str) -> SimHandle:
             )
         return SimHandle(name=name, spec=specs[0], module=module_name)
     if isinstance(obj, type) and issubclass(obj, gym.Env):
-        return SimHandle(name=name, gym_factory=obj, module=module_name)
+        return SimHandle(name=name, gym_factory=_constructor(obj, name), module=module_name)
     registered = sorted(
         env_id
         for env_id, entry in gym.registry.items()

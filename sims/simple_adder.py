@@ -104,5 +104,6 @@ SPEC = SimSpec(
     baseline=StepTowardGoal,
     scenarios=_HERE / "lessons" / "simple_adder_scenarios.yaml",
     kpis=kpis,
+    kpi_units={"reached_count": "episodes", "steps": "steps"},
     source=__file__,
 )

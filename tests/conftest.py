@@ -67,3 +67,175 @@ def variant_sim(user_sims: Path):
         return name
 
     return make
+
+
+# A user's own project, written the way they would write it: Plato's Simple Adder as a
+# Gymnasium env with Dict spaces (an integer action, RLlib's env_config constructor, its own
+# registered id), and an env with nested Dict/Tuple observations and discrete actions.
+PLATO_ADDER = '''
+"""Plato's Simple Adder, as its users write it."""
+import gymnasium as gym
+import numpy as np
+from gymnasium.spaces import Box, Dict
+
+
+class SimpleAdder(gym.Env):
+    """Add integers in [-10, 10] to a number until it reaches 50."""
+
+    def __init__(self, env_config):
+        self.observation_space = Dict({"value": Box(low=-float("inf"), high=float("inf"))})
+        self.action_space = Dict({"addend": Box(low=-10, high=10, dtype=np.int32)})
+
+    def _get_obs(self):
+        return {"value": np.array([self.state], dtype=np.float32)}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.state = float(self.np_random.integers(0, 100))
+        self.steps = 0
+        return self._get_obs(), {}
+
+    def step(self, action):
+        self.state += float(np.asarray(action["addend"]).item())
+        self.steps += 1
+        reward = -abs(self.state - 50) / 100.0
+        return self._get_obs(), reward, self.state == 50, self.steps >= 10, {}
+
+
+gym.register(id="PlatoAdder-v0", entry_point="plato_adder:SimpleAdder",
+             kwargs={"env_config": {}})
+'''
+
+VALVE_ZOO = '''
+"""A plant with valves: nested Dict/Tuple observations and discrete actions."""
+import gymnasium as gym
+import numpy as np
+from gymnasium.spaces import Box, Dict, Discrete, MultiBinary, Tuple
+
+
+class ValvePlant(gym.Env):
+    def __init__(self):
+        self.observation_space = Dict({
+            "level": Box(0.0, 10.0, (1,), dtype=np.float32),
+            "valves": MultiBinary(2),
+            "pump": Tuple((Discrete(3), Box(0.0, 1.0, (1,), dtype=np.float32))),
+        })
+        self.action_space = Dict({"pump": Discrete(3, start=-1), "valves": MultiBinary(2)})
+
+    def _obs(self):
+        return {"level": np.array([self.level], dtype=np.float32), "valves": self.valves,
+                "pump": (self.pump + 1, np.array([0.5], dtype=np.float32))}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.level = float(self.np_random.uniform(2, 8))
+        self.valves, self.pump, self.steps = np.zeros(2, dtype=np.int8), 0, 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.pump = int(action["pump"])
+        self.valves = np.asarray(action["valves"], dtype=np.int8)
+        self.level = float(np.clip(self.level + self.pump - 0.3 * self.valves.sum(), 0, 10))
+        self.steps += 1
+        return self._obs(), -abs(self.level - 5.0), False, self.steps >= 20, {}
+'''
+
+
+@pytest.fixture(scope="session")
+def user_project(tmp_path_factory) -> Path:
+    """A folder outside the repository holding the user's modules (on sys.path while used)."""
+    folder = tmp_path_factory.mktemp("user_project")
+    (folder / "plato_adder.py").write_text(PLATO_ADDER)
+    (folder / "valve_zoo.py").write_text(VALVE_ZOO)
+    sys.path.insert(0, str(folder))
+    yield folder
+    sys.path.remove(str(folder))
+
+
+# A team's model package kept outside sims/ (vendor/reactor_model, with a data table read at
+# run time) and the simulator in sims/ that wraps it, as the README's third way describes.
+REACTOR_MODEL = '''
+"""The team's tank model (kept outside sims/); its outflow curve is a data file."""
+import csv
+from pathlib import Path
+
+_TABLE = Path(__file__).with_name("outflow.csv")
+
+
+def outflow_curve():
+    with _TABLE.open() as fh:
+        return [(float(r["level"]), float(r["outflow"])) for r in csv.DictReader(fh)]
+
+
+def outflow(level, curve):
+    for (l0, q0), (l1, q1) in zip(curve, curve[1:]):
+        if level <= l1:
+            return q0 + (q1 - q0) * (level - l0) / (l1 - l0)
+    return curve[-1][1]
+'''
+
+TANK_SIM = '''
+"""A tank simulator wrapping the team's reactor_model package."""
+from pathlib import Path
+
+import reactor_model
+
+from sims.contract import Range, SimSpec, Simulator
+
+
+class TankSim(Simulator):
+    PARAMETERS = {"inflow": 1.0}
+
+    def reset(self, config):
+        self.curve = reactor_model.outflow_curve()
+        self.inflow, self.level = config["inflow"], float(self.np_random.uniform(0, 2))
+        self.steps, self.terminated, self.truncated = 0, False, False
+        return {"level": self.level}
+
+    def step(self, action):
+        q = reactor_model.outflow(self.level, self.curve)
+        self.level = max(0.0, self.level + 0.1 * (self.inflow * action["valve"] - q))
+        self.steps += 1
+        self.truncated = self.steps >= 20
+        return {"level": self.level}
+
+
+def reward(states, action):
+    return -abs(states["level"] - 1.0)
+
+
+SPEC = SimSpec(
+    name="tank", env_id="team/Tank-v0", simulator=TankSim,
+    observations={"level": Range(0.0, 4.0, "m")}, actions={"valve": Range(0.0, 2.0)},
+    reward=reward, lessons=Path(__file__).parent / "lessons" / "tank.yaml", source=__file__,
+)
+'''
+
+DECLARED = "include: [vendor/reactor_model]\npython_path: [vendor]\n"
+
+
+@pytest.fixture
+def model_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the project (sims/, jobs/) plus vendor/reactor_model and sims/tank.py, with
+    sims/external.yaml declaring the vendor package; importable in this process as well."""
+    import shutil
+
+    project = tmp_path / "project"
+    for package in ("sims", "jobs"):
+        shutil.copytree(
+            ROOT / package, project / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    vendor = project / "vendor" / "reactor_model"
+    vendor.mkdir(parents=True)
+    (vendor / "__init__.py").write_text(REACTOR_MODEL)
+    (vendor / "outflow.csv").write_text("level,outflow\n0,0\n1,0.8\n4,2.0\n")
+    (project / "sims" / "tank.py").write_text(TANK_SIM)
+    (project / "sims" / "lessons" / "tank.yaml").write_text(
+        "lessons:\n  - name: any\n    parameters:\n      inflow: {min: 0.5, max: 1.5}\n"
+    )
+    (project / "sims" / "external.yaml").write_text(DECLARED)
+    monkeypatch.setattr(sims, "__path__", [*sims.__path__, str(project / "sims")])
+    monkeypatch.syspath_prepend(str(project / "vendor"))
+    yield project
+    for name in ("sims.tank", "reactor_model"):
+        sys.modules.pop(name, None)

@@ -277,3 +277,77 @@ def test_model_registration_carries_provenance():
         sub.SubmitError, match=r"job job-1 recorded no final checkpoint \(status Completed\)"
     ):
         sub.model_for_job(job, {}, {})
+
+
+def tank_config(tmp_path: Path):
+    path = tmp_path / "tank.yaml"
+    path.write_text("experiment: tank_ppo\nsim: tank\n")
+    return load_config(path)
+
+
+def test_declared_model_code_is_staged_and_the_simulator_loads_from_it(model_project, tmp_path):
+    cfg = tank_config(tmp_path)
+    code = sub.stage_code(cfg, "r1", root=tmp_path / ".aml", project=model_project)
+    assert (code / "vendor" / "reactor_model" / "__init__.py").is_file()
+    assert (code / "vendor" / "reactor_model" / "outflow.csv").is_file()
+    assert (code / "sims" / "tank.py").is_file() and (code / "sims" / "external.yaml").is_file()
+    assert not (code / "tests").exists()
+
+
+def test_model_code_that_is_not_declared_fails_the_dry_run_with_how_to_fix(
+    model_project, tmp_path, target
+):
+    (model_project / "sims" / "external.yaml").write_text("include: []\npython_path: []\n")
+    cfg = tank_config(tmp_path)  # it loads here: reactor_model is on this process's sys.path
+    with pytest.raises(
+        sub.SubmitError,
+        match=r"the job's code \(.*code\) cannot load simulator 'tank': .*ModuleNotFoundError: No module named 'reactor_model'.*declare it in sims/external.yaml.*The job carries only sims/, jobs/ and what sims/external.yaml declares",
+    ):
+        sub.stage_code(cfg, "r2", root=tmp_path / ".aml", project=model_project)
+    assert not (tmp_path / ".aml" / "r2").exists(), "a failed staging leaves nothing behind"
+
+
+def test_a_data_file_left_out_of_the_declaration_is_caught_too(model_project, tmp_path):
+    (model_project / "sims" / "external.yaml").write_text(
+        "include: [vendor/reactor_model/__init__.py]\npython_path: [vendor]\n"
+    )
+    with pytest.raises(
+        sub.SubmitError, match=r"cannot load simulator 'tank': .*raised FileNotFoundError: .*outflow\.csv"
+    ):
+        sub.stage_code(tank_config(tmp_path), "r3", root=tmp_path / ".aml", project=model_project)
+
+
+@pytest.mark.parametrize(
+    ("declaration", "message"),
+    [
+        (
+            "include: [vendor/nope]\n",
+            r"external\.yaml: include\[0\]: 'vendor/nope' does not exist under .*project; fix the path",
+        ),
+        (
+            "include: []\npython_path: [vendor]\n",
+            r"external\.yaml: python_path\[0\]: 'vendor' is not shipped; list it, or the folders under it that hold your code, under include",
+        ),
+        (
+            "include: [../secrets]\n",
+            r"external\.yaml: include: '\.\./secrets' must be a path inside the project",
+        ),
+        (
+            "inclde: [vendor]\n",
+            r"external\.yaml: inclde: unknown key; remove it or check its spelling",
+        ),
+    ],
+)
+def test_a_bad_declaration_names_the_file_and_key(model_project, tmp_path, declaration, message):
+    (model_project / "sims" / "external.yaml").write_text(declaration)
+    with pytest.raises(sub.SubmitError, match=message):
+        sub.stage_code(cstr(), "r4", root=tmp_path / ".aml", project=model_project)
+
+
+def test_dry_run_of_the_default_config_writes_a_job_that_loads_back(target, tmp_path):
+    messages: list[str] = []
+    sub.submit_experiment(target, dry_run=True, out=tmp_path / "job.yaml", echo=messages.append)
+    assert messages == [
+        f"wrote {tmp_path / 'job.yaml'}; submit it with `az ml job create -f {tmp_path / 'job.yaml'}`"
+    ]
+    assert load_job(tmp_path / "job.yaml").tags["sim"] == "cstr"

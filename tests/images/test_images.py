@@ -306,3 +306,17 @@ def test_gpu_image_builds_and_its_torch_is_a_cuda_build(client):
     assert out.strip() not in ("", "None"), f"torch in the GPU image is not a CUDA build: {out}"
     labels = client.images.get(result.tag).attrs["Config"]["Labels"]
     assert labels["io.aml-rl.torch-flavour"] == "cuda"
+
+
+def test_a_simulator_with_model_code_outside_sims_runs_in_the_image(image, client, model_project):
+    """sims/external.yaml's declaration reaches the image: check-sim passes on it there."""
+    tag = f"aml-rl:test-model-{uuid.uuid4().hex[:6]}"
+    build_image(BuildOptions(tag=tag, root=model_project), client=client)
+    try:
+        code, out = run_once(
+            client, ["python", "-m", "sims.check", "--sim", "tank", "--episodes", "2"], image=tag
+        )
+    finally:
+        client.images.remove(tag, force=True)
+    assert code == 0, out
+    assert "tank: PASS" in out

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from jobs.assess import assess, resolve_checkpoint
+from jobs.assess import ScenarioError, assess, resolve_checkpoint
 from jobs.config import CONFIGS
 from jobs.rundir import RunError, read_checkpoint_meta
 from jobs.trajectories import export_csv, read_trajectories
@@ -156,14 +156,14 @@ def test_assessment_is_deterministic_and_needs_no_env_runners(cstr_run, tmp_path
 def test_assessing_with_another_simulators_scenarios_is_refused(cstr_run, tmp_path):
     scenarios = ROOT / "sims" / "lessons" / "simple_adder_scenarios.yaml"
     with pytest.raises(
-        RunError,
+        ScenarioError,
         match=r"scenarios\[0\]\.parameters: initial_value not parameters of simulator cstr \(the checkpoint's\)",
     ):
         assess(resolve_checkpoint(cstr_run), scenarios=scenarios, out=tmp_path)
     tagged = tmp_path / "tagged.yaml"
     tagged.write_text("sim: simple_adder\nscenarios:\n  - {name: a, parameters: {}}\n")
     with pytest.raises(
-        RunError,
+        ScenarioError,
         match=r"these scenarios are for simulator 'simple_adder', but the checkpoint was trained on 'cstr'",
     ):
         assess(resolve_checkpoint(cstr_run), scenarios=tagged, out=tmp_path)

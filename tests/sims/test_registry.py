@@ -1,0 +1,136 @@
+"""Resolving any simulator name once, to one handle; discovery that survives a broken module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sims.adapter import SimEnv
+from sims.check import check_sim
+from sims.contract import SimError
+from sims.registry import available, resolve
+from sims.spaces import FlatEnv
+
+NAMES = {
+    "built-in name": ("simple_adder", "simulator", SimEnv),
+    "aml_rl/ id": ("aml_rl/SimpleAdder-v0", "simulator", SimEnv),
+    "registered Gymnasium id": ("CartPole-v1", "gymnasium", FlatEnv),
+    "module:EnvId": ("plato_adder:PlatoAdder-v0", "gymnasium", FlatEnv),
+    "module:ClassName": ("plato_adder:SimpleAdder", "gymnasium", FlatEnv),
+    "module:ClassName, Dict/Tuple/Discrete": ("valve_zoo:ValvePlant", "gymnasium", FlatEnv),
+}
+
+
+@pytest.mark.parametrize("kind", NAMES)
+def test_every_kind_of_name_resolves_to_one_handle_and_passes_check_sim(user_project, kind):
+    name, expected_kind, env_type = NAMES[kind]
+    handle = resolve(name)
+    assert handle.name == name and handle.kind == expected_kind
+    assert isinstance(handle.make_env().unwrapped if env_type is SimEnv else handle.make_env(),
+                      env_type)  # fmt: skip
+    report = check_sim(name, episodes=3)
+    assert report.ok, [(f.check, f.detail) for f in report.failures()]
+    assert {f.check for f in report.findings if f.status == "pass"} >= {
+        "construct", "spaces and dtypes", "seeded determinism", "pickles (Ray ships envs to workers)"
+    }  # fmt: skip
+
+
+def test_a_dict_space_env_is_named_from_its_keys(user_project):
+    handle = resolve("plato_adder:SimpleAdder")
+    assert list(handle.observations) == ["value"] and list(handle.actions) == ["addend"]
+    assert handle.actions["addend"].low == -10 and handle.observations["value"] is None
+    env = handle.make_env()
+    _, info = env.reset(seed=3)
+    _, _, _, _, info = env.step(env.action_space.sample())
+    assert set(info["states"]) == {"value"} and set(info["action"]) == {"addend"}
+    assert info["action"]["addend"] == int(info["action"]["addend"])  # an integer, as declared
+
+
+def test_an_id_registered_by_a_module_needs_the_module_and_says_so():
+    with pytest.raises(
+        SimError,
+        match=r"unknown simulator 'Nowhere-v0' \(an id your module registers is found as module:Nowhere-v0\)",
+    ):
+        resolve("Nowhere-v0")
+
+
+def test_a_missing_module_names_where_it_looked():
+    with pytest.raises(
+        SimError,
+        match=r"simulator 'no_such_pkg.env:Env-v0': no module 'no_such_pkg.env' on sys.path .*sims/external.yaml",
+    ):
+        resolve("no_such_pkg.env:Env-v0")
+
+
+def test_an_attribute_that_is_neither_env_nor_simulator_is_named(user_project):
+    with pytest.raises(
+        SimError,
+        match=r"'np' in .*plato_adder.py is a module; name a Gymnasium id the module registers, .* it registers PlatoAdder-v0",
+    ):
+        resolve("plato_adder:np")
+
+
+def test_a_gym_class_whose_constructor_needs_two_arguments_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "needy.py").write_text(
+        "import gymnasium as gym\nclass Needy(gym.Env):\n    def __init__(self, a, b): pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(
+        SimError, match=r"Needy\(\) needs arguments \['a', 'b'\]; give them defaults"
+    ):
+        resolve("needy:Needy")
+
+
+def test_a_broken_module_under_sims_does_not_change_other_messages(user_sims: Path):
+    (user_sims / "broken.py").write_text(
+        "import math\n\nVALUE = math.sqrt(-1)  # raises ValueError at import\n"
+    )
+    with pytest.raises(SimError) as unrelated:
+        resolve("cstrr")
+    assert str(unrelated.value).startswith(
+        "unknown simulator 'cstrr'; use one of cstr, simple_adder, a Gymnasium id"
+    )
+    assert "broken" not in str(unrelated.value)
+    assert available() == ["cstr", "simple_adder"]
+    assert resolve("cstr").label == "cstr"  # every other name still resolves
+    with pytest.raises(
+        SimError,
+        match=r"broken\.py, line 3: importing sims\.broken for simulator 'broken' failed with ValueError: math domain error; fix the module",
+    ):
+        resolve("broken")
+    construct = check_sim("broken").findings[0]
+    assert (construct.check, construct.status) == ("construct", "fail")
+    assert "broken.py, line 3" in construct.detail and "ValueError" in construct.detail
+
+
+def test_a_module_missing_a_dependency_says_how_to_ship_it(user_sims: Path):
+    (user_sims / "needs_vendor.py").write_text("import reactor_model_xyz\n")
+    with pytest.raises(
+        SimError,
+        match=r"No module named 'reactor_model_xyz'; install 'reactor_model_xyz', or if it is your own code outside sims/, declare it in sims/external.yaml",
+    ):
+        resolve("needs_vendor")
+
+
+def test_an_unsupported_space_is_a_failed_row_not_a_traceback(tmp_path, monkeypatch):
+    (tmp_path / "texty.py").write_text(
+        "import gymnasium as gym\n"
+        "class Texty(gym.Env):\n"
+        "    observation_space = gym.spaces.Dict({'note': gym.spaces.Text(8)})\n"
+        "    action_space = gym.spaces.Discrete(2)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    report = check_sim("texty:Texty")
+    assert not report.ok
+    (failure,) = report.failures()
+    assert failure.check == "construct"
+    assert "observation space['note'] is Text(" in failure.detail
+    assert "use Box, Discrete, MultiDiscrete, MultiBinary, Dict and Tuple spaces" in failure.detail
+
+
+def test_handles_carry_units_from_the_spec():
+    handle = resolve("cstr")
+    assert handle.units["state_Ca"] == "kmol/m3" and handle.units["action_dTc"] == "K"
+    assert handle.kpi_units["ca_rms"] == "kmol/m3"
+    assert resolve("CartPole-v1").units == {}

@@ -1,0 +1,55 @@
+"""The import graph: no cycles, and data flows one way (sims -> jobs -> images -> client).
+
+What runs on the cluster (sims/, jobs/) and what packages it (images/) import nothing from the
+client tools; nothing imports tasks.py. Function-level imports count too.
+"""
+
+from __future__ import annotations
+
+import grimp
+import pytest
+
+PACKAGES = ("sims", "jobs", "client", "images", "infra", "benchmarks")
+
+
+@pytest.fixture(scope="module")
+def graph() -> grimp.ImportGraph:
+    # External packages are kept as nodes, so that an import of tasks.py would show as one.
+    return grimp.build_graph(*PACKAGES, include_external_packages=True, cache_dir=None)
+
+
+def test_no_module_imports_itself_through_others(graph):
+    ours = {m for m in graph.modules if m.split(".")[0] in PACKAGES}
+    cycles = sorted(
+        f"{importer} -> {imported} -> ... -> {importer}"
+        for importer in ours
+        for imported in graph.find_modules_directly_imported_by(importer)
+        if imported != importer and graph.chain_exists(importer=imported, imported=importer)
+    )
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+@pytest.mark.parametrize(
+    ("importer", "forbidden"),
+    [
+        ("sims", "jobs"),
+        ("sims", "client"),
+        ("jobs", "client"),
+        ("images", "client"),
+        ("sims", "images"),
+        ("jobs", "images"),
+        ("sims", "benchmarks"),
+        ("jobs", "benchmarks"),
+        ("client", "benchmarks"),
+    ],
+)
+def test_layers(graph, importer, forbidden):
+    chain = graph.find_shortest_chain(importer=importer, imported=forbidden, as_packages=True)
+    assert chain is None, f"{importer} must not import {forbidden}: {' -> '.join(chain)}"
+
+
+def test_nothing_imports_tasks(graph):
+    importers = (
+        graph.find_modules_that_directly_import("tasks") if "tasks" in graph.modules else set()
+    )
+    assert importers == set()
