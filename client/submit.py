@@ -322,6 +322,7 @@ def submit_experiment(
     out: Path | None = None,
     image: str | None = None,
     record: Path | None = None,
+    staging: Path = STAGING,
     echo: Callable[[str], None] = print,
 ) -> Any:
     """What `invoke submit` does: load and stage, build the job, then write it or send it."""
@@ -330,13 +331,13 @@ def submit_experiment(
     except ConfigError as exc:
         raise SubmitError(str(exc)) from None
     run_id = new_run_id()
-    code = stage_code(cfg, run_id)
+    code = stage_code(cfg, run_id, root=staging)
     job = build_job(cfg, target, nodes=nodes, gpu=gpu, run_id=run_id, code=code, image=image)
     if dry_run:
-        path = write_yaml(job, out or STAGING / run_id / "job.yaml")
+        path = write_yaml(job, out or staging / run_id / "job.yaml")
         echo(f"wrote {path}; submit it with `az ml job create -f {path}`")
         return None
-    created = submit(job, ml_client(target), wait=wait)
+    created = submit(job, ml_client(target), wait=wait, yaml_path=staging / run_id / "job.yaml")
     echo(f"job {created.name}: {created.status}; {created.studio_url}")
     if record is not None:
         entry = {

@@ -217,7 +217,7 @@ def assess(
     if handle.baseline is not None:
         baseline = handle.baseline()
         controllers["baseline"] = Controller(
-            lambda obs, info: env.unwrapped.from_physical(baseline.act(info["states"])),
+            lambda obs, info: env.from_physical(baseline.act(info["states"])),
             baseline.reset,
         )
 

@@ -52,12 +52,14 @@ def kpi_header(name: str, units: Mapping[str, str]) -> str:
 
 
 def print_kpis(table: Any, title: str, units: Mapping[str, str] | None = None) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     view = Table(title=title)
     for column in table.columns:
         justify = "left" if column == "controller" else "right"
-        view.add_column(kpi_header(str(column), units or {}), justify=justify)
+        # escaped: rich would read "[kmol/m3]" as a style and drop it
+        view.add_column(escape(kpi_header(str(column), units or {})), justify=justify)
     for row in table.itertuples(index=False):
         view.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
     # Off a terminal (a log file, CI) rich assumes 80 columns and would cut the KPI names.

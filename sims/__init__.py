@@ -7,7 +7,7 @@ without importing their modules; a user's simulator module calls :func:`register
 import gymnasium
 from gymnasium.envs.registration import register
 
-ENTRY_POINT = "sims.registry:make_registered"
+ENTRY_POINT = "sims.registry:make_env"
 """Gymnasium's entry point for every id registered with :func:`register_sim`."""
 
 

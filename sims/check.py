@@ -246,11 +246,10 @@ def _check_random_policy(
                 f"vs range [{rng.low:.4g}, {rng.high:.4g}]"
             )
     if wide:
-        fix = "SPEC.observations" if handle.spec is not None else "the observation space's bounds"
         report.add(
             "observations inside normalisation ranges",
             "warn",
-            "; ".join(wide) + f"; widen these ranges in {fix}",
+            "; ".join(wide) + "; widen these ranges (SPEC.observations, or the space's bounds)",
         )
     else:
         report.add(

@@ -6,7 +6,8 @@ Names, tried in this order:
   Gymnasium id the module registers, a ``gymnasium.Env`` subclass, a ``Simulator`` subclass
   (with a ``SimSpec`` in the module) or a ``SimSpec``;
 - a registered Gymnasium id: ours (``aml_rl/CSTR-v0``) or any other (``CartPole-v1``);
-- a module under sims/ (``cstr``) or a dotted module path (``mypkg.reactor``) defining ``SPEC``.
+- a module under sims/ (``cstr``), or else a module of that name (``room_sim``,
+  ``mypkg.reactor``), defining ``SPEC``.
 """
 
 from __future__ import annotations
@@ -36,20 +37,19 @@ def resolve(name: str) -> SimHandle:
         return _from_attribute(name)
     if name in gym.registry:
         return _from_gym_registry(name, name)
-    if name.isidentifier():
-        return _from_spec_module(f"sims.{name}", name)
     if all(part.isidentifier() for part in name.split(".")):
-        return _from_spec_module(name, name)
+        # sims/<name>.py first, then the module itself (yours, on sys.path)
+        candidates = [f"sims.{name}", name] if name.isidentifier() else [name]
+        for module_name in candidates:
+            module = _import(module_name, name)
+            if module is not None:
+                return SimHandle(name=name, spec=_spec_of(module, name), module=module_name)
     raise _unknown(name)
 
 
-def make_env(name: str, **kwargs: Any) -> gym.Env:
-    """The environment for ``name`` (``resolve(name).make_env(**kwargs)``)."""
-    return resolve(name).make_env(**kwargs)
-
-
-def make_registered(sim: str, **kwargs: Any) -> gym.Env:
-    """Gymnasium's entry point for the ids our simulators register (``aml_rl/CSTR-v0``)."""
+def make_env(sim: str, **kwargs: Any) -> gym.Env:
+    """The environment for ``sim`` (``resolve(sim).make_env(**kwargs)``); also Gymnasium's
+    entry point for the ids our simulators register (``aml_rl/CSTR-v0``)."""
     return resolve(sim).make_env(**kwargs)
 
 
@@ -128,13 +128,6 @@ def _spec_of(module: ModuleType, name: str) -> SimSpec:
             "simulator; add one, as in sims/simple_adder.py"
         )
     return spec
-
-
-def _from_spec_module(module_name: str, name: str) -> SimHandle:
-    module = _import(module_name, name)
-    if module is None:
-        raise _unknown(name)
-    return SimHandle(name=name, spec=_spec_of(module, name), module=module_name)
 
 
 def _from_gym_registry(env_id: str, name: str, module: str | None = None) -> SimHandle:

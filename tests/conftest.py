@@ -141,12 +141,50 @@ class ValvePlant(gym.Env):
 '''
 
 
+ROOM_SIM = '''
+"""A Simulator and its SimSpec in the user's own module, outside sims/."""
+from pathlib import Path
+
+from sims.contract import Range, SimSpec, Simulator
+
+
+class RoomSim(Simulator):
+    PARAMETERS = {"outside": 5.0}
+
+    def reset(self, config):
+        self.outside, self.temp, self.steps = config["outside"], 15.0, 0
+        self.terminated = self.truncated = False
+        return {"temp": self.temp}
+
+    def step(self, action):
+        self.temp += 0.1 * (self.outside - self.temp) + action["power"]
+        self.steps += 1
+        self.truncated = self.steps >= 30
+        return {"temp": self.temp}
+
+
+def reward(states, action):
+    return -abs(states["temp"] - 20.0)
+
+
+SPEC = SimSpec(
+    name="room", env_id="user/Room-v0", simulator=RoomSim,
+    observations={"temp": Range(-10.0, 40.0, "degC")}, actions={"power": Range(0.0, 3.0, "kW")},
+    reward=reward, lessons=Path(__file__).with_name("room_lessons.yaml"), source=__file__,
+)
+'''
+
+
 @pytest.fixture(scope="session")
 def user_project(tmp_path_factory) -> Path:
     """A folder outside the repository holding the user's modules (on sys.path while used)."""
     folder = tmp_path_factory.mktemp("user_project")
     (folder / "plato_adder.py").write_text(PLATO_ADDER)
     (folder / "valve_zoo.py").write_text(VALVE_ZOO)
+    (folder / "room_sim.py").write_text(ROOM_SIM)
+    (folder / "room_lessons.yaml").write_text(
+        "lessons:\n  - name: any\n    parameters:\n      outside: {min: -5, max: 15}\n"
+    )
     sys.path.insert(0, str(folder))
     yield folder
     sys.path.remove(str(folder))

@@ -312,7 +312,8 @@ def test_a_data_file_left_out_of_the_declaration_is_caught_too(model_project, tm
         "include: [vendor/reactor_model/__init__.py]\npython_path: [vendor]\n"
     )
     with pytest.raises(
-        sub.SubmitError, match=r"cannot load simulator 'tank': .*raised FileNotFoundError: .*outflow\.csv"
+        sub.SubmitError,
+        match=r"cannot load simulator 'tank': .*raised FileNotFoundError: .*outflow\.csv",
     ):
         sub.stage_code(tank_config(tmp_path), "r3", root=tmp_path / ".aml", project=model_project)
 
@@ -346,8 +347,16 @@ def test_a_bad_declaration_names_the_file_and_key(model_project, tmp_path, decla
 
 def test_dry_run_of_the_default_config_writes_a_job_that_loads_back(target, tmp_path):
     messages: list[str] = []
-    sub.submit_experiment(target, dry_run=True, out=tmp_path / "job.yaml", echo=messages.append)
+    sub.submit_experiment(
+        target,
+        dry_run=True,
+        out=tmp_path / "job.yaml",
+        staging=tmp_path / ".aml",
+        echo=messages.append,
+    )
     assert messages == [
         f"wrote {tmp_path / 'job.yaml'}; submit it with `az ml job create -f {tmp_path / 'job.yaml'}`"
     ]
     assert load_job(tmp_path / "job.yaml").tags["sim"] == "cstr"
+    (staged,) = (tmp_path / ".aml").iterdir()
+    assert (staged / "code" / "experiment.yaml").is_file()

@@ -60,7 +60,9 @@ def test_smoke_training_and_assessment_of_any_simulator(user_project, tmp_path, 
     checkpoint = run / summary["checkpoint"]
     assert read_checkpoint_meta(checkpoint)["sim"] == sim
     again = assess(checkpoint, out=tmp_path / "again").to_json()["kpis"]
-    assert again == pytest.approx(summary["assessment"])
+    assert set(again) == set(summary["assessment"])
+    for controller, kpis in again.items():
+        assert kpis == pytest.approx(summary["assessment"][controller]), controller
 
 
 def test_plato_adder_actions_reach_the_env_as_integers_in_range(user_project, tmp_path):

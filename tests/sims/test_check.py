@@ -80,7 +80,7 @@ def test_narrow_normalisation_range_warns_with_the_observed_range(variant_sim):
         and "clipped, observed" in detail
         and "vs range [0, 12]" in detail
     )
-    assert "widen these ranges in SPEC.observations" in detail
+    assert "widen these ranges (SPEC.observations, or the space's bounds)" in detail
 
 
 def test_a_range_that_saturates_by_design_is_not_warned_about(variant_sim):

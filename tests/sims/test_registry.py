@@ -19,6 +19,8 @@ NAMES = {
     "module:EnvId": ("plato_adder:PlatoAdder-v0", "gymnasium", FlatEnv),
     "module:ClassName": ("plato_adder:SimpleAdder", "gymnasium", FlatEnv),
     "module:ClassName, Dict/Tuple/Discrete": ("valve_zoo:ValvePlant", "gymnasium", FlatEnv),
+    "module:ClassName, a Simulator": ("room_sim:RoomSim", "simulator", SimEnv),
+    "dotted module with a SPEC": ("room_sim", "simulator", SimEnv),
 }
 
 
@@ -127,6 +129,15 @@ def test_an_unsupported_space_is_a_failed_row_not_a_traceback(tmp_path, monkeypa
     assert failure.check == "construct"
     assert "observation space['note'] is Text(" in failure.detail
     assert "use Box, Discrete, MultiDiscrete, MultiBinary, Dict and Tuple spaces" in failure.detail
+
+
+def test_a_users_simulator_module_carries_its_spec_and_units(user_project):
+    handle = resolve("room_sim:RoomSim")
+    assert handle.label == "room" and handle.parameters == {"outside": 5.0}
+    assert handle.units == {"state_temp": "degC", "action_power": "kW"}
+    env = handle.make_env()
+    _, info = env.reset(seed=0, options=handle.reset_options({"outside": 30.0}))
+    assert info["scenario"] == {"outside": 30.0}
 
 
 def test_handles_carry_units_from_the_spec():
