@@ -253,7 +253,11 @@ def bench_logging_overhead(quick: bool) -> Benchmark:
     variants: dict[str, Callable[[], Any]] = {
         "off": lambda: None,
         "project": lambda: functools.partial(
-            TrajectoryLogger, folder=str(folder / "parquet"), run_id="bench", session="b"
+            TrajectoryLogger,
+            folder=str(folder / "parquet"),
+            sim="cstr",
+            run_id="bench",
+            session="b",
         ),
         "reference CSV": lambda: reference_csv_logger(str(folder / "reference.csv")),
     }

@@ -80,8 +80,8 @@ class TrajectoryLogger(RLlibCallback):
             "controller": "agent",
             "env_runner": env_runner.worker_index,
             "episode_id": episode.id_,
+            "lesson": infos[0]["lesson"],
         }
-        base["lesson"] = infos[0]["lesson"]
         self._rows.add_episode(
             base=base,
             scenario=infos[0]["scenario"],
