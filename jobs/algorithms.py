@@ -59,6 +59,29 @@ def algorithm_config(cfg: ExperimentConfig, callbacks: Any) -> AlgorithmConfig:
             f"training.extra: {', '.join(unknown)} not {cfg.algorithm} training settings in "
             "RLlib's AlgorithmConfig; check the names against RLlib's documentation"
         )
+    for key, value in t.extra.items():
+        expected = _kind(getattr(config, key))
+        if expected is not None and value is not None and _kind(value) != expected:
+            raise ConfigError(
+                f"training.extra.{key}: {value!r} is {_kind(value)}, but RLlib's {cfg.algorithm} "
+                f"setting {key} takes {expected} (default {getattr(config, key)!r}); "
+                f"give {expected}"
+            )
     if t.extra:
         config.training(**t.extra)
     return config
+
+
+def _kind(value: Any) -> str | None:
+    """What kind of value an RLlib setting holds; None where any is accepted."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return None

@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sims.contract import SimError
-from sims.lessons import format_validation_error, read_yaml
+from sims.lessons import format_validation_error, load_yaml, read_yaml
 
 CONFIGS = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIGS / "cstr_ppo.yaml"
@@ -198,7 +198,7 @@ def parse_set(item: str) -> tuple[str, Any]:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set training.lr=1e-4")
     key, raw = item.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw else ""
+        value = load_yaml(raw) if raw else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {item!r}: the value is not valid YAML ({exc})") from None
     return key.strip(), value

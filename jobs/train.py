@@ -93,7 +93,9 @@ def prepare(
         console.print(f"{run_dir} already holds a checkpoint: resuming after a restart")
         resume, config = run_dir, None
     if resume is None:
+        source = _source(config or DEFAULT_CONFIG, sets)
         cfg = load_config(config or DEFAULT_CONFIG, sets, smoke=smoke)
+        check_before_start(cfg, source)
         run = (
             RunDir.at(run_dir) if run_dir is not None else RunDir.create(runs_root, cfg.experiment)
         )
@@ -105,6 +107,7 @@ def prepare(
         )
     run = RunDir.open(resume)
     cfg = load_config(run.config, sets, smoke=smoke)
+    check_before_start(cfg, _source(run.config, sets))
     checkpoint = run.latest_checkpoint()
     progress = Progress()
     if checkpoint is not None:
@@ -118,6 +121,42 @@ def prepare(
     if sets:
         write_atomic(run.config, cfg.to_yaml())
     return cfg, run, progress, checkpoint
+
+
+def check_before_start(cfg: ExperimentConfig, source: str) -> None:
+    """Every file and value the run will need, checked before Ray starts and before a run
+    directory exists: the simulator with its lessons and lesson, the assessment scenarios,
+    ``training.extra`` against RLlib, and the env runners against this machine's CPUs."""
+    from jobs.algorithms import algorithm_config
+    from jobs.assess import default_scenarios, load_scenarios
+
+    handle = resolve(cfg.sim)
+    try:
+        handle.make_env(lessons=cfg.lessons, lesson=cfg.lesson).close()
+    except SimError as exc:
+        lessons = cfg.lessons or "(the simulator's own)"
+        raise ConfigError(
+            f"{source}: sim {cfg.sim!r}, lessons {lessons}, lesson {cfg.lesson!r}: {exc}"
+        ) from None
+    if cfg.assessment.enabled:
+        if cfg.assessment.scenarios is not None:
+            load_scenarios(cfg.assessment.scenarios, handle)
+        else:
+            default_scenarios(handle)
+    algorithm_config(cfg, None)  # training.extra: names and kinds of value
+    runners, cpus = cfg.env_runners.num_env_runners, os.cpu_count() or 1
+    if runners > cpus and not os.environ.get("RAY_ADDRESS"):
+        # Each env runner asks Ray for one CPU; more than the machine has never start.
+        raise ConfigError(
+            f"{source}: env_runners.num_env_runners {runners} needs {runners} CPUs, but this "
+            f"machine has {cpus}; set it to {cpus} or fewer (raise "
+            "env_runners.num_envs_per_env_runner for more parallel envs), or train on a cluster"
+        )
+
+
+def _source(config: Path, sets: list[str]) -> str:
+    """Where the values came from, for messages: the file and any --set."""
+    return " ".join([str(config), *(f"--set {item}" for item in sets)])
 
 
 def train(

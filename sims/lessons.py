@@ -17,6 +17,7 @@ Parameters a lesson does not name keep the simulator's defaults.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,22 @@ def format_validation_error(source: str, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2's floats: ``1e-4`` is a number (PyYAML's YAML 1.1 reads it as a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text with :class:`_Loader` (safe, and exponent floats are numbers)."""
+    return yaml.load(text, Loader=_Loader)
+
+
 def read_yaml(path: Path) -> Any:
     """Parse a YAML file, with a message that names the file and the line on failure."""
     try:
@@ -120,7 +137,7 @@ def read_yaml(path: Path) -> Any:
     except OSError as exc:
         raise SimError(f"{path}: cannot be read ({exc.strerror}); check the path") from exc
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
