@@ -179,6 +179,26 @@ def export_trajectories(c: Context, run: str, csv: bool = False, out: str = "") 
 
 @task(
     help={
+        "run": "run directory (local, in a container's mounted folder, or downloaded)",
+        "out": "where to write the page (default <run>/view.html)",
+        "episodes": "training episodes per lesson on the page (default 12)",
+    }
+)
+def view(c: Context, run: str, out: str = "", episodes: int = 12) -> None:
+    """Write one self-contained HTML page of a run: curves, agent vs baseline, episode player."""
+    _help_instead(c, run, "view")
+    from jobs.rundir import RunError
+    from viewer.page import build_page
+
+    try:
+        page = build_page(Path(run), Path(out) if out else None, episodes=episodes)
+    except RunError as exc:
+        raise Exit(f"view: {exc}", code=2) from None
+    print(f"wrote {page} ({page.stat().st_size / 1e6:.1f} MB); open it in a browser")
+
+
+@task(
+    help={
         "gpu": "build the GPU image (torch's CUDA wheels from PyPI) instead of the CPU one",
         "tag": "image tag (default aml-rl:cpu or aml-rl:cuda)",
         "push": "after building, push to this Azure Container Registry (e.g. myacr.azurecr.io)",
@@ -414,7 +434,7 @@ def register_model(
     help={
         "quick": "tiny budgets, to check the harness (results go to benchmarks/quick/)",
         "only": "run one benchmark: sim_step, training_throughput, trajectory_logging_overhead, "
-        "control_quality, image, startup",
+        "control_quality, image, startup, viewer",
     }
 )
 def bench(c: Context, quick: bool = False, only: str = "") -> None:

@@ -50,4 +50,12 @@ def markdown(run: Path) -> str:
                 f"| {controller} | " + " | ".join(f"{values[n]:.4g}" for n in names) + " |"
             )
         lines += ["", f"Beats the baseline: {'yes' if beats_baseline(run) else 'no'}"]
+    if (run / "view.html").is_file():
+        lines += [
+            "",
+            "The run's page, `view.html` (curves, agent against baseline, episode "
+            "player), is in the run directory: open it in a browser.",
+        ]
+    else:
+        lines += ["", f"See the run in a browser: `invoke view {run}` writes its page."]
     return "\n".join(lines)

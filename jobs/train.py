@@ -280,6 +280,7 @@ def train(
     }
     write_json(run.summary, summary)
     console.print(f"summary: {run.summary}")
+    console.print(f"see it: invoke view {run.path}")
     if status == "interrupted":
         raise KeyboardInterrupt
     return summary
@@ -291,6 +292,7 @@ def record_iteration(
     """One JSON line in metrics.jsonl and the same metrics in MLflow."""
     tracker.log(metrics, step=progress.iteration)
     line = {
+        "session": progress.sessions,
         "iteration": progress.iteration,
         "env_steps": progress.env_steps,
         "wall_time_s": round(progress.wall_time_s, 3),

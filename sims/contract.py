@@ -151,6 +151,13 @@ class SimSpec:
     """Units of the KPIs, by name (``{"ca_rms": "kmol/m3"}``), for tables and summaries."""
     units: Mapping[str, str] = field(default_factory=dict)
     """Units of logged states that are not observed (observed ones take their Range's)."""
+    targets: Mapping[str, str] = field(default_factory=dict)
+    """Set points by state (``{"Ca": "Cref"}``): the viewer draws each beside its state."""
+    kpi_higher_better: frozenset[str] = frozenset()
+    """KPIs that are better higher (the return always is); the others are better lower."""
+    drawing: Path | None = None
+    """A JavaScript file defining ``draw(states, ranges)`` that returns an SVG string of the
+    simulator at one step, for the viewer's episode player (gauges without one)."""
     source: str = field(default="", compare=False)
     """Where the spec is defined, for error messages."""
 

@@ -287,6 +287,8 @@ SPEC = SimSpec(
     baseline=PIController,
     scenarios=_HERE / "lessons" / "cstr_scenarios.yaml",
     kpis=kpis,
+    targets={"Ca": "Cref", "T": "Tref"},
+    drawing=_HERE / "drawings" / "cstr.js",
     kpi_units={
         "ca_rms": "kmol/m3",
         "t_rms": "K",

@@ -138,3 +138,25 @@ class SimHandle:
     @property
     def kpis(self) -> KpiFn | None:
         return self.spec.kpis if self.spec is not None else None
+
+    # -- what the viewer shows --------------------------------------------------------------
+    @property
+    def log_states(self) -> list[str]:
+        """The states worth plotting: the spec's logged states, else every observation."""
+        if self.spec is not None and self.spec.log_states:
+            return list(self.spec.log_states)
+        return list(self.observations)
+
+    @property
+    def targets(self) -> dict[str, str]:
+        return dict(self.spec.targets) if self.spec is not None else {}
+
+    def higher_is_better(self, kpi: str) -> bool:
+        return kpi == "return" or (self.spec is not None and kpi in self.spec.kpi_higher_better)
+
+    @property
+    def drawing(self) -> str | None:
+        """The JavaScript source of the simulator's drawing, if it has one."""
+        if self.spec is None or self.spec.drawing is None:
+            return None
+        return Path(self.spec.drawing).read_text()

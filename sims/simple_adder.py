@@ -105,5 +105,6 @@ SPEC = SimSpec(
     scenarios=_HERE / "lessons" / "simple_adder_scenarios.yaml",
     kpis=kpis,
     kpi_units={"reached_count": "episodes", "steps": "steps"},
+    kpi_higher_better=frozenset({"reached_count"}),
     source=__file__,
 )

@@ -23,7 +23,15 @@ def _docker_answers() -> bool:
     return True
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("browser") and not CHROMIUM.exists():
+        message = f"no {CHROMIUM}; install Debian's chromium (`apt-get install chromium`)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true requires tests marked browser to run: {message}")
+        pytest.skip(message)
     if item.get_closest_marker("docker") and not _docker_answers():
         message = (
             "no Docker engine answers at DOCKER_HOST or /var/run/docker.sock; start one "

@@ -46,3 +46,10 @@ def test_beats_baseline(tmp_path, agent, baseline, beats):
 def test_an_unfinished_run_has_no_report(tmp_path):
     with pytest.raises(RunError, match=r"no summary\.json; the run has not finished"):
         markdown(tmp_path)
+
+
+def test_the_report_points_to_the_runs_page(tmp_path):
+    run = write(tmp_path, {"return": 1.0}, {"return": 2.0})
+    assert f"`invoke view {run}` writes its page" in markdown(run)
+    (run / "view.html").write_text("<html></html>")
+    assert "The run's page, `view.html`" in markdown(run)

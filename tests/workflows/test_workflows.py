@@ -128,3 +128,15 @@ def test_deploy_registers_the_model_only_when_it_beats_the_baseline():
     assert register["if"] == "steps.report.outputs.beats_baseline == 'true'"
     names = [s.get("id") for s in steps]
     assert names.index("report") < steps.index(register)
+
+
+def test_deploy_writes_the_runs_page_before_uploading_the_run():
+    steps = load(DEPLOY)["jobs"]["train"]["steps"]
+    (view,) = [i for i, s in enumerate(steps) if "invoke view " in s.get("run", "")]
+    uploads = {
+        s["with"]["name"]: i
+        for i, s in enumerate(steps)
+        if s.get("uses", "").startswith("actions/upload-artifact")
+    }
+    assert view < uploads["run"] and view < uploads["run-page"]
+    assert steps[uploads["run-page"]]["with"]["path"].endswith("/view.html")

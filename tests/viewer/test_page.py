@@ -1,0 +1,236 @@
+"""The run page in headless Chromium: offline, interactive, and true to the logged rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs.rundir import RunDir, RunError, write_atomic
+from jobs.trajectories import Rows, read_trajectories
+from tests.conftest import CHROMIUM, ROOT
+from viewer.page import build_page, select_episodes
+
+ARTIFACTS = ROOT / "tests" / "artifacts"  # screenshots of every test run (git-ignored)
+
+
+def smoke(runs: Path, *args: str, cwd: Path = ROOT) -> Path:
+    environ = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.train", "--smoke", "--runs-dir", str(runs), *args],
+        cwd=cwd,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "see it: invoke view " in done.stdout  # training ends with the command
+    (summary,) = runs.rglob("summary.json")
+    return summary.parent
+
+
+@pytest.fixture(scope="module")
+def cstr_run(tmp_path_factory) -> Path:
+    return smoke(tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
+        )
+        yield chromium
+        chromium.close()
+
+
+class Opened:
+    """A page opened from its file, recording console errors and network requests."""
+
+    def __init__(self, browser, path: Path, name: str) -> None:
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        self.page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else 0)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("request", self._request)
+        self.page.goto(path.as_uri())
+        self.page.wait_for_selector("#player .main-svg")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+    def _request(self, request) -> None:
+        if not request.url.startswith(("file:", "data:", "blob:", "about:")):
+            self.requests.append(request.url)
+
+    def js(self, expression: str):
+        return self.page.evaluate(expression)
+
+    def step_table(self) -> dict[str, str]:
+        return self.js(
+            "Object.fromEntries([...document.querySelectorAll('#step-table tr')]"
+            ".map(r => [r.cells[0].textContent, r.cells[1].textContent]))"
+        )
+
+    def episode(self) -> str:
+        return self.js("document.getElementById('episode-list').value")
+
+    def cursor(self) -> float:
+        return self.js("document.getElementById('player').layout.shapes[0].x0")
+
+
+@pytest.fixture(scope="module")
+def cstr_page(cstr_run, browser):
+    opened = Opened(browser, build_page(cstr_run), "viewer-cstr")
+    yield opened
+    opened.page.close()
+
+
+@pytest.mark.browser
+def test_the_page_of_a_smoke_run_loads_offline_without_errors(cstr_page, cstr_run):
+    assert cstr_page.errors == [] and cstr_page.requests == []
+    assert (cstr_run / "view.html").is_file()
+    assert "cstr_ppo" in cstr_page.page.title()
+    assert "The page shows all 12 assessment episodes" in cstr_page.page.inner_text("#left-out")
+
+
+@pytest.mark.browser
+def test_choosing_another_episode_changes_the_plotted_traces(cstr_page):
+    before = cstr_page.js("document.getElementById('player').data[0].y")
+    options = cstr_page.js("[...document.getElementById('episode-list').options].map(o=>o.value)")
+    other = next(o for o in options if o.endswith("-baseline"))
+    cstr_page.page.select_option("#episode-list", other)
+    after = cstr_page.js("document.getElementById('player').data[0].y")
+    assert cstr_page.episode() == other and after != before
+    # filters: only training episodes
+    cstr_page.page.select_option("#filter-phase", "train")
+    phases = cstr_page.js(
+        "[...document.getElementById('episode-list').options].map(o => o.textContent.split(' ')[0])"
+    )
+    assert phases and set(phases) == {"train"}
+    cstr_page.page.select_option("#filter-phase", "")
+
+
+def expected_row(run: Path, episode_id: str, step: int) -> pd.Series:
+    frame = read_trajectories(run)
+    rows = frame[(frame["episode_id"] == episode_id) & (frame["step"] == step)]
+    assert len(rows) == 1
+    return rows.iloc[0]
+
+
+def assert_table_is_row(table: dict[str, str], row: pd.Series) -> None:
+    for column, label in (
+        ("state_Ca", "Ca [kmol/m3]"),
+        ("state_T", "T [K]"),
+        ("action_dTc", "dTc [K]"),
+    ):
+        assert float(table[label]) == pytest.approx(row[column], rel=1e-5), label
+    assert float(table["reward"]) == pytest.approx(row["reward"], rel=1e-5)
+
+
+@pytest.mark.browser
+def test_the_slider_moves_the_cursor_by_keyboard_and_mouse_and_shows_the_logged_row(
+    cstr_page, cstr_run
+):
+    page = cstr_page.page
+    page.select_option("#episode-list", index=0)
+    episode = cstr_page.episode()
+    page.focus("#step-slider")
+    for _ in range(7):
+        page.keyboard.press("ArrowRight")
+    assert cstr_page.cursor() == 7
+    table = cstr_page.step_table()
+    assert table["step"] == "7"
+    assert_table_is_row(table, expected_row(cstr_run, episode, 7))
+    # the mouse: a click three quarters along the slider
+    box = page.locator("#step-slider").bounding_box()
+    page.mouse.click(box["x"] + 0.75 * box["width"], box["y"] + box["height"] / 2)
+    step = int(cstr_page.step_table()["step"])
+    assert 55 <= step <= 80 and cstr_page.cursor() == step
+    assert_table_is_row(cstr_page.step_table(), expected_row(cstr_run, episode, step))
+    assert "<svg" in page.inner_html("#drawing")  # the CSTR draws its reactor
+    page.locator("#player-body").screenshot(path=str(ARTIFACTS / "viewer-cstr-player.png"))
+
+
+@pytest.mark.browser
+def test_every_assessment_scenario_shows_both_controllers_with_units(cstr_page, cstr_run):
+    scenarios = {
+        e["scenario"]
+        for e in json.loads((cstr_run / "assessment" / "kpis.json").read_text())["scenarios"]
+    }
+    assert len(scenarios) == 6
+    for scenario in scenarios:
+        names = cstr_page.js(
+            f"document.getElementById('scenario-{scenario}').data.map(t => t.name)"
+        )
+        assert {"agent", "baseline"} <= set(names), scenario
+        titles = cstr_page.js(
+            f"(() => {{ const l = document.getElementById('scenario-{scenario}').layout;"
+            " return Object.keys(l).filter(k => k.startsWith('yaxis'))"
+            ".map(k => l[k].title && l[k].title.text); })()"
+        )
+        assert {"Ca [kmol/m3]", "T [K]", "dTc [K]", "reward"} <= set(titles)
+    table = cstr_page.page.inner_text("#kpi-table")
+    assert "ca_rms [kmol/m3]" in table and "max_T [K]" in table
+
+
+@pytest.mark.browser
+def test_a_cartpole_run_and_a_dict_space_env_run_render(browser, tmp_path, user_project):
+    cartpole = smoke(tmp_path / "cp", "--config", str(ROOT / "jobs/configs/cartpole_ppo.yaml"))
+    config = tmp_path / "valves.yaml"
+    config.write_text("experiment: valves\nsim: valve_zoo:ValvePlant\n")
+    valves = smoke(tmp_path / "v", "--config", str(config), cwd=user_project)
+    for run, name, states in (
+        (cartpole, "viewer-cartpole", "obs0"),
+        (valves, "viewer-dict-space", "valves_0"),
+    ):
+        opened = Opened(browser, build_page(run), name)
+        assert opened.errors == [] and opened.requests == [], name
+        assert states in opened.page.inner_text("#step-table")
+        assert "gauges" in opened.page.inner_text("#drawing")  # no drawing: gauges
+        opened.page.close()
+
+
+def test_a_big_run_keeps_a_bounded_selection_and_says_what_it_left_out(tmp_path):
+    run = RunDir.create(tmp_path, "big")
+    write_atomic(run.config, "experiment: big\nsim: simple_adder\n")
+    rows = Rows()
+    for i in range(300):
+        rows.add_episode(
+            base={
+                "run_id": "r",
+                "phase": "train",
+                "controller": "agent",
+                "env_runner": 1,
+                "episode_id": f"e{i:03d}",
+                "lesson": "all",
+            },
+            scenario={"initial_value": 20.0},
+            states=[{"value": float(v)} for v in range(5)],
+            actions=[None] + [{"addend": 1.0}] * 4,
+            rewards=[None, *np.linspace(0, 1, 4)],
+            terminated=False,
+            truncated=True,
+        )
+    rows.flush(run.trajectories / "train-0.parquet")
+    selection = select_episodes(run, per_lesson=10)
+    chosen = list(selection.episodes["episode_id"])
+    assert len(chosen) == 10 and chosen[0] == "e000" and chosen[-1] == "e299"
+    assert set(selection.rows["episode_id"]) == set(chosen)
+    assert "0 assessment episodes and 10 of 300 training episodes" in selection.left_out
+    page = build_page(run.path, tmp_path / "big.html", episodes=10)
+    assert "10 of 300 training episodes" in page.read_text()
+
+
+def test_a_folder_that_is_not_a_run_is_refused_with_a_message(tmp_path):
+    with pytest.raises(RunError, match=r"not a run directory \(no config.yaml\)"):
+        build_page(tmp_path)

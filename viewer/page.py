@@ -1,0 +1,475 @@
+"""`invoke view RUN`: one self-contained HTML page of a run, to open offline from a file.
+
+The page holds: training curves (metrics.jsonl), the KPI table and every assessment scenario
+with the agent's and the baseline's trajectories overlaid, and an episode player (filters,
+a time slider moving one cursor across all plots, the step's values, the simulator's
+drawing or gauges). Plotly's JavaScript is inlined; nothing is fetched.
+
+A run may hold millions of logged steps; the page holds a bounded selection: every
+assessment episode, and up to ``episodes`` training episodes per lesson, spread evenly over
+training. What it leaves out is said on the page.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pyarrow as pa
+import pyarrow.parquet as pq
+from plotly.offline import get_plotlyjs
+from plotly.subplots import make_subplots
+
+from jobs.rundir import RunDir, RunError, write_atomic
+from jobs.trajectories import trajectory_files, trajectory_units
+from sims.handle import SimHandle
+from sims.registry import resolve
+
+TEMPLATE = Path(__file__).with_name("template.html")
+PLAYER = Path(__file__).with_name("player.js")
+DEFAULT_EPISODES = 12  # training episodes per lesson on the page
+INDEX_COLUMNS = [
+    "phase",
+    "controller",
+    "episode_id",
+    "lesson",
+    "step",
+    "reward",
+    "error",
+    "terminated",
+    "truncated",
+]
+TRAINING_CURVES = [
+    ("env_runners/episode_return_mean", "episode return (mean)"),
+    ("env_runners/episode_len_mean", "episode length (mean) [steps]"),
+    ("learner/total_loss", "total loss"),
+    ("learner/policy_loss", "policy loss"),
+    ("learner/vf_loss", "value loss"),
+    ("learner/entropy", "entropy"),
+    ("perf/env_steps_per_s", "env steps/s"),
+    ("env_runners/env_step_failures", "simulator failures"),
+]
+
+
+@dataclass
+class Selection:
+    """The episodes on the page, and what was left out."""
+
+    rows: pd.DataFrame
+    episodes: pd.DataFrame  # one row per episode: id, phase, controller, lesson, return, ...
+    left_out: str
+
+
+def build_page(run: Path, out: Path | None = None, episodes: int = DEFAULT_EPISODES) -> Path:
+    """Write the page for ``run`` (default ``<run>/view.html``) atomically; returns its path."""
+    run_dir = RunDir.open(Path(run))
+    summary = _read_json(run_dir.summary) if run_dir.summary.is_file() else {}
+    config = _read_config(run_dir.config)
+    handle = resolve(summary.get("sim") or config["sim"])
+    units = {**handle.units, **_units_from_files(run_dir)}
+    selection = select_episodes(run_dir, episodes)
+    kpis = (
+        _read_json(run_dir.assessment / "kpis.json")
+        if (run_dir.assessment / "kpis.json").is_file()
+        else None
+    )
+
+    data = {
+        "run": str(run_dir.path),
+        "sim": handle.name,
+        "states": [s for s in handle.log_states if f"state_{s}" in selection.rows],
+        "all_states": sorted(
+            c.removeprefix("state_") for c in selection.rows if c.startswith("state_")
+        ),
+        "actions": sorted(
+            c.removeprefix("action_") for c in selection.rows if c.startswith("action_")
+        ),
+        "units": units,
+        "ranges": _ranges(handle),
+        "targets": handle.targets,
+        "episodes": _episode_records(selection),
+        "left_out": selection.left_out,
+    }
+    sections = {
+        "title": html.escape(f"{config.get('experiment', '')} / {run_dir.run_id}: {handle.label}"),
+        "summary": _summary_html(summary),
+        "training": _figure_html(training_figure(run_dir.metrics), "training"),
+        "kpi_table": kpi_table_html(kpis, handle) if kpis else "<p>No assessment in this run.</p>",
+        "scenarios": scenario_figures_html(
+            selection, handle, data["states"], data["actions"], units
+        ),
+        "left_out": html.escape(selection.left_out),
+        "plotly": get_plotlyjs(),
+        "player": PLAYER.read_text(),
+        "drawing": handle.drawing or "",
+        "data": json.dumps(data, default=_json_default).replace("</", "<\\/"),
+    }
+    # one pass: what is filled in (Plotly's 4 MB of JavaScript) is never searched again
+    page = re.sub(r"\{\{(\w+)\}\}", lambda m: sections[m.group(1)], TEMPLATE.read_text())
+    target = Path(out) if out else run_dir.path / "view.html"
+    write_atomic(target, page)
+    return target
+
+
+# -- data ---------------------------------------------------------------------------------
+def select_episodes(run: RunDir, per_lesson: int) -> Selection:
+    """Every assessment episode and up to ``per_lesson`` training episodes per lesson,
+    spread evenly across training; rows of those episodes only."""
+    files = trajectory_files(run.trajectories)
+    if not files:
+        raise RunError(f"{run.path}: no trajectory files; train with trajectories.enabled")
+    index_tables = []
+    for order, path in enumerate(files):
+        names = pq.read_schema(path).names
+        table = pq.read_table(path, columns=[c for c in INDEX_COLUMNS if c in names])
+        index_tables.append(table.append_column("file", pa.array([order] * table.num_rows)))
+    index = pa.concat_tables(index_tables, promote_options="permissive").to_pandas()
+    failures = int(index["error"].notna().sum()) if "error" in index else 0
+    steps = index[index["episode_id"].notna()]
+    per_episode = (
+        steps.groupby("episode_id", sort=False)
+        .agg(
+            phase=("phase", "first"),
+            controller=("controller", "first"),
+            lesson=("lesson", "first"),
+            ret=("reward", "sum"),
+            length=("step", "max"),
+            terminated=("terminated", "any"),
+            truncated=("truncated", "any"),
+            file=("file", "first"),
+        )
+        .reset_index()
+    )
+    assessed = per_episode[per_episode["phase"] == "assess"]
+    training = per_episode[per_episode["phase"] != "assess"]
+    chosen = [assessed]
+    for _, group in training.groupby(training["lesson"].fillna(""), sort=False):
+        if len(group) <= per_lesson:
+            chosen.append(group)
+        else:  # evenly spread over training, first and last included
+            picks = np.linspace(0, len(group) - 1, per_lesson).round().astype(int)
+            chosen.append(group.iloc[sorted(set(picks))])
+    episodes = pd.concat(chosen, ignore_index=True)
+    wanted = set(episodes["episode_id"])
+    needed = sorted(set(episodes["file"]))
+    tables = [pq.read_table(files[i]) for i in needed]
+    rows = pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    rows = rows[rows["episode_id"].isin(wanted)].sort_values(["episode_id", "step"])
+    shown_training = len(episodes) - len(assessed)
+    left_out = (
+        f"The page shows all {len(assessed)} assessment episodes and {shown_training} of "
+        f"{len(training)} training episodes (up to {per_lesson} per lesson, spread evenly over "
+        f"training; `invoke view --episodes N` for more) from {len(steps):,} logged steps. "
+        f"Simulator failures logged: {failures} (rows without an episode, not shown)."
+    )
+    return Selection(rows=rows, episodes=episodes, left_out=left_out)
+
+
+def _episode_records(selection: Selection) -> list[dict[str, Any]]:
+    records = []
+    rows_by_id = dict(tuple(selection.rows.groupby("episode_id", sort=False)))
+    value_columns = [c for c in selection.rows if c.startswith(("state_", "action_"))]
+    scenario_columns = [c for c in selection.rows if c.startswith("scenario_")]
+    for episode in selection.episodes.itertuples(index=False):
+        rows = rows_by_id[episode.episode_id]
+        first = rows.iloc[0]
+        record = {
+            "id": episode.episode_id,
+            "phase": episode.phase,
+            "controller": episode.controller,
+            "lesson": None if pd.isna(episode.lesson) else episode.lesson,
+            "return": float(episode.ret),
+            "length": int(episode.length),
+            "terminated": bool(episode.terminated),
+            "truncated": bool(episode.truncated),
+            "scenario": {
+                c.removeprefix("scenario_"): _num(first[c])
+                for c in scenario_columns
+                if not pd.isna(first[c])
+            },
+            "step": rows["step"].astype(int).tolist(),
+            "reward": [_num(v) for v in rows["reward"]],
+            "values": {
+                c: [_num(v) for v in rows[c]] for c in value_columns if rows[c].notna().any()
+            },
+        }
+        records.append(record)
+    return records
+
+
+def _num(value: Any) -> float | None:
+    """A JSON number, or null for a missing value (NaN, None)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return float(value)
+
+
+def _ranges(handle: SimHandle) -> dict[str, list[float]]:
+    out = {}
+    for name, rng in {**handle.observations, **handle.actions}.items():
+        if rng is not None:
+            out[name] = [rng.low, rng.high]
+    return out
+
+
+def _units_from_files(run: RunDir) -> dict[str, str]:
+    try:
+        return trajectory_units(run.path)
+    except (OSError, ValueError):  # no files yet, or a file without our metadata
+        return {}
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    from sims.lessons import read_yaml
+
+    return read_yaml(path) or {}
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def label(column: str, units: Mapping[str, str]) -> str:
+    """``Ca [kmol/m3]`` for ``state_Ca``: a column's name with its unit, where it has one."""
+    name = column.split("_", 1)[1] if column.startswith(("state_", "action_")) else column
+    return f"{name} [{units[column]}]" if units.get(column) else name
+
+
+# -- figures ------------------------------------------------------------------------------
+def training_figure(metrics: Path) -> go.Figure | None:
+    """Training curves against env steps (a button switches to wall time); new sessions
+    (resumes) are marked with a dotted line."""
+    if not metrics.is_file():
+        return None
+    lines = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    if not lines:
+        return None
+    frame = pd.DataFrame(lines)
+    present = [(key, title) for key, title in TRAINING_CURVES if key in frame]
+    cols = 2
+    rows = math.ceil(len(present) / cols)
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=[t for _, t in present],
+        vertical_spacing=0.12 / max(1, rows - 1) + 0.04,
+    )
+    for i, (key, title) in enumerate(present):
+        fig.add_trace(
+            go.Scatter(
+                x=frame["env_steps"], y=frame[key], mode="lines", name=title, showlegend=False
+            ),
+            row=i // cols + 1,
+            col=i % cols + 1,
+        )
+        fig.update_xaxes(title_text="env steps", row=i // cols + 1, col=i % cols + 1)
+    session = frame["session"] if "session" in frame else (frame["iteration"].diff() <= 0).cumsum()
+    for step in frame.loc[session.diff().fillna(0) != 0, "env_steps"]:
+        fig.add_vline(
+            x=step,
+            line_dash="dot",
+            line_color="grey",
+            annotation_text="resumed",
+            annotation_position="top",
+        )
+    wall = [frame["wall_time_s"]] * len(present)
+    steps = [frame["env_steps"]] * len(present)
+    fig.update_layout(
+        height=260 * rows,
+        margin={"t": 60, "b": 40},
+        updatemenus=[
+            {
+                "type": "buttons",
+                "direction": "right",
+                "x": 0,
+                "y": 1.08,
+                "xanchor": "left",
+                "buttons": [
+                    {
+                        "label": "x: env steps",
+                        "method": "update",
+                        "args": [{"x": steps}, _axis_titles(len(present), "env steps")],
+                    },
+                    {
+                        "label": "x: wall time [s]",
+                        "method": "update",
+                        "args": [{"x": wall}, _axis_titles(len(present), "wall time [s]")],
+                    },
+                ],
+            }
+        ],
+    )
+    return fig
+
+
+def _axis_titles(count: int, title: str) -> dict[str, str]:
+    """Plotly's layout keys for every x axis' title: xaxis, xaxis2, ..."""
+    return {f"xaxis{'' if i == 1 else i}.title.text": title for i in range(1, count + 1)}
+
+
+def scenario_figures_html(
+    selection: Selection,
+    handle: SimHandle,
+    states: list[str],
+    actions: list[str],
+    units: Mapping[str, str],
+) -> str:
+    """For each assessment scenario: the agent's and the baseline's trajectories overlaid."""
+    assessed = selection.rows[selection.rows["phase"] == "assess"]
+    if assessed.empty:
+        return "<p>No assessment episodes in this run.</p>"
+    assessed = assessed.assign(
+        scenario=assessed["episode_id"].str.removeprefix("assess-").str.rsplit("-", n=1).str[0]
+    )
+    colours = {"agent": "#1f77b4", "baseline": "#ff7f0e"}
+    parts = []
+    for scenario, rows in assessed.groupby("scenario", sort=False):
+        columns = [f"state_{s}" for s in states] + [f"action_{a}" for a in actions] + ["reward"]
+        fig = make_subplots(rows=len(columns), cols=1, shared_xaxes=True, vertical_spacing=0.02)
+        for controller, episode in rows.groupby("controller", sort=False):
+            episode = episode.sort_values("step")
+            for i, column in enumerate(columns, start=1):
+                fig.add_trace(
+                    go.Scatter(
+                        x=episode["step"],
+                        y=episode[column],
+                        mode="lines",
+                        name=controller,
+                        legendgroup=controller,
+                        showlegend=i == 1,
+                        line={"color": colours.get(controller)},
+                    ),
+                    row=i,
+                    col=1,
+                )
+        for i, column in enumerate(columns, start=1):
+            name = column.split("_", 1)[1] if "_" in column else column
+            target = handle.targets.get(name)
+            if target and f"state_{target}" in rows:
+                first = rows[rows["controller"] == rows["controller"].iloc[0]].sort_values("step")
+                fig.add_trace(
+                    go.Scatter(
+                        x=first["step"],
+                        y=first[f"state_{target}"],
+                        mode="lines",
+                        name=f"set point ({target})",
+                        showlegend=False,
+                        line={"color": "black", "dash": "dash"},
+                    ),
+                    row=i,
+                    col=1,
+                )
+            limits = handle.actions.get(name) if column.startswith("action_") else None
+            if limits is not None:
+                for edge in (limits.low, limits.high):
+                    fig.add_hline(y=edge, line_dash="dot", line_color="grey", row=i, col=1)
+            fig.update_yaxes(title_text=label(column, units), row=i, col=1)
+        fig.update_xaxes(title_text="step", row=len(columns), col=1)
+        fig.update_layout(
+            height=140 * len(columns) + 80,
+            margin={"t": 40, "b": 40},
+            title_text=f"scenario {scenario}",
+        )
+        parts.append(_figure_html(fig, f"scenario-{scenario}"))
+    return "\n".join(parts)
+
+
+def kpi_table_html(kpis: Mapping[str, Any], handle: SimHandle) -> str:
+    """Per controller, then per scenario; where the agent is worse than the baseline, it
+    says so."""
+    units = {**handle.kpi_units, **(kpis.get("units") or {})}
+    totals = kpis["kpis"]
+    names = list(next(iter(totals.values())))
+    head = "".join(f"<th>{html.escape(_kpi_label(n, units))}</th>" for n in names)
+    out = [
+        f"<table class='kpis' id='kpi-table'><tr><th>controller</th><th>scenario</th>{head}</tr>"
+    ]
+    per_scenario = kpis.get("scenarios") or []
+    baseline_by_scenario = {r["scenario"]: r for r in per_scenario if r["controller"] == "baseline"}
+    rows = [("all scenarios", c, v, totals.get("baseline")) for c, v in totals.items()]
+    rows += [
+        (r["scenario"], r["controller"], r, baseline_by_scenario.get(r["scenario"]))
+        for r in per_scenario
+    ]
+    worse_count = 0
+    for scenario, controller, values, baseline in rows:
+        cells = []
+        for name in names:
+            value = values.get(name)
+            worse = (
+                controller == "agent"
+                and baseline is not None
+                and value is not None
+                and _worse(handle, name, value, baseline.get(name))
+            )
+            worse_count += worse
+            text = "" if value is None else f"{value:.4g}"
+            cells.append(f"<td class='worse'>{text} (worse)</td>" if worse else f"<td>{text}</td>")
+        out.append(
+            f"<tr><td>{html.escape(controller)}</td><td>{html.escape(str(scenario))}</td>"
+            f"{''.join(cells)}</tr>"
+        )
+    out.append("</table>")
+    verdict = (
+        f"<p class='verdict'>The agent is worse than the baseline in {worse_count} cell(s), "
+        "marked (worse).</p>"
+        if worse_count
+        else "<p class='verdict'>The agent is nowhere worse than the baseline.</p>"
+    )
+    return "\n".join(out) + verdict
+
+
+def _worse(handle: SimHandle, name: str, value: float, baseline: float | None) -> bool:
+    if baseline is None:
+        return False
+    if handle.higher_is_better(name):
+        return value < baseline - 1e-12
+    return value > baseline + 1e-12
+
+
+def _kpi_label(name: str, units: Mapping[str, str]) -> str:
+    return f"{name} [{units[name]}]" if units.get(name) else name
+
+
+def _figure_html(fig: go.Figure | None, div_id: str) -> str:
+    if fig is None:
+        return "<p>No metrics.jsonl in this run.</p>"
+    return fig.to_html(
+        full_html=False, include_plotlyjs=False, div_id=div_id, config={"displaylogo": False}
+    )
+
+
+def _summary_html(summary: Mapping[str, Any]) -> str:
+    if not summary:
+        return "<p>No summary.json: the run has not finished.</p>"
+    keys = [
+        "status",
+        "stop_reason",
+        "algorithm",
+        "iterations",
+        "env_steps_sampled",
+        "episodes_total",
+        "wall_time_s",
+        "sessions",
+        "episode_return_mean",
+        "env_step_failures",
+    ]
+    items = "".join(
+        f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(summary.get(k)))}</dd>" for k in keys
+    )
+    return f"<dl class='summary'>{items}</dl>"
