@@ -438,7 +438,7 @@ def register_model(
     }
 )
 def bench(c: Context, quick: bool = False, only: str = "") -> None:
-    """Measure simulator speed, throughput, logging overhead, control quality, image, start-up."""
+    """Measure sim speed, throughput, logging overhead, control, image, start-up, the viewer."""
     from benchmarks.bench import render_markdown, run
 
     try:
