@@ -385,8 +385,19 @@ def scenario_figures_html(
             margin={"t": 40, "b": 40},
             title_text=f"scenario {scenario}",
         )
-        parts.append(_figure_html(fig, f"scenario-{scenario}"))
+        parts.append(_lazy_figure_html(fig, f"scenario-{scenario}"))
     return "\n".join(parts)
+
+
+def _lazy_figure_html(fig: go.Figure, div_id: str) -> str:
+    """A figure drawn when it scrolls near the window (player.js), so that a run with many
+    scenarios still opens quickly; its JSON waits in the page."""
+    height = fig.layout.height or 450
+    spec = fig.to_json().replace("</", "<\\/")  # script text: only "</" needs escaping
+    return (
+        f"<div id='{div_id}' class='lazy-figure' style='min-height:{height}px'></div>"
+        f"<script type='application/json' data-figure-for='{div_id}'>{spec}</script>"
+    )
 
 
 def kpi_table_html(kpis: Mapping[str, Any], handle: SimHandle) -> str:

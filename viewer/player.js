@@ -1,6 +1,20 @@
 // The episode player: filters choose an episode; a slider (keyboard, mouse, or a click on a
 // plot) moves one cursor across every plot of it, and shows that step's logged values and
 // the simulator's drawing (or gauges of the observed states within their ranges).
+// Scenario figures are drawn when they come near the window (a page may hold dozens).
+(function () {
+  const draw = (div) => {
+    if (div.dataset.drawn) return;
+    div.dataset.drawn = "1";
+    const spec = JSON.parse(document.querySelector(`script[data-figure-for="${div.id}"]`).textContent);
+    Plotly.newPlot(div, spec.data, spec.layout, { displaylogo: false });
+  };
+  const observer = new IntersectionObserver((entries) => {
+    for (const entry of entries) if (entry.isIntersecting) { draw(entry.target); observer.unobserve(entry.target); }
+  }, { rootMargin: "400px" });
+  document.querySelectorAll(".lazy-figure").forEach((div) => observer.observe(div));
+})();
+
 (function () {
   const data = JSON.parse(document.getElementById("run-data").textContent);
   const $ = (id) => document.getElementById(id);

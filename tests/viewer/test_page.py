@@ -169,6 +169,9 @@ def test_every_assessment_scenario_shows_both_controllers_with_units(cstr_page, 
     }
     assert len(scenarios) == 6
     for scenario in scenarios:
+        # drawn when scrolled near (a page may hold dozens of scenarios)
+        cstr_page.page.locator(f"#scenario-{scenario}").scroll_into_view_if_needed()
+        cstr_page.page.wait_for_selector(f"#scenario-{scenario} .main-svg")
         names = cstr_page.js(
             f"document.getElementById('scenario-{scenario}').data.map(t => t.name)"
         )
