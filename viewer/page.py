@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from jobs.rundir import RunDir, RunError, write_atomic
+from jobs.rundir import CHECKPOINT_PREFIX, RunDir, RunError, write_atomic
 from jobs.trajectories import trajectory_files, trajectory_units
 from sims.handle import SimHandle
 from sims.registry import resolve
@@ -102,7 +102,9 @@ def build_page(run: Path, out: Path | None = None, episodes: int = DEFAULT_EPISO
     sections = {
         "title": html.escape(f"{config.get('experiment', '')} / {run_dir.run_id}: {handle.label}"),
         "summary": _summary_html(summary),
-        "training": _figure_html(training_figure(run_dir.metrics), "training"),
+        "training": _figure_html(
+            training_figure(run_dir.metrics, assessed_checkpoints(run_dir, summary)), "training"
+        ),
         "kpi_table": kpi_table_html(kpis, handle) if kpis else "<p>No assessment in this run.</p>",
         "scenarios": scenario_figures_html(
             selection, handle, data["states"], data["actions"], units
@@ -251,9 +253,25 @@ def label(column: str, units: Mapping[str, str]) -> str:
 
 
 # -- figures ------------------------------------------------------------------------------
-def training_figure(metrics: Path) -> go.Figure | None:
+def assessed_checkpoints(run: RunDir, summary: Mapping[str, Any]) -> dict[int, float]:
+    """The agent's assessed return by checkpoint iteration: the end-of-training assessment
+    and every ``invoke assess`` kept under ``assessments/<checkpoint>-<time>/``."""
+    found: dict[int, float] = {}
+    final = run.assessment / "kpis.json"
+    checkpoint = str(summary.get("checkpoint") or "")
+    if final.is_file() and CHECKPOINT_PREFIX in checkpoint:
+        iteration = int(checkpoint.rsplit(CHECKPOINT_PREFIX, 1)[1])
+        found[iteration] = _read_json(final)["kpis"]["agent"]["return"]
+    for kpis in sorted((run.path / "assessments").glob(f"{CHECKPOINT_PREFIX}*/kpis.json")):
+        iteration = int(kpis.parent.name.removeprefix(CHECKPOINT_PREFIX).split("-")[0])
+        found[iteration] = _read_json(kpis)["kpis"]["agent"]["return"]
+    return found
+
+
+def training_figure(metrics: Path, assessed: Mapping[int, float] | None = None) -> go.Figure | None:
     """Training curves against env steps (a button switches to wall time); new sessions
-    (resumes) are marked with a dotted line."""
+    (resumes) are marked with a dotted line; assessed checkpoints (the agent's deterministic
+    return on the assessment scenarios) are marked on the return curve."""
     if not metrics.is_file():
         return None
     lines = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
@@ -278,8 +296,25 @@ def training_figure(metrics: Path) -> go.Figure | None:
             col=i % cols + 1,
         )
         fig.update_xaxes(title_text="env steps", row=i // cols + 1, col=i % cols + 1)
+    at = frame.drop_duplicates("iteration", keep="last").set_index("iteration")
+    points = {i: r for i, r in (assessed or {}).items() if i in at.index}
+    if points and present and present[0][0] == "env_runners/episode_return_mean":
+        fig.add_trace(
+            go.Scatter(
+                x=[at.loc[i, "env_steps"] for i in points],
+                y=list(points.values()),
+                mode="markers",
+                marker={"symbol": "diamond", "size": 10, "color": "black"},
+                name="assessed return (deterministic)",
+                showlegend=False,
+            ),
+            row=1,
+            col=1,
+        )
     session = frame["session"] if "session" in frame else (frame["iteration"].diff() <= 0).cumsum()
-    for step in frame.loc[session.diff().fillna(0) != 0, "env_steps"]:
+    resumed = frame.loc[session.diff().fillna(0) != 0]
+    titles = len(fig.layout.annotations)  # subplot titles come first among the annotations
+    for step in resumed["env_steps"]:
         fig.add_vline(
             x=step,
             line_dash="dot",
@@ -289,6 +324,9 @@ def training_figure(metrics: Path) -> go.Figure | None:
         )
     wall = [frame["wall_time_s"]] * len(present)
     steps = [frame["env_steps"]] * len(present)
+    if points and present and present[0][0] == "env_runners/episode_return_mean":
+        wall.append([at.loc[i, "wall_time_s"] for i in points])
+        steps.append([at.loc[i, "env_steps"] for i in points])
     fig.update_layout(
         height=260 * rows,
         margin={"t": 60, "b": 40},
@@ -303,18 +341,39 @@ def training_figure(metrics: Path) -> go.Figure | None:
                     {
                         "label": "x: env steps",
                         "method": "update",
-                        "args": [{"x": steps}, _axis_titles(len(present), "env steps")],
+                        "args": [
+                            {"x": steps},
+                            {
+                                **_axis_titles(len(present), "env steps"),
+                                **_marks_at(resumed["env_steps"], titles),
+                            },
+                        ],
                     },
                     {
                         "label": "x: wall time [s]",
                         "method": "update",
-                        "args": [{"x": wall}, _axis_titles(len(present), "wall time [s]")],
+                        "args": [
+                            {"x": wall},
+                            {
+                                **_axis_titles(len(present), "wall time [s]"),
+                                **_marks_at(resumed["wall_time_s"], titles),
+                            },
+                        ],
                     },
                 ],
             }
         ],
     )
     return fig
+
+
+def _marks_at(xs: pd.Series, first_annotation: int) -> dict[str, float]:
+    """Layout updates that move the "resumed" lines and their labels to ``xs``."""
+    out: dict[str, float] = {}
+    for k, x in enumerate(xs):
+        label = f"annotations[{first_annotation + k}].x"
+        out |= {f"shapes[{k}].x0": x, f"shapes[{k}].x1": x, label: x}
+    return out
 
 
 def _axis_titles(count: int, title: str) -> dict[str, str]:

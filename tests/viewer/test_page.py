@@ -237,3 +237,42 @@ def test_a_big_run_keeps_a_bounded_selection_and_says_what_it_left_out(tmp_path)
 def test_a_folder_that_is_not_a_run_is_refused_with_a_message(tmp_path):
     with pytest.raises(RunError, match=r"not a run directory \(no config.yaml\)"):
         build_page(tmp_path)
+
+
+def test_resumed_sessions_and_assessed_checkpoints_are_marked_on_the_curves(tmp_path):
+    from viewer.page import training_figure
+
+    metrics = tmp_path / "metrics.jsonl"
+    lines = [
+        {
+            "session": 1,
+            "iteration": i,
+            "env_steps": 100 * i,
+            "wall_time_s": float(i),
+            "env_runners/episode_return_mean": float(i),
+        }
+        for i in range(1, 6)
+    ]
+    # killed after iteration 5, resumed from the checkpoint of iteration 4: 5 is replayed
+    lines += [
+        {
+            "session": 2,
+            "iteration": i,
+            "env_steps": 100 * i,
+            "wall_time_s": 10.0 + i,
+            "env_runners/episode_return_mean": float(i),
+        }
+        for i in range(5, 8)
+    ]
+    metrics.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    fig = training_figure(metrics, assessed={4: 3.5, 7: 6.5})
+    (resumed,) = [a for a in fig.layout.annotations if a.text == "resumed"]
+    assert resumed.x == 500 and fig.layout.shapes[0].x0 == 500
+    (marker,) = [d for d in fig.data if d.name == "assessed return (deterministic)"]
+    assert list(marker.x) == [400, 700] and list(marker.y) == [3.5, 6.5]
+    wall = fig.layout.updatemenus[0].buttons[1].args
+    assert wall[0]["x"][-1] == [4.0, 17.0]  # the markers move with the x axis
+    assert wall[1]["shapes[0].x0"] == 15.0  # and so does the resumed line
+    label = next(i for i, a in enumerate(fig.layout.annotations) if a.text == "resumed")
+    assert wall[1][f"annotations[{label}].x"] == 15.0  # its label, not a subplot title
+    assert wall[1]["xaxis.title.text"] == "wall time [s]"
