@@ -107,7 +107,6 @@ def prepare(
         )
     run = RunDir.open(resume)
     cfg = load_config(run.config, sets, smoke=smoke)
-    check_before_start(cfg, _source(run.config, sets))
     checkpoint = run.latest_checkpoint()
     progress = Progress()
     if checkpoint is not None:
@@ -118,6 +117,8 @@ def prepare(
                 f"{cfg.sim!r}; restore the run's config or start a new run"
             )
         progress = Progress.from_meta(meta)
+    # after the checkpoint's simulator is compared: that mismatch is the root cause to name
+    check_before_start(cfg, _source(run.config, sets))
     if sets:
         write_atomic(run.config, cfg.to_yaml())
     return cfg, run, progress, checkpoint
