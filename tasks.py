@@ -199,6 +199,44 @@ def view(c: Context, run: str, out: str = "", episodes: int = 12) -> None:
 
 @task(
     help={
+        "run": "a run directory (its newest checkpoint) or a checkpoint folder",
+        "out": "the bundle folder (default <run>/bundle)",
+    }
+)
+def export(c: Context, run: str, out: str = "") -> None:
+    """Export a trained policy as a Ray-free bundle: an ONNX graph and its metadata."""
+    _help_instead(c, run, "export")
+    from client.export import ExportError, export_bundle
+    from jobs.train import USER_ERRORS
+
+    try:
+        bundle = export_bundle(Path(run), Path(out) if out else None)
+    except (ExportError, *USER_ERRORS) as exc:
+        raise Exit(f"export: {exc}", code=2) from None
+    print(f"wrote {bundle}; serve it with `invoke serve {bundle}`")
+
+
+@task(
+    help={
+        "bundle": "a bundle folder from `invoke export`",
+        "port": "port to listen on (default 8000)",
+        "host": "address to listen on (default 127.0.0.1)",
+    }
+)
+def serve(c: Context, bundle: str, port: int = 8000, host: str = "127.0.0.1") -> None:
+    """Serve a policy bundle over HTTP: POST /v1/predict, GET /v1/info, GET /healthz."""
+    _help_instead(c, bundle, "serve")
+    from policy_runtime import BundleError
+    from policy_runtime.serve import serve as run_server
+
+    try:
+        run_server(bundle, host=host, port=port)
+    except BundleError as exc:
+        raise Exit(f"serve: {exc}", code=2) from None
+
+
+@task(
+    help={
         "gpu": "build the GPU image (torch's CUDA wheels from PyPI) instead of the CPU one",
         "tag": "image tag (default aml-rl:cpu or aml-rl:cuda)",
         "push": "after building, push to this Azure Container Registry (e.g. myacr.azurecr.io)",

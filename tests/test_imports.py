@@ -9,7 +9,7 @@ from __future__ import annotations
 import grimp
 import pytest
 
-PACKAGES = ("sims", "jobs", "client", "images", "infra", "benchmarks")
+PACKAGES = ("sims", "jobs", "client", "viewer", "policy_runtime", "images", "infra", "benchmarks")
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,14 @@ def test_no_module_imports_itself_through_others(graph):
         ("sims", "benchmarks"),
         ("jobs", "benchmarks"),
         ("client", "benchmarks"),
+        ("sims", "viewer"),
+        ("jobs", "viewer"),
+        # the policy runtime: numpy and onnxruntime, nothing of Ray, torch or the training code
+        ("policy_runtime", "ray"),
+        ("policy_runtime", "torch"),
+        ("policy_runtime", "sims"),
+        ("policy_runtime", "jobs"),
+        ("policy_runtime", "client"),
     ],
 )
 def test_layers(graph, importer, forbidden):

@@ -1,0 +1,182 @@
+"""`invoke export RUN|CHECKPOINT`: a Ray-free policy bundle (ONNX graph + metadata).
+
+The graph is the RLlib module's inference forward followed by the deterministic action the
+assessment takes (the Gaussian's mean, or the most likely discrete choice). The metadata
+says how named states in physical units become the observation and how the graph's output
+becomes the action (``policy_runtime`` applies exactly the training path's scaling and
+clipping), and carries the simulator, config digest, git revision and assessment KPIs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from images.build import git_revision
+from jobs.assess import MODULE_PATH, resolve_checkpoint
+from jobs.rundir import read_checkpoint_meta, write_json
+from policy_runtime.bundle import GRAPH, METADATA, SCHEMA
+from sims.handle import SimHandle
+from sims.registry import resolve
+
+
+class ExportError(ValueError):
+    """A checkpoint that cannot be exported; the message says why."""
+
+
+def export_bundle(path: Path, out: Path | None = None) -> Path:
+    """Export the checkpoint (or a run's newest) at ``path`` to ``out`` (default
+    ``<checkpoint>/../../bundle``); written whole, then renamed. Returns the bundle folder."""
+    import gymnasium as gym
+    import torch
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    checkpoint = resolve_checkpoint(Path(path))
+    meta = read_checkpoint_meta(checkpoint)
+    handle = resolve(meta["sim"])
+    module = RLModule.from_checkpoint((checkpoint / MODULE_PATH).resolve())
+    if not isinstance(module, torch.nn.Module):
+        raise ExportError(f"{checkpoint}: the policy is not a torch module; only torch exports")
+    if module.is_stateful():
+        raise ExportError(
+            f"{checkpoint}: the policy is recurrent (it keeps state between steps); the bundle "
+            "exports stateless policies only"
+        )
+    module.eval()
+    env = handle.make_env()
+    observations = _observations(handle, env, checkpoint)
+    actions, discrete = _actions(handle, env.action_space, checkpoint)
+    graph = _Deterministic(module, len(actions), discrete)
+
+    run = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
+    target = Path(out) if out else (run or checkpoint.parent) / "bundle"
+    tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=target.parent))
+    try:
+        example = torch.zeros(1, len(observations))
+        torch.onnx.export(
+            graph,
+            (example,),
+            str(tmp / GRAPH),
+            input_names=["obs"],
+            output_names=["action"],
+            dynamic_axes={"obs": {0: "batch"}, "action": {0: "batch"}},
+            dynamo=False,
+        )
+        metadata = {
+            "schema": SCHEMA,
+            "sim": meta["sim"],
+            "observations": observations,
+            "actions": actions,
+            "graph_sha256": hashlib.sha256((tmp / GRAPH).read_bytes()).hexdigest(),
+            "checkpoint": str(checkpoint),
+            "config_digest": meta.get("config_digest"),
+            "git_revision": git_revision(),
+            "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "kpis": _kpis(run, checkpoint),
+            "action_space": str(gym.spaces.flatten_space(env.action_space))
+            if not discrete
+            else str(env.action_space),
+        }
+        write_json(tmp / METADATA, metadata)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+class _Deterministic:
+    """The module's inference forward, then the deterministic action (made a torch module
+    lazily, so that importing this file does not import torch)."""
+
+    def __new__(cls, module: Any, n_actions: int, discrete: bool) -> Any:
+        import torch
+
+        class Deterministic(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.module = module
+
+            def forward(self, obs: torch.Tensor) -> torch.Tensor:
+                logits = self.module.forward_inference({"obs": obs})["action_dist_inputs"]
+                if discrete:  # the most likely choice, as Categorical.to_deterministic()
+                    return torch.argmax(logits, dim=1, keepdim=True).to(torch.float32)
+                return logits[:, :n_actions]  # the Gaussian's mean, as to_deterministic()
+
+        return Deterministic()
+
+
+def _observations(handle: SimHandle, env: Any, checkpoint: Path) -> list[dict[str, Any]]:
+    if handle.spec is not None:  # a simulator: named states, scaled by their ranges
+        return [
+            {"name": name, "unit": rng.unit, "low": rng.low, "high": rng.high, "scaling": "range"}
+            for name, rng in handle.spec.observations.items()
+        ]
+    if env.observation_space is not env.unwrapped.observation_space:
+        raise ExportError(
+            f"{checkpoint}: {handle.name}'s observation space {env.unwrapped.observation_space} is "
+            "flattened for the policy; bundles take Box observations (or a SimSpec's states)"
+        )
+    return [
+        {
+            "name": name,
+            "unit": "",
+            "low": r.low if r else None,
+            "high": r.high if r else None,
+            "scaling": "none",
+        }
+        for name, r in handle.observations.items()
+    ]
+
+
+def _actions(handle: SimHandle, space: Any, checkpoint: Path) -> tuple[list[dict], bool]:
+    import gymnasium as gym
+
+    if handle.spec is not None:
+        return [
+            {"name": name, "unit": rng.unit, "low": rng.low, "high": rng.high, "scaling": "range"}
+            for name, rng in handle.spec.actions.items()
+        ], False
+    names = list(handle.actions)
+    if isinstance(space, gym.spaces.Discrete):
+        return [
+            {
+                "name": names[0],
+                "unit": "",
+                "low": int(space.start),
+                "high": None,
+                "scaling": "discrete",
+            }
+        ], True
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+        return [
+            {
+                "name": name,
+                "unit": "",
+                "low": r.low if r else None,
+                "high": r.high if r else None,
+                "scaling": "clip",
+            }
+            for name, r in handle.actions.items()
+        ], False
+    raise ExportError(
+        f"{checkpoint}: the policy's action space {space} is not exported yet; bundles take a "
+        "SimSpec's actions, a flat Box or a Discrete"
+    )
+
+
+def _kpis(run: Path | None, checkpoint: Path) -> dict[str, Any] | None:
+    """The run's assessment, when it assessed this checkpoint."""
+    if run is None or not (run / "summary.json").is_file():
+        return None
+    summary = json.loads((run / "summary.json").read_text())
+    if summary.get("checkpoint") != str(checkpoint.relative_to(run)):
+        return None
+    return summary.get("assessment")

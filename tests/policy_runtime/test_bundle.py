@@ -1,0 +1,228 @@
+"""The policy bundle: exported from a real run, equal to RLlib's policy, served over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from client.export import ExportError, export_bundle
+from jobs.assess import AgentPolicy, Controller, default_scenarios, run_episode
+from jobs.rundir import RunError
+from jobs.trajectories import read_trajectories
+from policy_runtime import BundleError, load
+from sims.registry import resolve
+from tests.conftest import ROOT
+
+STATES = {
+    "Ca": 8.57,
+    "T": 311.2,
+    "Tc": 292.0,
+    "Cref": 8.57,
+    "Tref": 311.2,
+    "T_error": 0.0,
+    "Tc_error": 0.0,
+    "T_error_integral": 0.0,
+}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A CSTR run long enough to log more than 10,000 steps."""
+    runs = tmp_path_factory.mktemp("runs")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.train",
+            "--smoke",
+            "--runs-dir",
+            str(runs),
+            "--set",
+            "stop.max_env_steps=12000",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    (summary,) = runs.rglob("summary.json")
+    return summary.parent
+
+
+@pytest.fixture(scope="module")
+def bundle(run) -> Path:
+    return export_bundle(run)
+
+
+def test_the_bundle_acts_as_rllibs_policy_on_10000_logged_observations(run, bundle):
+    frame = read_trajectories(run)
+    handle = resolve("cstr")
+    names = list(handle.spec.observations)
+    rows = frame.dropna(subset=[f"state_{n}" for n in names])
+    assert len(rows) >= 10_000
+    states = [
+        dict(zip(names, values, strict=True))
+        for values in rows[[f"state_{n}" for n in names]].to_numpy().tolist()
+    ]
+    ours = load(bundle).act_batch(states)
+    env = handle.make_env()
+    theirs = AgentPolicy(sorted((run / "checkpoints").iterdir())[-1])
+    worst = 0.0
+    for state, action in zip(states, ours, strict=True):
+        obs = env._observe(state)  # the training path's scaling
+        policy_space = np.clip(theirs(obs), -1.0, 1.0)[0]
+        worst = max(worst, abs(env.from_physical(action)[0] - policy_space))
+    assert worst <= 1e-5, worst
+
+
+def test_the_bundle_as_controller_reproduces_the_runs_assessment(run, bundle):
+    policy, handle = load(bundle), resolve("cstr")
+    env = handle.make_env(lesson="transition")
+    controller = Controller(lambda obs, info: env.from_physical(policy.act(info["states"])))
+    expected = {
+        r["scenario"]: r
+        for r in json.loads((run / "assessment" / "kpis.json").read_text())["scenarios"]
+        if r["controller"] == "agent"
+    }
+    for scenario in default_scenarios(handle):
+        episode = run_episode(env, handle, scenario, controller)
+        kpis = {
+            "return": episode.ret,
+            **handle.kpis(episode.states, episode.actions, episode.terminated),
+        }
+        for name, value in kpis.items():
+            # float32 graph against float32 torch: the same actions to ~1e-6 of their range
+            assert value == pytest.approx(expected[scenario.name][name], rel=1e-4, abs=1e-6), (
+                scenario.name,
+                name,
+            )
+
+
+def test_the_metadata_carries_names_units_ranges_and_provenance(run, bundle):
+    meta = json.loads((bundle / "policy.json").read_text())
+    assert [o["name"] for o in meta["observations"]][:2] == ["Ca", "T"]
+    assert meta["observations"][0] == {
+        "name": "Ca",
+        "unit": "kmol/m3",
+        "low": 0.0,
+        "high": 10.0,
+        "scaling": "range",
+    }
+    assert meta["actions"] == [
+        {"name": "dTc", "unit": "K", "low": -10.0, "high": 10.0, "scaling": "range"}
+    ]
+    summary = json.loads((run / "summary.json").read_text())
+    assert (
+        meta["kpis"] == summary["assessment"] and meta["config_digest"] == summary["config_digest"]
+    )
+    assert len(meta["git_revision"]) == 40 and meta["sim"] == "cstr"
+
+
+@pytest.mark.parametrize(
+    ("states", "message"),
+    [
+        (
+            {k: v for k, v in STATES.items() if k != "T"},
+            r"states: missing T; the policy takes Ca, T, Tc",
+        ),
+        ({**STATES, "pressure": 1.0}, r"states: unknown pressure; the policy takes Ca"),
+        ({**STATES, "T": float("nan")}, r"states\['T'\] is nan; give a finite number"),
+        ({**STATES, "T": "311"}, r"states\['T'\] is '311' \(str\); give a number in K"),
+        ({**STATES, "Ca": None}, r"states\['Ca'\] is None \(NoneType\); give a number in kmol/m3"),
+    ],
+    ids=["missing", "extra", "nan", "string", "none"],
+)
+def test_bad_states_are_refused_naming_the_state(bundle, states, message):
+    with pytest.raises(BundleError, match=message):
+        load(bundle).act(states)
+
+
+def test_a_graph_that_does_not_match_its_metadata_is_refused(bundle, tmp_path):
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    (copy / "policy.onnx").write_bytes((copy / "policy.onnx").read_bytes() + b"\0")
+    with pytest.raises(BundleError, match=r"policy\.onnx does not match .*policy\.json"):
+        load(copy)
+    with pytest.raises(BundleError, match=r"no policy\.json; export one with `invoke export RUN`"):
+        load(tmp_path)
+
+
+def test_a_policy_the_bundle_cannot_take_is_refused(user_project, tmp_path):
+    from tests.jobs.test_any_sim import smoke
+
+    done, run = smoke("valve_zoo:ValvePlant", user_project, tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with pytest.raises(ExportError, match=r"observation space Dict\(.*is flattened for the policy"):
+        export_bundle(run)
+    with pytest.raises(RunError, match=r"not an aml-rl checkpoint"):
+        export_bundle(tmp_path)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def service(bundle):
+    """`invoke serve BUNDLE` for real, on this machine's loopback."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "serve", str(bundle), "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if requests.get(f"{url}/healthz", timeout=1).json() == {"status": "ok"}:
+                break
+        except requests.ConnectionError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"the service did not start:\n{proc.stdout.read()[-2000:]}")
+        time.sleep(0.2)
+    yield url
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def test_the_service_answers_as_the_bundle_does(service, bundle):
+    policy = load(bundle)
+    answer = requests.post(f"{service}/v1/predict", json={"states": STATES}, timeout=5)
+    assert answer.status_code == 200 and answer.json() == {"action": policy.act(STATES)}
+    other = {**STATES, "Cref": 2.0, "Tref": 373.1}
+    batch = requests.post(f"{service}/v1/predict", json={"batch": [STATES, other]}, timeout=5)
+    assert batch.json() == {"actions": policy.act_batch([STATES, other])}
+    info = requests.get(f"{service}/v1/info", timeout=5).json()
+    assert info["sim"] == "cstr" and info["actions"][0]["unit"] == "K"
+
+
+def test_the_service_names_the_bad_field_in_a_422(service):
+    wrong_type = requests.post(
+        f"{service}/v1/predict", json={"states": {**STATES, "T": "hot"}}, timeout=5
+    )
+    assert wrong_type.status_code == 422
+    assert wrong_type.json()["detail"][0]["loc"] == ["body", "states", "T"]
+    missing = requests.post(f"{service}/v1/predict", json={"states": {"Ca": 1.0}}, timeout=5)
+    assert missing.status_code == 422 and "missing T" in missing.json()["detail"]
+    neither = requests.post(f"{service}/v1/predict", json={}, timeout=5)
+    assert neither.status_code == 422 and "either 'states' or 'batch'" in neither.text
