@@ -243,6 +243,7 @@ def serve(c: Context, bundle: str, port: int = 8000, host: str = "127.0.0.1") ->
         "base_image": "base image (default python:3.11-slim-bookworm; see build-base)",
         "wheelhouse": "a folder of local wheels for pip (e.g. the CPU torch wheel)",
         "ca_cert": "an extra CA bundle for pip inside the build (TLS-inspecting proxies)",
+        "serve": "build the serving image of this policy bundle (from `invoke export`) instead",
     }
 )
 def build(
@@ -253,9 +254,26 @@ def build(
     base_image: str = "",
     wheelhouse: str = "",
     ca_cert: str = "",
+    serve: str = "",
 ) -> None:
-    """Build the CPU (or GPU) training image; print its size and the time taken."""
-    from images.build import DEFAULT_BASE, BuildOptions, ImageError, build_image
+    """Build the CPU (or GPU) training image, or a bundle's serving image; print its size."""
+    from images.build import (
+        DEFAULT_BASE,
+        BuildOptions,
+        ImageError,
+        build_image,
+        build_serving_image,
+    )
+
+    if serve:
+        from policy_runtime import BundleError
+
+        try:
+            result = build_serving_image(Path(serve), tag=tag, echo=print)
+        except (ImageError, BundleError) as exc:
+            raise Exit(f"build --serve: {exc}", code=1) from None
+        print(f"built {result.tag}: {result.size_bytes / 1e6:.0f} MB in {result.seconds:.1f} s")
+        return
 
     options = BuildOptions(
         gpu=gpu,

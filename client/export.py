@@ -83,6 +83,11 @@ def export_bundle(path: Path, out: Path | None = None) -> Path:
             else str(env.action_space),
         }
         write_json(tmp / METADATA, metadata)
+        # a bundle is for others to read (a serving image's user, a colleague); the temporary
+        # folder and the atomic write create owner-only files
+        tmp.chmod(0o755)
+        for file in tmp.iterdir():
+            file.chmod(0o644)
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)

@@ -22,8 +22,14 @@ LOCAL_BASE = (
     "aml-rl/base:bookworm"  # what `invoke build-base` makes when DEFAULT_BASE can't be pulled
 )
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-SLIM_PATHS = ("usr/share/doc/*", "usr/share/man/*", "usr/share/locale/*", "usr/share/info/*",
-              "var/cache/apt/*", "var/lib/apt/lists/*")  # fmt: skip
+SLIM_PATHS = (
+    "usr/share/doc/*",
+    "usr/share/man/*",
+    "usr/share/locale/*",
+    "usr/share/info/*",
+    "var/cache/apt/*",
+    "var/lib/apt/lists/*",
+)
 CODE = ("sims", "jobs")  # packages copied into the image's last layer, with sims/external.yaml's
 # Versions the image pins to the host's, so that host and cluster run the same code.
 PINNED = ("ray", "gymnasium", "numpy", "scipy", "pydantic", "pyyaml", "pandas", "pyarrow", "rich")
@@ -239,18 +245,40 @@ def build_image(
         # the full revision, as OCI's revision label expects
         "REVISION": options.revision or git_revision(),
     }
+    return _run_build(
+        client,
+        build_context(options),
+        options.image_tag(),
+        args,
+        options.nocache,
+        echo,
+        plan.notes,
+    )
+
+
+def _run_build(
+    client,
+    context: io.BytesIO,
+    tag: str,
+    args: Mapping[str, str],
+    nocache: bool,
+    echo: Callable[[str], None] | None,
+    notes: list[str],
+) -> BuildResult:
+    """Send ``context`` to the engine and follow the build; :class:`BuildFailed` carries the
+    failing step's output."""
     log: list[str] = []
     step, step_start = "the start", 0
     started = time.perf_counter()
     stream = client.api.build(
-        fileobj=build_context(options),
+        fileobj=context,
         custom_context=True,
-        tag=options.image_tag(),
-        buildargs=args,
+        tag=tag,
+        buildargs=dict(args),
         rm=True,
         forcerm=True,  # a failed step's container too
         decode=True,
-        nocache=options.nocache,
+        nocache=nocache,
     )
     image_id = ""
     for chunk in stream:
@@ -267,10 +295,58 @@ def build_image(
         if "aux" in chunk and "ID" in chunk["aux"]:
             image_id = chunk["aux"]["ID"]
     seconds = time.perf_counter() - started
-    image = client.images.get(options.image_tag())
-    return BuildResult(
-        options.image_tag(), image_id or image.id, image.attrs["Size"], seconds, log, plan.notes
-    )
+    image = client.images.get(tag)
+    return BuildResult(tag, image_id or image.id, image.attrs["Size"], seconds, log, notes)
+
+
+SERVE_DOCKERFILE = Path(__file__).with_name("Dockerfile.serve")
+SERVE_REQUIREMENTS = ("numpy", "onnxruntime", "fastapi", "uvicorn", "pydantic")
+
+
+def build_serving_image(
+    bundle: Path, tag: str = "", client=None, echo: Callable[[str], None] | None = None
+) -> BuildResult:
+    """The serving image of ``bundle``: the Ray-free runtime and the bundle, on the same base
+    as the training image (with the same base and proxy detection); tagged
+    ``aml-rl-policy:<sim>-<bundle digest>`` by default."""
+    from policy_runtime import load
+
+    client = client or docker_client()
+    policy = load(bundle)  # refuses a bundle whose graph does not match its metadata
+    meta = policy.metadata
+    digest = meta["graph_sha256"]
+    tag = tag or f"aml-rl-policy:{_tag_part(meta['sim'])}-{digest[:12]}"
+    options = BuildOptions(tag=tag)
+    plan = plan_build(client, options)
+    for note in plan.notes:
+        (echo or print)(f"build: {note}")
+    versions = {name: importlib.metadata.version(name) for name in SERVE_REQUIREMENTS}
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(SERVE_DOCKERFILE, arcname="Dockerfile")
+        _add_bytes(tar, "build-inputs/requirements.txt", "\n".join(versions).encode())
+        pins = "".join(f"{name}=={version}\n" for name, version in versions.items())
+        _add_bytes(tar, "build-inputs/constraints.txt", pins.encode())
+        _add_bytes(
+            tar, "build-inputs/ca.crt", options.ca_cert.read_bytes() if options.ca_cert else b""
+        )
+        for path in sorted((ROOT / "policy_runtime").glob("*.py")):
+            tar.add(path, arcname=f"policy_runtime/{path.name}")
+        for path in sorted(Path(bundle).iterdir()):
+            tar.add(path, arcname=f"bundle/{path.name}")
+    buffer.seek(0)
+    args = {
+        "BASE_IMAGE": options.base_image,
+        "BUNDLE_SHA256": digest,
+        "SIM": meta["sim"],
+        "REVISION": str(meta.get("git_revision") or "unknown"),
+    }
+    return _run_build(client, buffer, tag, args, False, echo, plan.notes)
+
+
+def _tag_part(text: str) -> str:
+    """A string made fit for a Docker tag (letters, digits, '.', '_', '-')."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.").lower() or "sim"
 
 
 def build_base(client=None, tag: str = LOCAL_BASE, suite: str = "bookworm") -> str:
@@ -282,9 +358,13 @@ def build_base(client=None, tag: str = LOCAL_BASE, suite: str = "bookworm") -> s
         )
     with tempfile.TemporaryDirectory(prefix="aml-rl-base-") as folder:
         command = [
-            "debootstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates",
-            suite, folder, "http://deb.debian.org/debian",
-        ]  # fmt: skip
+            "debootstrap",
+            "--variant=minbase",
+            "--include=python3,python3-venv,ca-certificates",
+            suite,
+            folder,
+            "http://deb.debian.org/debian",
+        ]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             raise ImageError(

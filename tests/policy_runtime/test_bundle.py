@@ -226,3 +226,64 @@ def test_the_service_names_the_bad_field_in_a_422(service):
     assert missing.status_code == 422 and "missing T" in missing.json()["detail"]
     neither = requests.post(f"{service}/v1/predict", json={}, timeout=5)
     assert neither.status_code == 422 and "either 'states' or 'batch'" in neither.text
+
+
+@pytest.mark.docker
+def test_the_serving_container_closes_the_loop_with_the_runs_kpis(run, bundle):
+    """The serving image, run for real; an assessment scenario driven through its HTTP API
+    ends with the KPIs the run's own assessment recorded."""
+    from images.build import build_serving_image, docker_client
+
+    client = docker_client()
+    built = build_serving_image(bundle, client=client)
+    attrs = client.images.get(built.tag).attrs
+    meta = json.loads((bundle / "policy.json").read_text())
+    assert attrs["Config"]["User"] == "aml"
+    assert attrs["Config"]["Labels"]["io.aml-rl.bundle-sha256"] == meta["graph_sha256"]
+    assert built.size_bytes < 300e6  # the serving image carries no Ray, torch or training code
+    handle = resolve("cstr")
+    env = handle.make_env(lesson="transition")
+    expected = {
+        r["scenario"]: r
+        for r in json.loads((run / "assessment" / "kpis.json").read_text())["scenarios"]
+        if r["controller"] == "agent"
+    }
+    container = client.containers.run(
+        built.tag,
+        detach=True,
+        ports={"8000/tcp": ("127.0.0.1", None)},  # loopback only
+    )
+    try:
+        container.reload()
+        port = container.attrs["NetworkSettings"]["Ports"]["8000/tcp"][0]["HostPort"]
+        deadline = time.monotonic() + 60
+        while "Uvicorn running" not in container.logs().decode():
+            assert time.monotonic() < deadline, container.logs().decode()[-2000:]
+            time.sleep(0.2)
+        with requests.Session() as http:
+
+            def act(obs, info):
+                answer = http.post(
+                    f"http://127.0.0.1:{port}/v1/predict",
+                    json={"states": info["states"]},
+                    timeout=5,
+                )
+                answer.raise_for_status()
+                return env.from_physical(answer.json()["action"])
+
+            scenario = default_scenarios(handle)[0]
+            episode = run_episode(env, handle, scenario, Controller(act))
+    finally:
+        container.remove(force=True)
+        client.images.remove(built.tag, force=True)
+    kpis = {
+        "return": episode.ret,
+        **handle.kpis(episode.states, episode.actions, episode.terminated),
+    }
+    for name, value in kpis.items():
+        assert value == pytest.approx(expected[scenario.name][name], rel=1e-4, abs=1e-6), name
+
+
+def test_the_bundle_is_readable_by_others(bundle):
+    assert bundle.stat().st_mode & 0o777 == 0o755
+    assert {p.stat().st_mode & 0o777 for p in bundle.iterdir()} == {0o644}
