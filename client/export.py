@@ -13,6 +13,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -118,59 +119,43 @@ class _Deterministic:
         return Deterministic()
 
 
+def _signals(ranges: Mapping[str, Any], scaling: str) -> list[dict[str, Any]]:
+    """Name, unit and bounds of each observation or action component, and its scaling."""
+    return [
+        {
+            "name": name,
+            "unit": getattr(rng, "unit", ""),
+            "low": rng.low if rng is not None else None,
+            "high": rng.high if rng is not None else None,
+            "scaling": scaling,
+        }
+        for name, rng in ranges.items()
+    ]
+
+
 def _observations(handle: SimHandle, env: Any, checkpoint: Path) -> list[dict[str, Any]]:
     if handle.spec is not None:  # a simulator: named states, scaled by their ranges
-        return [
-            {"name": name, "unit": rng.unit, "low": rng.low, "high": rng.high, "scaling": "range"}
-            for name, rng in handle.spec.observations.items()
-        ]
+        return _signals(handle.spec.observations, "range")
     if env.observation_space is not env.unwrapped.observation_space:
         raise ExportError(
             f"{checkpoint}: {handle.name}'s observation space {env.unwrapped.observation_space} is "
             "flattened for the policy; bundles take Box observations (or a SimSpec's states)"
         )
-    return [
-        {
-            "name": name,
-            "unit": "",
-            "low": r.low if r else None,
-            "high": r.high if r else None,
-            "scaling": "none",
-        }
-        for name, r in handle.observations.items()
-    ]
+    return _signals(handle.observations, "none")
 
 
 def _actions(handle: SimHandle, space: Any, checkpoint: Path) -> tuple[list[dict], bool]:
     import gymnasium as gym
 
     if handle.spec is not None:
-        return [
-            {"name": name, "unit": rng.unit, "low": rng.low, "high": rng.high, "scaling": "range"}
-            for name, rng in handle.spec.actions.items()
-        ], False
-    names = list(handle.actions)
+        return _signals(handle.spec.actions, "range"), False
     if isinstance(space, gym.spaces.Discrete):
+        (name,) = handle.actions
         return [
-            {
-                "name": names[0],
-                "unit": "",
-                "low": int(space.start),
-                "high": None,
-                "scaling": "discrete",
-            }
+            {"name": name, "unit": "", "low": int(space.start), "high": None, "scaling": "discrete"}
         ], True
     if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
-        return [
-            {
-                "name": name,
-                "unit": "",
-                "low": r.low if r else None,
-                "high": r.high if r else None,
-                "scaling": "clip",
-            }
-            for name, r in handle.actions.items()
-        ], False
+        return _signals(handle.actions, "clip"), False
     raise ExportError(
         f"{checkpoint}: the policy's action space {space} is not exported yet; bundles take a "
         "SimSpec's actions, a flat Box or a Discrete"

@@ -287,3 +287,40 @@ def test_the_serving_container_closes_the_loop_with_the_runs_kpis(run, bundle):
 def test_the_bundle_is_readable_by_others(bundle):
     assert bundle.stat().st_mode & 0o777 == 0o755
     assert {p.stat().st_mode & 0o777 for p in bundle.iterdir()} == {0o644}
+
+
+def test_a_discrete_policy_exports_and_chooses_as_rllib_does(tmp_path):
+    runs = tmp_path / "runs"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.train",
+            "--smoke",
+            "--runs-dir",
+            str(runs),
+            "--config",
+            str(ROOT / "jobs" / "configs" / "cartpole_ppo.yaml"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    (summary,) = runs.rglob("summary.json")
+    bundle = export_bundle(summary.parent)
+    meta = json.loads((bundle / "policy.json").read_text())
+    assert meta["actions"] == [
+        {"name": "a0", "unit": "", "low": 0, "high": None, "scaling": "discrete"}
+    ]
+    frame = read_trajectories(summary.parent)
+    names = [f"obs{i}" for i in range(4)]
+    rows = frame.dropna(subset=[f"state_{n}" for n in names])[[f"state_{n}" for n in names]]
+    observations = rows.to_numpy(dtype=np.float32)
+    ours = load(bundle).act_batch(
+        [dict(zip(names, map(float, o), strict=True)) for o in observations]
+    )
+    theirs = AgentPolicy(sorted((summary.parent / "checkpoints").iterdir())[-1])
+    assert [a["a0"] for a in ours] == [float(theirs(o)) for o in observations]
+    assert len(observations) > 300
