@@ -490,7 +490,7 @@ def register_model(
     help={
         "quick": "tiny budgets, to check the harness (results go to benchmarks/quick/)",
         "only": "run one benchmark: sim_step, training_throughput, trajectory_logging_overhead, "
-        "control_quality, image, startup, viewer",
+        "control_quality, image, startup, viewer, serving",
     }
 )
 def bench(c: Context, quick: bool = False, only: str = "") -> None:

@@ -264,8 +264,11 @@ def bench_logging_overhead(quick: bool) -> Benchmark:
     }
     ray.init(include_dashboard=False, logging_level="ERROR", ignore_reinit_error=True)
     rates: dict[str, list[float]] = {name: [] for name in variants}
-    sets = ["env_runners.num_env_runners=1", "env_runners.num_envs_per_env_runner=8",
-            f"training.train_batch_size={1000 if quick else 4000}"]  # fmt: skip
+    sets = [
+        "env_runners.num_env_runners=1",
+        "env_runners.num_envs_per_env_runner=8",
+        f"training.train_batch_size={1000 if quick else 4000}",
+    ]
     for _ in range(repeats):
         for name, make in variants.items():  # interleaved: off, project, reference, off, ...
             algo = _algo(sets, make())
@@ -468,15 +471,22 @@ def _synthetic_run(folder: Path, steps: int) -> Path:
     def table(n: int, phase: str, ids: np.ndarray, controller: np.ndarray) -> pa.Table:
         step = np.tile(np.arange(length), n // length)
         columns = {
-            "run_id": ["bench"] * n, "phase": [phase] * n, "controller": controller,
-            "env_runner": np.ones(n), "episode_id": ids, "lesson": ["transition"] * n,
-            "step": step, "reward": np.where(step == 0, np.nan, rng.random(n)),
-            "terminated": np.zeros(n, bool), "truncated": step == length - 1,
-            "error": [None] * n, "scenario_Cref_signal": np.full(n, 2.0),
+            "run_id": ["bench"] * n,
+            "phase": [phase] * n,
+            "controller": controller,
+            "env_runner": np.ones(n),
+            "episode_id": ids,
+            "lesson": ["transition"] * n,
+            "step": step,
+            "reward": np.where(step == 0, np.nan, rng.random(n)),
+            "terminated": np.zeros(n, bool),
+            "truncated": step == length - 1,
+            "error": [None] * n,
+            "scenario_Cref_signal": np.full(n, 2.0),
             "scenario_noise_percentage": np.zeros(n),
             **{f"state_{s}": rng.normal(size=n).cumsum() for s in states},
             "action_dTc": np.where(step == 0, np.nan, rng.uniform(-10, 10, n)),
-        }  # fmt: skip
+        }
         return pa.table(columns)
 
     run.trajectories.mkdir(parents=True)
@@ -493,16 +503,32 @@ def _synthetic_run(folder: Path, steps: int) -> Path:
     pq.write_table(table(len(ids), "assess", ids, controllers), run.trajectories / "assess.parquet")
     with run.metrics.open("w") as fh:
         for i in range(1, 251):
-            fh.write(json.dumps({"session": 1, "iteration": i, "env_steps": i * 4000,
-                                 "wall_time_s": 0.4 * i, "env_runners/episode_return_mean": i / 3,
-                                 "perf/env_steps_per_s": 3000.0}) + "\n")  # fmt: skip
+            fh.write(
+                json.dumps(
+                    {
+                        "session": 1,
+                        "iteration": i,
+                        "env_steps": i * 4000,
+                        "wall_time_s": 0.4 * i,
+                        "env_runners/episode_return_mean": i / 3,
+                        "perf/env_steps_per_s": 3000.0,
+                    }
+                )
+                + "\n"
+            )
     kpis = {"ca_rms": 0.1, "t_rms": 0.5, "max_T": 370.0, "runaway_count": 0.0}
-    write_json(run.assessment / "kpis.json", {
-        "kpis": {"agent": {"return": 84.0, **kpis}, "baseline": {"return": 80.9, **kpis}},
-        "units": {"ca_rms": "kmol/m3"},
-        "scenarios": [{"controller": c, "scenario": s, "return": 80.0, **kpis}
-                      for s in scenarios for c in ("agent", "baseline")],
-    })  # fmt: skip
+    write_json(
+        run.assessment / "kpis.json",
+        {
+            "kpis": {"agent": {"return": 84.0, **kpis}, "baseline": {"return": 80.9, **kpis}},
+            "units": {"ca_rms": "kmol/m3"},
+            "scenarios": [
+                {"controller": c, "scenario": s, "return": 80.0, **kpis}
+                for s in scenarios
+                for c in ("agent", "baseline")
+            ],
+        },
+    )
     write_json(run.summary, {"sim": "cstr", "status": "completed"})
     return run.path
 
@@ -545,6 +571,127 @@ def bench_viewer(quick: bool) -> Benchmark:
     return result
 
 
+# -- 8. serving a policy bundle -------------------------------------------------------------
+def _percentiles(seconds: list[float]) -> tuple[float, float]:
+    """p50 and p99 in milliseconds."""
+    values = np.asarray(seconds) * 1e3
+    return float(np.percentile(values, 50)), float(np.percentile(values, 99))
+
+
+WARM_UP = 50  # calls before timing, for each way of acting
+
+
+def bench_serving(quick: bool) -> Benchmark:
+    import requests
+
+    from client.export import export_bundle
+    from images.build import ImageError, build_serving_image, docker_client
+    from jobs.assess import AgentPolicy
+    from jobs.train import train
+    from policy_runtime import load
+    from sims.registry import resolve
+
+    calls = 300 if quick else 5000
+    runs = Path(tempfile.mkdtemp(prefix="aml-rl-serving-"))
+    summary = train(
+        ROOT / "jobs" / "configs" / "cstr_ppo.yaml",
+        smoke=True,
+        sets=["trajectories.enabled=false", "assessment.enabled=false"],
+        runs_root=runs,
+    )
+    run = runs / summary["experiment"] / summary["run_id"]
+    checkpoint = run / summary["checkpoint"]
+    bundle = export_bundle(checkpoint, run / "bundle")
+    env = resolve("cstr").make_env()
+    _, info = env.reset(seed=0)
+    states = {k: v for k, v in info["states"].items() if k in env.spec_.observations}
+    result = Benchmark(
+        "serving",
+        conditions=(
+            f"the default CSTR policy after a smoke run; {calls} timed calls (after {WARM_UP}) of "
+            "one set of states each, "
+            "side by side: the bundle in process, RLlib's module in process (restored from the "
+            "checkpoint, with the same scaling), and the serving container over HTTP on loopback"
+        ),
+    )
+    policy = load(bundle)
+    for _ in range(WARM_UP):  # first calls allocate; measure the steady state
+        policy.act(states)
+    timings = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        policy.act(states)
+        timings.append(time.perf_counter() - start)
+    bundle_p50, bundle_p99 = _percentiles(timings)
+    rllib = AgentPolicy(checkpoint)
+    for _ in range(WARM_UP):
+        rllib(env._observe(states))
+    timings = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        env.to_physical(rllib(env._observe(states)))
+        timings.append(time.perf_counter() - start)
+    rllib_p50, rllib_p99 = _percentiles(timings)
+    result.add("bundle act, p50", bundle_p50, "ms", f"RLlib module: {rllib_p50:.3g} ms")
+    result.add(
+        "bundle act, p99",
+        bundle_p99,
+        "ms",
+        f"RLlib module: {rllib_p99:.3g} ms",
+        "<= 0.2 ms",
+        bundle_p99 <= 0.2,
+    )
+    result.add(
+        "bundle speed-up over RLlib's inference (p50)",
+        rllib_p50 / bundle_p50,
+        "x",
+        "RLlib module in process",
+    )
+    try:
+        client = docker_client()
+    except ImageError as exc:
+        result.skipped = f"serving container: {exc}"
+        return result
+    built = build_serving_image(bundle, client=client, echo=lambda _: None)
+    started = time.perf_counter()
+    container = client.containers.run(
+        built.tag, detach=True, ports={"8000/tcp": ("127.0.0.1", None)}
+    )
+    try:
+        container.reload()
+        port = container.attrs["NetworkSettings"]["Ports"]["8000/tcp"][0]["HostPort"]
+        url = f"http://127.0.0.1:{port}/v1/predict"
+        with requests.Session() as http:
+            while True:
+                try:
+                    http.post(url, json={"states": states}, timeout=1).raise_for_status()
+                    break
+                except requests.ConnectionError:
+                    if time.perf_counter() - started > 60:
+                        raise
+                    time.sleep(0.02)
+            cold = time.perf_counter() - started
+            for _ in range(WARM_UP):
+                http.post(url, json={"states": states}, timeout=5)
+            timings = []
+            for _ in range(calls):
+                start = time.perf_counter()
+                http.post(url, json={"states": states}, timeout=5).raise_for_status()
+                timings.append(time.perf_counter() - start)
+    finally:
+        container.remove(force=True)
+        client.images.remove(built.tag, force=True)
+    http_p50, http_p99 = _percentiles(timings)
+    result.add("HTTP predict, p50", http_p50, "ms", "bundle in process")
+    result.add("HTTP predict, p99", http_p99, "ms", "bundle in process", "<= 5 ms", http_p99 <= 5)
+    result.add("cold start to first answer", cold, "s", "-", "<= 2 s", cold <= 2)
+    training = [i for i in client.images.list("aml-rl") if "aml-rl:cpu" in i.tags]
+    reference = f"training image {training[0].attrs['Size'] / 1e6:.0f} MB" if training else "-"
+    size = built.size_bytes / 1e6
+    result.add("serving image size", size, "MB", reference, "<= 300 MB", size <= 300)
+    return result
+
+
 BENCHMARKS: dict[str, Callable[[bool], Benchmark]] = {
     "sim_step": bench_sim_step,
     "training_throughput": bench_throughput,
@@ -553,6 +700,7 @@ BENCHMARKS: dict[str, Callable[[bool], Benchmark]] = {
     "image": bench_image,
     "startup": bench_startup,
     "viewer": bench_viewer,
+    "serving": bench_serving,
 }
 
 
