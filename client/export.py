@@ -33,7 +33,6 @@ class ExportError(ValueError):
 def export_bundle(path: Path, out: Path | None = None) -> Path:
     """Export the checkpoint (or a run's newest) at ``path`` to ``out`` (default
     ``<checkpoint>/../../bundle``); written whole, then renamed. Returns the bundle folder."""
-    import gymnasium as gym
     import torch
     from ray.rllib.core.rl_module.rl_module import RLModule
 
@@ -79,9 +78,7 @@ def export_bundle(path: Path, out: Path | None = None) -> Path:
             "git_revision": git_revision(),
             "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "kpis": _kpis(run, checkpoint),
-            "action_space": str(gym.spaces.flatten_space(env.action_space))
-            if not discrete
-            else str(env.action_space),
+            "action_space": str(env.action_space),
         }
         write_json(tmp / METADATA, metadata)
         # a bundle is for others to read (a serving image's user, a colleague); the temporary

@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from jobs.assess import ScenarioError
+from jobs.assess import ScenarioError, default_scenarios, load_scenarios
 from jobs.checkpoints import Progress, save_checkpoint
 from jobs.cluster import node_rank, start_ray, wait_as_worker
 from jobs.config import DEFAULT_CONFIG, ConfigError, ExperimentConfig, load_config
@@ -129,7 +129,6 @@ def check_before_start(cfg: ExperimentConfig, source: str) -> None:
     directory exists: the simulator with its lessons and lesson, the assessment scenarios,
     ``training.extra`` against RLlib, and the env runners against this machine's CPUs."""
     from jobs.algorithms import algorithm_config
-    from jobs.assess import default_scenarios, load_scenarios
 
     handle = resolve(cfg.sim)
     try:

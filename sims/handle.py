@@ -36,8 +36,6 @@ class SimHandle:
     """The simulator's spec; None for a plain Gymnasium environment."""
     gym_factory: Callable[[], gym.Env] | None = field(default=None, compare=False)
     """How to make a plain Gymnasium environment (``gym.make(id)`` or the class)."""
-    module: str | None = None
-    """The module that defines it, when it is not Gymnasium's own."""
 
     @property
     def kind(self) -> str:

@@ -43,7 +43,7 @@ def resolve(name: str) -> SimHandle:
         for module_name in candidates:
             module = _import(module_name, name)
             if module is not None:
-                return SimHandle(name=name, spec=_spec_of(module, name), module=module_name)
+                return SimHandle(name=name, spec=_spec_of(module, name))
     raise _unknown(name)
 
 
@@ -130,12 +130,12 @@ def _spec_of(module: ModuleType, name: str) -> SimSpec:
     return spec
 
 
-def _from_gym_registry(env_id: str, name: str, module: str | None = None) -> SimHandle:
+def _from_gym_registry(env_id: str, name: str) -> SimHandle:
     entry = gym.registry[env_id]
     if entry.entry_point == ENTRY_POINT:
         inner = resolve(entry.kwargs["sim"])
-        return SimHandle(name=name, spec=inner.spec, module=inner.module)
-    return SimHandle(name=name, gym_factory=lambda: gym.make(env_id), module=module)
+        return SimHandle(name=name, spec=inner.spec)
+    return SimHandle(name=name, gym_factory=lambda: gym.make(env_id))
 
 
 def _constructor(cls: type[gym.Env], name: str) -> Callable[[], gym.Env]:
@@ -168,10 +168,10 @@ def _from_attribute(name: str) -> SimHandle:
             "run from the folder that holds it or declare it in sims/external.yaml"
         )
     if attr in gym.registry:
-        return _from_gym_registry(attr, name, module_name)
+        return _from_gym_registry(attr, name)
     obj = getattr(module, attr, None)
     if isinstance(obj, SimSpec):
-        return SimHandle(name=name, spec=obj, module=module_name)
+        return SimHandle(name=name, spec=obj)
     if isinstance(obj, type) and issubclass(obj, Simulator):
         specs = [v for v in vars(module).values() if isinstance(v, SimSpec) and v.simulator is obj]
         if len(specs) != 1:
@@ -179,9 +179,9 @@ def _from_attribute(name: str) -> SimHandle:
                 f"{module.__file__}: {attr} is a Simulator, but the module defines "
                 f"{len(specs)} SimSpec for it; define exactly one (SPEC = SimSpec(...))"
             )
-        return SimHandle(name=name, spec=specs[0], module=module_name)
+        return SimHandle(name=name, spec=specs[0])
     if isinstance(obj, type) and issubclass(obj, gym.Env):
-        return SimHandle(name=name, gym_factory=_constructor(obj, name), module=module_name)
+        return SimHandle(name=name, gym_factory=_constructor(obj, name))
     registered = sorted(
         env_id
         for env_id, entry in gym.registry.items()

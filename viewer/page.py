@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
+from jobs.console import kpi_header
 from jobs.rundir import CHECKPOINT_PREFIX, RunDir, RunError, write_atomic
 from jobs.trajectories import trajectory_files, trajectory_units
 from sims.handle import SimHandle
@@ -465,7 +466,7 @@ def kpi_table_html(kpis: Mapping[str, Any], handle: SimHandle) -> str:
     units = {**handle.kpi_units, **(kpis.get("units") or {})}
     totals = kpis["kpis"]
     names = list(next(iter(totals.values())))
-    head = "".join(f"<th>{html.escape(_kpi_label(n, units))}</th>" for n in names)
+    head = "".join(f"<th>{html.escape(kpi_header(n, units))}</th>" for n in names)
     out = [
         f"<table class='kpis' id='kpi-table'><tr><th>controller</th><th>scenario</th>{head}</tr>"
     ]
@@ -510,10 +511,6 @@ def _worse(handle: SimHandle, name: str, value: float, baseline: float | None) -
     if handle.higher_is_better(name):
         return value < baseline - 1e-12
     return value > baseline + 1e-12
-
-
-def _kpi_label(name: str, units: Mapping[str, str]) -> str:
-    return f"{name} [{units[name]}]" if units.get(name) else name
 
 
 def _figure_html(fig: go.Figure | None, div_id: str) -> str:
