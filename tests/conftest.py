@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +12,24 @@ import pytest
 import sims
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def train_smoke(runs: Path, *args: str, cwd: Path = ROOT) -> tuple[Path, str]:
+    """`python -m jobs.train --smoke` in its own process, run from ``cwd`` as a user would
+    (no PYTHONPATH); the run directory it made and what it printed."""
+    environ = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.train", "--smoke", "--runs-dir", str(runs), *args],
+        cwd=cwd,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert "see it: invoke view " in done.stdout  # training ends with the command to see it
+    (summary,) = runs.rglob("summary.json")
+    return summary.parent, done.stdout
 
 
 def _docker_answers() -> bool:

@@ -4,9 +4,6 @@ with Dict, Tuple and discrete spaces, run from the user's own folder as they wou
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -15,6 +12,7 @@ import pytest
 from jobs.assess import assess
 from jobs.rundir import read_checkpoint_meta
 from jobs.trajectories import read_trajectories, trajectory_files, trajectory_units
+from tests.conftest import ROOT, train_smoke
 
 # name -> state and action columns its trajectories must have
 MATRIX = {
@@ -28,25 +26,18 @@ MATRIX = {
 }
 
 
-def smoke(sim: str, folder: Path, runs: Path) -> tuple[subprocess.CompletedProcess, Path | None]:
+def smoke(sim: str, folder: Path, runs: Path) -> tuple[Path, str]:
     """`python -m jobs.train --smoke` with a config naming ``sim``, run from ``folder``."""
+    runs.mkdir(parents=True, exist_ok=True)
     config = runs / "experiment.yaml"
     experiment = "".join(c if c.isalnum() else "_" for c in sim)
     config.write_text(f"experiment: {experiment}\nsim: {sim}\n")
-    environ = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run(
-        [sys.executable, "-m", "jobs.train", "--smoke", "--config", str(config),
-         "--runs-dir", str(runs)],
-        cwd=folder, env=environ, capture_output=True, text=True, timeout=400,
-    )  # fmt: skip
-    found = [p.parent for p in runs.rglob("summary.json")]
-    return done, (found[0] if found else None)
+    return train_smoke(runs, "--config", str(config), cwd=folder)
 
 
 @pytest.mark.parametrize("sim", MATRIX)
 def test_smoke_training_and_assessment_of_any_simulator(user_project, tmp_path, sim):
-    done, run = smoke(sim, user_project, tmp_path)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    run, _ = smoke(sim, user_project, tmp_path)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["sim"] == sim
     assert summary["env_step_failures"] == 0
@@ -66,8 +57,7 @@ def test_smoke_training_and_assessment_of_any_simulator(user_project, tmp_path, 
 
 
 def test_plato_adder_actions_reach_the_env_as_integers_in_range(user_project, tmp_path):
-    done, run = smoke("plato_adder:SimpleAdder", user_project, tmp_path)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    run, _ = smoke("plato_adder:SimpleAdder", user_project, tmp_path)
     frame = read_trajectories(run, phase="train")
     addends = frame["action_addend"].dropna()
     assert len(addends) > 100
@@ -80,8 +70,7 @@ def test_plato_adder_actions_reach_the_env_as_integers_in_range(user_project, tm
 
 
 def test_units_reach_trajectories_kpi_tables_and_the_summary(tmp_path):
-    done, run = smoke("cstr", Path(__file__).resolve().parents[2], tmp_path)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    run, out = smoke("cstr", ROOT, tmp_path)
     units = trajectory_units(run)
     assert units["state_Ca"] == "kmol/m3" and units["state_T"] == "K"
     assert units["action_dTc"] == "K"
@@ -92,4 +81,4 @@ def test_units_reach_trajectories_kpi_tables_and_the_summary(tmp_path):
     assert summary["units"]["trajectories"]["state_Tc"] == "K"
     kpis = json.loads((run / "assessment" / "kpis.json").read_text())
     assert kpis["units"]["max_T"] == "K"
-    assert "ca_rms [kmol/m3]" in done.stdout  # the printed KPI table's header
+    assert "ca_rms [kmol/m3]" in out  # the printed KPI table's header

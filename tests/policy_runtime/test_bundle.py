@@ -22,7 +22,7 @@ from jobs.rundir import RunError
 from jobs.trajectories import read_trajectories
 from policy_runtime import BundleError, load
 from sims.registry import resolve
-from tests.conftest import ROOT
+from tests.conftest import ROOT, train_smoke
 
 STATES = {
     "Ca": 8.57,
@@ -39,26 +39,7 @@ STATES = {
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     """A CSTR run long enough to log more than 10,000 steps."""
-    runs = tmp_path_factory.mktemp("runs")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jobs.train",
-            "--smoke",
-            "--runs-dir",
-            str(runs),
-            "--set",
-            "stop.max_env_steps=12000",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    (summary,) = runs.rglob("summary.json")
-    return summary.parent
+    return train_smoke(tmp_path_factory.mktemp("runs"), "--set", "stop.max_env_steps=12000")[0]
 
 
 @pytest.fixture(scope="module")
@@ -162,8 +143,7 @@ def test_a_graph_that_does_not_match_its_metadata_is_refused(bundle, tmp_path):
 def test_a_policy_the_bundle_cannot_take_is_refused(user_project, tmp_path):
     from tests.jobs.test_any_sim import smoke
 
-    done, run = smoke("valve_zoo:ValvePlant", user_project, tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
+    run, _ = smoke("valve_zoo:ValvePlant", user_project, tmp_path)
     with pytest.raises(ExportError, match=r"observation space Dict\(.*is flattened for the policy"):
         export_bundle(run)
     with pytest.raises(RunError, match=r"not an aml-rl checkpoint"):
@@ -290,37 +270,21 @@ def test_the_bundle_is_readable_by_others(bundle):
 
 
 def test_a_discrete_policy_exports_and_chooses_as_rllib_does(tmp_path):
-    runs = tmp_path / "runs"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jobs.train",
-            "--smoke",
-            "--runs-dir",
-            str(runs),
-            "--config",
-            str(ROOT / "jobs" / "configs" / "cartpole_ppo.yaml"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=400,
+    run, _ = train_smoke(
+        tmp_path / "runs", "--config", str(ROOT / "jobs" / "configs" / "cartpole_ppo.yaml")
     )
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    (summary,) = runs.rglob("summary.json")
-    bundle = export_bundle(summary.parent)
+    bundle = export_bundle(run)
     meta = json.loads((bundle / "policy.json").read_text())
     assert meta["actions"] == [
         {"name": "a0", "unit": "", "low": 0, "high": None, "scaling": "discrete"}
     ]
-    frame = read_trajectories(summary.parent)
+    frame = read_trajectories(run)
     names = [f"obs{i}" for i in range(4)]
     rows = frame.dropna(subset=[f"state_{n}" for n in names])[[f"state_{n}" for n in names]]
     observations = rows.to_numpy(dtype=np.float32)
     ours = load(bundle).act_batch(
         [dict(zip(names, map(float, o), strict=True)) for o in observations]
     )
-    theirs = AgentPolicy(sorted((summary.parent / "checkpoints").iterdir())[-1])
+    theirs = AgentPolicy(sorted((run / "checkpoints").iterdir())[-1])
     assert [a["a0"] for a in ours] == [float(theirs(o)) for o in observations]
     assert len(observations) > 300

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,31 +11,15 @@ import pytest
 
 from jobs.rundir import RunDir, RunError, write_atomic
 from jobs.trajectories import Rows, read_trajectories
-from tests.conftest import CHROMIUM, ROOT
+from tests.conftest import CHROMIUM, ROOT, train_smoke
 from viewer.page import build_page, select_episodes
 
 ARTIFACTS = ROOT / "tests" / "artifacts"  # screenshots of every test run (git-ignored)
 
 
-def smoke(runs: Path, *args: str, cwd: Path = ROOT) -> Path:
-    environ = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run(
-        [sys.executable, "-m", "jobs.train", "--smoke", "--runs-dir", str(runs), *args],
-        cwd=cwd,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    assert "see it: invoke view " in done.stdout  # training ends with the command
-    (summary,) = runs.rglob("summary.json")
-    return summary.parent
-
-
 @pytest.fixture(scope="module")
 def cstr_run(tmp_path_factory) -> Path:
-    return smoke(tmp_path_factory.mktemp("runs"))
+    return train_smoke(tmp_path_factory.mktemp("runs"))[0]
 
 
 @pytest.fixture(scope="module")
@@ -188,10 +169,12 @@ def test_every_assessment_scenario_shows_both_controllers_with_units(cstr_page, 
 
 @pytest.mark.browser
 def test_a_cartpole_run_and_a_dict_space_env_run_render(browser, tmp_path, user_project):
-    cartpole = smoke(tmp_path / "cp", "--config", str(ROOT / "jobs/configs/cartpole_ppo.yaml"))
+    cartpole, _ = train_smoke(
+        tmp_path / "cp", "--config", str(ROOT / "jobs/configs/cartpole_ppo.yaml")
+    )
     config = tmp_path / "valves.yaml"
     config.write_text("experiment: valves\nsim: valve_zoo:ValvePlant\n")
-    valves = smoke(tmp_path / "v", "--config", str(config), cwd=user_project)
+    valves, _ = train_smoke(tmp_path / "v", "--config", str(config), cwd=user_project)
     for run, name, states in (
         (cartpole, "viewer-cartpole", "obs0"),
         (valves, "viewer-dict-space", "valves_0"),
