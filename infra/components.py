@@ -1,4 +1,5 @@
-"""One ComponentResource per concern: foundation, workspace, clusters, datastore, access, budget."""
+"""One ComponentResource per concern: foundation, workspace, clusters, datastore, access,
+the online endpoints' identity, budget."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pulumi_azure_native import (
     consumption,
     containerregistry,
     keyvault,
+    managedidentity,
     operationalinsights,
     resources,
     storage,
@@ -25,6 +27,7 @@ from infra.config import ClusterSettings, InfraConfig
 # Built-in Azure role definition ids.
 ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
 STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
+STORAGE_BLOB_DATA_READER = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
 
 
 @dataclass
@@ -167,6 +170,10 @@ class Workspace(pulumi.ComponentResource):
         )
         self.name = self.workspace.name
         self.principal_id = self.workspace.identity.apply(lambda i: i.principal_id)
+        # the workspace's default datastore: the container Azure ML makes in our storage
+        self.blobstore_container = pulumi.Output.concat(
+            "azureml-blobstore-", self.workspace.workspace_id
+        )
         self.mlflow_tracking_uri = self.workspace.ml_flow_tracking_uri
         self.register_outputs(
             {"workspace_name": self.name, "mlflow_tracking_uri": self.mlflow_tracking_uri}
@@ -306,6 +313,53 @@ class Access(pulumi.ComponentResource):
                     )
                 )
         self.register_outputs({})
+
+
+@dataclass
+class EndpointIdentityArgs:
+    config: InfraConfig
+    subscription_id: pulumi.Input[str]
+    foundation: Foundation
+    workspace: Workspace
+
+
+class EndpointIdentity(pulumi.ComponentResource):
+    """The user-assigned identity online endpoints run under (`invoke deploy`), with what Azure
+    ML requires of it and does not grant by itself: AcrPull on the registry (the serving image)
+    and Blob Data Reader on the workspace's default datastore container."""
+
+    def __init__(
+        self, name: str, args: EndpointIdentityArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("aml-rl:infra:EndpointIdentity", name, None, opts)
+        cfg, f, child = args.config, args.foundation, pulumi.ResourceOptions(parent=self)
+        self.identity = managedidentity.UserAssignedIdentity(
+            "endpoint-identity",
+            resource_name_=f"id-{cfg.workspace_name}-endpoints",
+            resource_group_name=f.resource_group.name,
+            location=cfg.location,
+            tags=cfg.tags,
+            opts=child,
+        )
+        blobstore = pulumi.Output.concat(
+            f.storage.id, "/blobServices/default/containers/", args.workspace.blobstore_container
+        )
+        self.assignments = [
+            authorization.RoleAssignment(
+                f"endpoint-{what}",
+                principal_id=self.identity.principal_id,
+                principal_type="ServicePrincipal",
+                role_definition_id=role_definition(args.subscription_id, role),
+                scope=scope,
+                opts=child,
+            )
+            for what, role, scope in (
+                ("acr-pull", ACR_PULL, f.registry.id),
+                ("blobstore-read", STORAGE_BLOB_DATA_READER, blobstore),
+            )
+        ]
+        self.id = self.identity.id
+        self.register_outputs({"endpoint_identity": self.id})
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 Fields: subscription_id, resource_group, location, workspace_name, cpu_cluster, gpu_cluster
 (empty when gpuCluster is false), datastore, registry_login_server, storage_account,
-mlflow_tracking_uri. Nothing is copied by hand: `invoke submit` reads these.
+mlflow_tracking_uri, endpoint_identity (the resource id of the identity online endpoints run
+under). Nothing is copied by hand: `invoke submit` reads these.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class InfraOutputs(BaseModel):
     registry_login_server: str
     storage_account: str
     mlflow_tracking_uri: str = ""
+    endpoint_identity: str = ""  # stacks from before `invoke deploy` have none
 
 
 def parse_outputs(text: str, source: str) -> InfraOutputs:

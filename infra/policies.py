@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from infra.components import ACR_PULL, STORAGE_BLOB_DATA_CONTRIBUTOR
+from infra.components import ACR_PULL, STORAGE_BLOB_DATA_CONTRIBUTOR, STORAGE_BLOB_DATA_READER
 
 MAX_IDLE_MINUTES = 30
 TAG_KEYS = ("project", "stack", "owner")
@@ -289,26 +289,49 @@ def tags(resources: list[Resource]) -> list[Violation]:
     return out
 
 
+ROLE_NAMES = {
+    ACR_PULL: "AcrPull",
+    STORAGE_BLOB_DATA_CONTRIBUTOR: "Storage Blob Data Contributor",
+    STORAGE_BLOB_DATA_READER: "Storage Blob Data Reader",
+}
+
+
+def _containers(resources: list[Resource], names: Iterable[str]) -> set[str]:
+    return {
+        f"{a.outputs.get('id')}/blobServices/default/containers/{name}"
+        for a in of_type(resources, "storage:StorageAccount")
+        for name in names
+    }
+
+
+def _role(assignment: Resource) -> str:
+    return str(assignment.inputs.get("roleDefinitionId", "")).rsplit("/", 1)[-1]
+
+
 @policy("roles are least privilege")
 def least_privilege(resources: list[Resource]) -> list[Violation]:
-    """Only AcrPull on the registry and Blob Data Contributor on the outputs container."""
+    """AcrPull on the registry, Blob Data Contributor on the outputs container, Blob Data
+    Reader on the workspace's default datastore container: nothing else, nowhere broader."""
     registries = {r.outputs.get("id") for r in of_type(resources, "containerregistry:Registry")}
-    containers = {
-        f"{a.outputs.get('id')}/blobServices/default/containers/{c.inputs.get('containerName')}"
-        for a in of_type(resources, "storage:StorageAccount")
-        for c in of_type(resources, "storage:BlobContainer")
+    outputs = [c.inputs.get("containerName") for c in of_type(resources, "storage:BlobContainer")]
+    blobstores = [
+        f"azureml-blobstore-{w.outputs.get('workspaceId')}"
+        for w in of_type(resources, "machinelearningservices:Workspace")
+    ]
+    allowed = {
+        ACR_PULL: registries,
+        STORAGE_BLOB_DATA_CONTRIBUTOR: _containers(resources, outputs),
+        STORAGE_BLOB_DATA_READER: _containers(resources, blobstores),
     }
-    allowed = {ACR_PULL: registries, STORAGE_BLOB_DATA_CONTRIBUTOR: containers}
     out = []
     for r in of_type(resources, "authorization:RoleAssignment"):
-        role = str(r.inputs.get("roleDefinitionId", "")).rsplit("/", 1)[-1]
-        scope = r.inputs.get("scope")
+        role, scope = _role(r), r.inputs.get("scope")
         if role not in allowed:
             out.append(
                 Violation(
                     "roles are least privilege",
                     r.urn,
-                    f"role {role} is not AcrPull or Storage Blob Data Contributor",
+                    f"role {role} is not {', '.join(ROLE_NAMES.values())}",
                 )
             )
         elif scope not in allowed[role]:
@@ -317,6 +340,37 @@ def least_privilege(resources: list[Resource]) -> list[Violation]:
                     "roles are least privilege",
                     r.urn,
                     f"role {role} is granted on {scope}, broader than {sorted(allowed[role])}",
+                )
+            )
+    return out
+
+
+@policy("endpoints can pull the serving image")
+def endpoint_identity(resources: list[Resource]) -> list[Violation]:
+    """Azure ML grants a user-assigned endpoint identity nothing: without AcrPull on the
+    registry and read on the default datastore, every deployment fails to start."""
+    registries = {r.outputs.get("id") for r in of_type(resources, "containerregistry:Registry")}
+    out = []
+    for identity in of_type(resources, "managedidentity:UserAssignedIdentity"):
+        grants = {
+            (_role(a), a.inputs.get("scope"))
+            for a in of_type(resources, "authorization:RoleAssignment")
+            if a.inputs.get("principalId") == identity.outputs.get("principalId")
+        }
+        if not any(role == ACR_PULL and scope in registries for role, scope in grants):
+            out.append(
+                Violation(
+                    "endpoints can pull the serving image",
+                    identity.urn,
+                    "no AcrPull on the workspace registry for this identity",
+                )
+            )
+        if not any(role == STORAGE_BLOB_DATA_READER for role, _ in grants):
+            out.append(
+                Violation(
+                    "endpoints can pull the serving image",
+                    identity.urn,
+                    "no Storage Blob Data Reader on the workspace's default datastore",
                 )
             )
     return out

@@ -14,6 +14,8 @@ from infra.components import (
     ComputeClusterArgs,
     Datastore,
     DatastoreArgs,
+    EndpointIdentity,
+    EndpointIdentityArgs,
     Foundation,
     FoundationArgs,
     Workspace,
@@ -50,6 +52,15 @@ def build(cfg: InfraConfig) -> dict[str, pulumi.Input[str]]:
             subscription_id=client.subscription_id, foundation=foundation, principals=principals
         ),
     )
+    endpoints = EndpointIdentity(
+        "endpoints",
+        EndpointIdentityArgs(
+            config=cfg,
+            subscription_id=client.subscription_id,
+            foundation=foundation,
+            workspace=workspace,
+        ),
+    )
     if cfg.budget_amount is not None:
         Budget(
             "budget",
@@ -70,4 +81,5 @@ def build(cfg: InfraConfig) -> dict[str, pulumi.Input[str]]:
         "registry_login_server": foundation.registry.login_server,
         "storage_account": foundation.storage.name,
         "mlflow_tracking_uri": workspace.mlflow_tracking_uri,
+        "endpoint_identity": endpoints.id,
     }

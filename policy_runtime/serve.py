@@ -13,29 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
 from policy_runtime.bundle import BundleError, Policy
-
-
-class PredictRequest(BaseModel):
-    """One set of states (``states``) or several (``batch``), by name, in physical units."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    states: dict[str, float] | None = None
-    batch: list[dict[str, float]] | None = Field(None, min_length=1)
-
-    @model_validator(mode="after")
-    def _one_form(self) -> PredictRequest:
-        if (self.states is None) == (self.batch is None):
-            raise ValueError("give either 'states' or 'batch'")
-        return self
-
-
-class PredictResponse(BaseModel):
-    action: dict[str, float] | None = None
-    actions: list[dict[str, float]] | None = None
+from policy_runtime.schema import PredictRequest, PredictResponse
 
 
 def create_app(bundle: Path | str) -> FastAPI:

@@ -29,6 +29,7 @@ NAME_KEY = {
     "machinelearningservices:Compute": "computeName",
     "machinelearningservices:Datastore": "name",
     "consumption:Budget": "budgetName",
+    "managedidentity:UserAssignedIdentity": "resourceName",
 }
 
 
@@ -50,7 +51,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outputs["identity"] = {**inputs["identity"], "principalId": f"{args.name}-principal"}
         if args.typ == "azure-native:containerregistry:Registry":
             outputs["loginServer"] = f"{name.lower()}.azurecr.io"
+        if args.typ == "azure-native:managedidentity:UserAssignedIdentity":
+            outputs["principalId"] = f"{args.name}-principal"
         if args.typ == "azure-native:machinelearningservices:Workspace":
+            outputs["workspaceId"] = "0a1b2c3d-0000-4000-8000-000000000001"
             outputs["mlFlowTrackingUri"] = (
                 f"azureml://westeurope.api.azureml.ms/mlflow/v1.0{resource_id}"
             )

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from infra.components import ACR_PULL, STORAGE_BLOB_DATA_CONTRIBUTOR
+from infra.components import ACR_PULL, STORAGE_BLOB_DATA_CONTRIBUTOR, STORAGE_BLOB_DATA_READER
 from infra.policies import POLICIES, check
 from tests.infra.conftest import SUBSCRIPTION, run_stack
 
@@ -27,11 +27,12 @@ def test_every_resource_kind_is_declared(default_stack):
         "operationalinsights:Workspace", "applicationinsights:Component", "containerregistry:Registry",
         "machinelearningservices:Workspace", "machinelearningservices:Compute",
         "machinelearningservices:Datastore", "authorization:RoleAssignment", "consumption:Budget",
+        "managedidentity:UserAssignedIdentity",
     } - {"consumption:Budget"}  # fmt: skip
     components = {r.typ for r in default_stack.resources if r.typ.startswith("aml-rl:")}
     assert components == {
         f"aml-rl:infra:{c}"
-        for c in ("Foundation", "Workspace", "ComputeCluster", "Datastore", "Access")
+        for c in ("Foundation", "Workspace", "ComputeCluster", "Datastore", "Access", "EndpointIdentity")
     }
 
 
@@ -182,35 +183,66 @@ def test_each_policy_catches_a_stack_config_that_breaks_it(name, settings):
 
 
 def test_every_policy_has_a_negative_test():
-    assert {e[0] for e in EDITS} | {c[0] for c in CONFIGS} | {"roles are least privilege"} == set(
-        POLICIES
-    )
+    tested_below = {"roles are least privilege", "endpoints can pull the serving image"}
+    assert {e[0] for e in EDITS} | {c[0] for c in CONFIGS} | tested_below == set(POLICIES)
+
+
+def grants_of(stack, principal):
+    return {
+        (r.inputs["roleDefinitionId"].rsplit("/", 1)[-1], r.inputs["scope"])
+        for r in stack.of_type("authorization:RoleAssignment")
+        if r.inputs["principalId"] == principal
+    }
 
 
 def test_clusters_get_acr_pull_and_blob_access_on_exactly_the_right_scopes(default_stack):
     registry = default_stack.one("containerregistry:Registry").outputs["id"]
     account = default_stack.one("storage:StorageAccount").outputs["id"]
     container = f"{account}/blobServices/default/containers/outputs"
-    grants = {
-        (
-            r.inputs["principalId"],
-            r.inputs["roleDefinitionId"].rsplit("/", 1)[-1],
-            r.inputs["scope"],
-        )
-        for r in default_stack.of_type("authorization:RoleAssignment")
-    }
-    principals = {"compute-principal", "workspace-principal"}
-    assert {p for p, _, _ in grants} == principals  # two clusters share the mock name "compute"
     for r in default_stack.of_type("authorization:RoleAssignment"):
         assert r.inputs["roleDefinitionId"].startswith(
             f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Authorization/roleDefinitions/"
         )
         assert r.inputs["principalType"] == "ServicePrincipal"
-    assert {(role, scope) for _, role, scope in grants} == {
+    # the two clusters share the mock principal name "compute"
+    for principal in ("compute-principal", "workspace-principal"):
+        assert grants_of(default_stack, principal) == {
+            (ACR_PULL, registry),
+            (STORAGE_BLOB_DATA_CONTRIBUTOR, container),
+        }
+    # 3 identities x 2 roles, and the endpoints' 2
+    assert len(default_stack.of_type("authorization:RoleAssignment")) == 6 + 2
+
+
+def test_the_endpoint_identity_pulls_images_and_reads_the_default_datastore_only(default_stack):
+    registry = default_stack.one("containerregistry:Registry").outputs["id"]
+    account = default_stack.one("storage:StorageAccount").outputs["id"]
+    workspace_id = default_stack.one("machinelearningservices:Workspace").outputs["workspaceId"]
+    identity = default_stack.one("managedidentity:UserAssignedIdentity")
+    assert identity.inputs["resourceName"] == "id-mlw-amlrl-dev-endpoints"
+    assert grants_of(default_stack, identity.outputs["principalId"]) == {
         (ACR_PULL, registry),
-        (STORAGE_BLOB_DATA_CONTRIBUTOR, container),
-    }
-    assert len(default_stack.of_type("authorization:RoleAssignment")) == 6  # 3 identities x 2 roles
+        (
+            STORAGE_BLOB_DATA_READER,
+            f"{account}/blobServices/default/containers/azureml-blobstore-{workspace_id}",
+        ),
+    }  # no write anywhere, no outputs container
+
+
+@pytest.mark.parametrize(
+    ("assignment", "detail"),
+    [
+        ("endpoint-acr-pull", "no AcrPull on the workspace registry for this identity"),
+        ("endpoint-blobstore-read", "no Storage Blob Data Reader on the workspace's default"),
+    ],
+)
+def test_an_endpoint_identity_without_its_grants_is_caught(default_stack, assignment, detail):
+    resources, _ = breach(
+        default_stack, "authorization:RoleAssignment", assignment, "principalId", "someone-else"
+    )
+    (found,) = POLICIES["endpoints can pull the serving image"](resources)
+    assert found.urn == default_stack.one("managedidentity:UserAssignedIdentity").urn
+    assert detail in found.detail
 
 
 def test_a_role_granted_on_the_whole_storage_account_is_too_broad(default_stack):
@@ -226,12 +258,21 @@ def test_a_role_granted_on_the_whole_storage_account_is_too_broad(default_stack)
     resources, urn = breach(
         default_stack,
         "authorization:RoleAssignment",
+        "endpoint-blobstore-read",
+        "scope",
+        default_stack.one("storage:StorageAccount").outputs["id"],
+    )
+    (found,) = POLICIES["roles are least privilege"](resources)
+    assert found.urn == urn and f"role {STORAGE_BLOB_DATA_READER} is granted on" in found.detail
+    resources, urn = breach(
+        default_stack,
+        "authorization:RoleAssignment",
         "cpu-cluster-acr-pull",
         "roleDefinitionId",
         f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Authorization/roleDefinitions/b24988ac-6180-42a0-ab88-20f7382dd24c",
     )
     (found,) = POLICIES["roles are least privilege"](resources)
     assert (
-        "b24988ac-6180-42a0-ab88-20f7382dd24c is not AcrPull or Storage Blob Data Contributor"
-        in found.detail
+        "b24988ac-6180-42a0-ab88-20f7382dd24c is not AcrPull, Storage Blob Data Contributor, "
+        "Storage Blob Data Reader" in found.detail
     )

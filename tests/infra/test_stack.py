@@ -101,11 +101,16 @@ def test_outputs_contract(default_stack):
     assert outputs.mlflow_tracking_uri.startswith(
         "azureml://westeurope.api.azureml.ms/mlflow/v1.0/subscriptions/"
     )
+    assert outputs.endpoint_identity == (
+        default_stack.one("managedidentity:UserAssignedIdentity").outputs["id"]
+    )
+    assert outputs.endpoint_identity.endswith("/id-mlw-amlrl-dev-endpoints")
 
 
 def test_every_taggable_resource_carries_the_stack_tags(default_stack):
     tagged = [r for r in default_stack.resources if "tags" in r.inputs]
-    assert len(tagged) == 9  # rg, storage, vault, logs, insights, registry, workspace, 2 clusters
+    # rg, storage, vault, logs, insights, registry, workspace, 2 clusters, endpoint identity
+    assert len(tagged) == 10
     for r in tagged:
         assert r.inputs["tags"] == {
             "project": "aml-rl",
@@ -144,7 +149,7 @@ def test_gpu_cluster_can_be_left_out():
         "cpu-cluster"
     ]
     assert stack.outputs["gpu_cluster"] == ""
-    assert len(stack.of_type("authorization:RoleAssignment")) == 4
+    assert len(stack.of_type("authorization:RoleAssignment")) == 4 + 2  # and the endpoints'
 
 
 def test_budget_alerts_the_configured_addresses():

@@ -1,0 +1,26 @@
+"""The prediction API's bodies (pydantic only): what `invoke serve` and Azure ML's endpoint
+accept, and what `invoke predict` checks a states file against before sending it."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class PredictRequest(BaseModel):
+    """One set of states (``states``) or several (``batch``), by name, in physical units."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    states: dict[str, float] | None = None
+    batch: list[dict[str, float]] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> PredictRequest:
+        if (self.states is None) == (self.batch is None):
+            raise ValueError("give either 'states' or 'batch'")
+        return self
+
+
+class PredictResponse(BaseModel):
+    action: dict[str, float] | None = None
+    actions: list[dict[str, float]] | None = None
