@@ -488,6 +488,88 @@ def register_model(
 
 @task(
     help={
+        "source": "a run, checkpoint or bundle folder, an Azure ML job, or a model NAME:VERSION",
+        "endpoint": "endpoint name (default <sim>-<8 hex of the workspace>; unique per region)",
+        "instance_type": "VM size of the deployment (default Standard_DS3_v2)",
+        "instances": "instances of the deployment (default 1)",
+        "keep_old": "keep the endpoint's previous deployments (with no traffic); default: delete",
+        "dry_run": "write endpoint.yaml and deployment.yaml (for `az ml`) and touch no network",
+        "out": "where --dry-run writes them (default .aml/deploy/<endpoint>)",
+        **TARGET_HELP,
+    }
+)
+def deploy(
+    c: Context,
+    source: str,
+    endpoint: str = "",
+    instance_type: str = "",
+    instances: int = 1,
+    keep_old: bool = False,
+    dry_run: bool = False,
+    out: str = "",
+    outputs: str = "",
+    subscription_id: str = "",
+    resource_group: str = "",
+    workspace_name: str = "",
+) -> None:
+    """Serve a policy on an Azure ML managed online endpoint (Azure AD auth, no keys)."""
+    _help_instead(c, source, "deploy")
+    from client.deploy import DEFAULT_INSTANCE_TYPE, DeployError, deploy_policy
+    from client.submit import SubmitError
+    from policy_runtime import BundleError
+
+    try:
+        deploy_policy(
+            _target(outputs, subscription_id, resource_group, workspace_name),
+            source,
+            endpoint=endpoint,
+            instance_type=instance_type or DEFAULT_INSTANCE_TYPE,
+            instances=instances,
+            keep_old=keep_old,
+            dry_run=dry_run,
+            out=Path(out) if out else None,
+        )
+    except (DeployError, SubmitError, BundleError) as exc:
+        raise Exit(f"deploy: {exc}", code=2) from None
+
+
+@task(
+    help={
+        "endpoint": "endpoint name (from `invoke deploy`)",
+        "states": 'JSON file: {"Ca": 8.5, ...} or a list of such (or the API\'s own body)',
+        "deployment": "ask one deployment (default: the endpoint's traffic rules)",
+        **TARGET_HELP,
+    }
+)
+def predict(
+    c: Context,
+    endpoint: str,
+    states: str = "",
+    deployment: str = "",
+    outputs: str = "",
+    subscription_id: str = "",
+    resource_group: str = "",
+    workspace_name: str = "",
+) -> None:
+    """Ask a deployed policy for its action on states from a file; print its answer."""
+    _help_instead(c, endpoint, "predict")
+    if not states:
+        raise Exit("predict: give the states with --states FILE (a JSON file)", code=2)
+    import json
+
+    from client.deploy import DeployError
+    from client.deploy import predict as ask
+
+    client = _client(outputs, subscription_id, resource_group, workspace_name)
+    try:
+        answer = ask(client, endpoint, Path(states), deployment)
+    except DeployError as exc:
+        raise Exit(f"predict: {exc}", code=2) from None
+    print(json.dumps(answer, indent=2))
+
+
+@task(
+    help={
         "quick": "tiny budgets, to check the harness (results go to benchmarks/quick/)",
         "only": "run one benchmark: sim_step, training_throughput, trajectory_logging_overhead, "
         "control_quality, image, startup, viewer, serving",

@@ -34,6 +34,7 @@ ENVIRONMENT = {
     "gpu_cluster": "AZUREML_GPU_CLUSTER",
     "datastore": "AZUREML_DATASTORE",
     "registry_login_server": "AZURE_CONTAINER_REGISTRY",
+    "endpoint_identity": "AZUREML_ENDPOINT_IDENTITY",  # resource id; `invoke deploy` only
 }
 
 

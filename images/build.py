@@ -315,7 +315,7 @@ def build_serving_image(
     policy = load(bundle)  # refuses a bundle whose graph does not match its metadata
     meta = policy.metadata
     digest = meta["graph_sha256"]
-    tag = tag or f"aml-rl-policy:{_tag_part(meta['sim'])}-{digest[:12]}"
+    tag = tag or f"aml-rl-policy:{tag_part(meta['sim'])}-{digest[:12]}"
     options = BuildOptions(tag=tag)
     plan = plan_build(client, options)
     for note in plan.notes:
@@ -344,7 +344,7 @@ def build_serving_image(
     return _run_build(client, buffer, tag, args, False, echo, plan.notes)
 
 
-def _tag_part(text: str) -> str:
+def tag_part(text: str) -> str:
     """A string made fit for a Docker tag (letters, digits, '.', '_', '-')."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.").lower() or "sim"
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
+
 from policy_runtime.bundle import BundleError, Policy
 from policy_runtime.schema import PredictRequest, PredictResponse
 

@@ -203,6 +203,20 @@ SPEC = SimSpec(
 
 
 @pytest.fixture(scope="session")
+def cstr_run(tmp_path_factory) -> Path:
+    """A CSTR run long enough to log more than 10,000 steps (shared: the bundle's tests and
+    deployment's use it)."""
+    return train_smoke(tmp_path_factory.mktemp("runs"), "--set", "stop.max_env_steps=12000")[0]
+
+
+@pytest.fixture(scope="session")
+def cstr_bundle(cstr_run) -> Path:
+    from client.export import export_bundle
+
+    return export_bundle(cstr_run)
+
+
+@pytest.fixture(scope="session")
 def user_project(tmp_path_factory) -> Path:
     """A folder outside the repository holding the user's modules (on sys.path while used)."""
     folder = tmp_path_factory.mktemp("user_project")

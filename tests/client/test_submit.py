@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -13,37 +12,15 @@ from types import SimpleNamespace
 
 import pytest
 import ray
-import requests
-import urllib3
 from azure.ai.ml import RayDistribution, load_job
 from azure.core.exceptions import ClientAuthenticationError
-from azure.core.pipeline.transport import RequestsTransport
-from requests.adapters import BaseAdapter
 
 from client import submit as sub
 from jobs.cluster import wait_as_worker
 from jobs.config import CONFIGS, load_config
 from jobs.train import main
+from tests.client.conftest import WORKSPACE
 from tests.conftest import ROOT
-
-OUTPUTS = {
-    "subscription_id": "sub-1", "resource_group": "rg-amlrl-dev", "location": "westeurope",
-    "workspace_name": "mlw-amlrl-dev", "cpu_cluster": "cpu-cluster", "gpu_cluster": "gpu-cluster",
-    "datastore": "outputs", "registry_login_server": "amlrldevacr.azurecr.io", "storage_account": "amlrldevst",
-    "mlflow_tracking_uri": "azureml://westeurope.api.azureml.ms/mlflow/v1.0/subscriptions/sub-1",
-}  # fmt: skip
-
-
-@pytest.fixture
-def outputs_file(tmp_path: Path) -> Path:
-    path = tmp_path / "outputs.json"
-    path.write_text(json.dumps(OUTPUTS))
-    return path
-
-
-@pytest.fixture
-def target(outputs_file: Path) -> sub.Target:
-    return sub.resolve_target(outputs_file, environ={})
 
 
 def cstr():
@@ -151,51 +128,14 @@ def test_missing_credentials_say_how_to_log_in(monkeypatch):
         sub.credential()
 
 
-class Recorder(BaseAdapter):
-    """An HTTP adapter under azure-core's real RequestsTransport: records, answers 200."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sent: list[requests.PreparedRequest] = []
-
-    def send(self, request, **kwargs):
-        self.sent.append(request)
-        body = json.loads(request.body or b"{}") if request.method in ("PUT", "POST") else {}
-        path = request.url.split("?")[0].removeprefix("https://management.azure.com")
-        payload = json.dumps({**body, "id": path, "name": path.rsplit("/", 1)[-1]}).encode()
-        response = requests.Response()
-        response.status_code, response.request, response.url = 200, request, request.url
-        response.headers["Content-Type"] = "application/json"
-        response.raw = urllib3.HTTPResponse(
-            body=io.BytesIO(payload),
-            headers=dict(response.headers),
-            status=200,
-            preload_content=False,
-        )
-        return response
-
-    def close(self) -> None:
-        pass
-
-
-class Token:
-    def get_token(self, *scopes, **kwargs):
-        return SimpleNamespace(token="token", expires_on=2**31)
-
-    get_token_info = get_token
-
-
-def test_submission_sends_the_job_to_the_workspace(target, tmp_path):
-    adapter, session = Recorder(), requests.Session()
-    session.mount("https://", adapter)
-    client = sub.ml_client(target, cred=Token(), transport=RequestsTransport(session=session))
-    workspace = "/subscriptions/sub-1/resourceGroups/rg-amlrl-dev/providers/Microsoft.MachineLearningServices/workspaces/mlw-amlrl-dev"
+def test_submission_sends_the_job_to_the_workspace(target, arm, ml, tmp_path):
+    workspace = WORKSPACE
     # A code asset that exists already: uploading local code is azure-ai-ml's own path.
     job = sub.build_job(
         cstr(), target, nodes=4, gpu=True, run_id="r4", code=f"{workspace}/codes/aml-rl/versions/1"
     )
-    created = sub.submit(job, client, yaml_path=tmp_path / "job.yaml")
-    (put,) = [r for r in adapter.sent if f"{workspace}/jobs/" in r.url]
+    created = sub.submit(job, ml, yaml_path=tmp_path / "job.yaml")
+    (put,) = [r for r in arm.sent if f"{workspace}/jobs/" in r.url]
     assert put.method == "PUT" and put.url.startswith("https://management.azure.com")
     body = json.loads(put.body)["properties"]
     assert body["jobType"] == "Command" and body["experimentName"] == "cstr_ppo"
@@ -215,7 +155,9 @@ def test_submission_sends_the_job_to_the_workspace(target, tmp_path):
     assert body["limits"]["timeout"] == "PT40M"
     assert body["environmentId"].startswith(f"{workspace}/environments/")
     assert created.name == put.url.split("?")[0].rsplit("/", 1)[-1]
-    assert all(r.headers["Authorization"] == "Bearer token" for r in adapter.sent)
+    assert {r.headers["Authorization"] for r in arm.sent} == {
+        "Bearer token-for:https://management.azure.com/.default"
+    }
 
 
 def test_worker_nodes_do_not_run_the_driver(tmp_path, monkeypatch):

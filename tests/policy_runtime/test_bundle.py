@@ -37,14 +37,13 @@ STATES = {
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """A CSTR run long enough to log more than 10,000 steps."""
-    return train_smoke(tmp_path_factory.mktemp("runs"), "--set", "stop.max_env_steps=12000")[0]
+def run(cstr_run) -> Path:
+    return cstr_run
 
 
 @pytest.fixture(scope="module")
-def bundle(run) -> Path:
-    return export_bundle(run)
+def bundle(cstr_bundle) -> Path:
+    return cstr_bundle
 
 
 def test_the_bundle_acts_as_rllibs_policy_on_10000_logged_observations(run, bundle):

@@ -1,0 +1,140 @@
+"""Azure at the HTTP boundary: azure-core's real RequestsTransport over a fake ARM adapter."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import requests
+import urllib3
+from azure.core.pipeline.transport import RequestsTransport
+from requests.adapters import BaseAdapter
+
+from client import submit as sub
+
+ARM = "https://management.azure.com"
+OUTPUTS = {
+    "subscription_id": "sub-1", "resource_group": "rg-amlrl-dev", "location": "westeurope",
+    "workspace_name": "mlw-amlrl-dev", "cpu_cluster": "cpu-cluster", "gpu_cluster": "gpu-cluster",
+    "datastore": "outputs", "registry_login_server": "amlrldevacr.azurecr.io", "storage_account": "amlrldevst",
+    "mlflow_tracking_uri": "azureml://westeurope.api.azureml.ms/mlflow/v1.0/subscriptions/sub-1",
+    "endpoint_identity": "/subscriptions/sub-1/resourceGroups/rg-amlrl-dev/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-mlw-amlrl-dev-endpoints",
+}  # fmt: skip
+WORKSPACE = (
+    "/subscriptions/sub-1/resourceGroups/rg-amlrl-dev/providers/"
+    "Microsoft.MachineLearningServices/workspaces/mlw-amlrl-dev"
+)
+
+
+class FakeArm(BaseAdapter):
+    """Resources by path: PUT stores (provisioned at once), GET reads one or lists a collection,
+    DELETE removes; what is not there is ARM's 404. Requests to other hosts (an endpoint's
+    scoring URI) go to ``score``. Every request is recorded in ``sent``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[requests.PreparedRequest] = []
+        self.resources: dict[str, dict] = {
+            WORKSPACE: {
+                "id": WORKSPACE,
+                "name": "mlw-amlrl-dev",
+                "location": "westeurope",
+                "properties": {"mlFlowTrackingUri": OUTPUTS["mlflow_tracking_uri"]},
+            }
+        }
+        self.score: Callable[[requests.PreparedRequest], tuple[int, object]] = lambda r: (
+            404,
+            {"detail": "no scoring here"},
+        )
+
+    def send(self, request, **kwargs):
+        self.sent.append(request)
+        url = request.url.split("?")[0]
+        if not url.startswith(ARM):
+            return self._answer(request, *self.score(request))
+        path = url.removeprefix(ARM)
+        if request.method == "PUT":
+            body = json.loads(request.body or b"{}")
+            name = path.rsplit("/", 1)[-1]
+            properties = {**body.get("properties", {}), "provisioningState": "Succeeded"}
+            if "/onlineEndpoints/" in path and "/deployments/" not in path:
+                properties["scoringUri"] = f"https://{name}.westeurope.inference.ml.azure.com/score"
+            if "/deployments/" in path:  # the service fills in what was not asked for
+                properties.setdefault("scaleSettings", {"scaleType": "Default"})
+            self.resources[path] = {**body, "id": path, "name": name, "properties": properties}
+            return self._answer(request, 200, self.resources[path])
+        if request.method == "GET":
+            if path in self.resources:
+                return self._answer(request, 200, self.resources[path])
+            if len(path.split("/providers/", 1)[-1].split("/")) % 2 == 0:  # a collection
+                children = [r for p, r in self.resources.items() if p.rsplit("/", 1)[0] == path]
+                return self._answer(request, 200, {"value": children})
+        if request.method == "DELETE" and path in self.resources:
+            del self.resources[path]
+            return self._answer(request, 200, {})
+        error = {"code": "ResourceNotFound", "message": f"The resource {path} was not found."}
+        return self._answer(request, 404, {"error": error})
+
+    def of(self, kind: str) -> dict[str, dict]:
+        """The stored resources whose path has ``/<kind>/``, by name."""
+        return {r["name"]: r for p, r in self.resources.items() if p.split("/")[-2] == kind}
+
+    def puts(self, fragment: str) -> list[dict]:
+        return [json.loads(r.body) for r in self.sent if r.method == "PUT" and fragment in r.url]
+
+    @staticmethod
+    def _answer(request, status: int, payload: object) -> requests.Response:
+        raw = json.dumps(payload).encode()
+        response = requests.Response()
+        response.status_code, response.request, response.url = status, request, request.url
+        response.headers["Content-Type"] = "application/json"
+        response.raw = urllib3.HTTPResponse(
+            body=io.BytesIO(raw), headers=dict(response.headers), status=status,
+            preload_content=False,
+        )  # fmt: skip
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+class Token:
+    """A credential that names the audience it was asked for in the token."""
+
+    def __init__(self) -> None:
+        self.scopes: list[str] = []
+
+    def get_token(self, *scopes, **kwargs):
+        self.scopes.extend(scopes)
+        return SimpleNamespace(token=f"token-for:{scopes[0]}", expires_on=2**31)
+
+    get_token_info = get_token
+
+
+@pytest.fixture
+def outputs_file(tmp_path: Path) -> Path:
+    path = tmp_path / "outputs.json"
+    path.write_text(json.dumps(OUTPUTS))
+    return path
+
+
+@pytest.fixture
+def target(outputs_file: Path) -> sub.Target:
+    return sub.resolve_target(outputs_file, environ={})
+
+
+@pytest.fixture
+def arm() -> FakeArm:
+    return FakeArm()
+
+
+@pytest.fixture
+def ml(target, arm):
+    """An MLClient on the workspace whose HTTP goes to ``arm``."""
+    session = requests.Session()
+    session.mount("https://", arm)
+    return sub.ml_client(target, cred=Token(), transport=RequestsTransport(session=session))
