@@ -79,7 +79,8 @@ def test_every_job_has_a_time_limit_and_deploys_are_serialised_per_stack():
         "group": "deploy-${{ inputs.stack || 'dev' }}",
         "cancel-in-progress": False,
     }
-    assert set(deploy["on"]["workflow_dispatch"]["inputs"]) == {"stack", "config", "nodes", "gpu"}
+    inputs = set(deploy["on"]["workflow_dispatch"]["inputs"])
+    assert inputs == {"stack", "config", "nodes", "gpu", "deploy"}
 
 
 def test_training_depends_on_the_infra_jobs_outputs():
@@ -128,6 +129,17 @@ def test_deploy_registers_the_model_only_when_it_beats_the_baseline():
     assert register["if"] == "steps.report.outputs.beats_baseline == 'true'"
     names = [s.get("id") for s in steps]
     assert names.index("report") < steps.index(register)
+
+
+def test_the_policy_is_served_only_when_asked_and_registered():
+    workflow = load(DEPLOY)
+    deploy_input = workflow["on"]["workflow_dispatch"]["inputs"]["deploy"]
+    assert deploy_input["type"] == "boolean" and deploy_input["default"] is False
+    steps = workflow["jobs"]["train"]["steps"]
+    (serve,) = [s for s in steps if "invoke deploy " in s.get("run", "")]
+    assert serve["if"] == "inputs.deploy && steps.report.outputs.beats_baseline == 'true'"
+    (register,) = [s for s in steps if "register-model" in s.get("run", "")]
+    assert steps.index(register) < steps.index(serve)
 
 
 def test_deploy_writes_the_runs_page_before_uploading_the_run():
