@@ -32,7 +32,14 @@ def test_every_resource_kind_is_declared(default_stack):
     components = {r.typ for r in default_stack.resources if r.typ.startswith("aml-rl:")}
     assert components == {
         f"aml-rl:infra:{c}"
-        for c in ("Foundation", "Workspace", "ComputeCluster", "Datastore", "Access", "EndpointIdentity")
+        for c in (
+            "Foundation",
+            "Workspace",
+            "ComputeCluster",
+            "Datastore",
+            "Access",
+            "EndpointIdentity",
+        )
     }
 
 

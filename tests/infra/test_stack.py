@@ -101,8 +101,9 @@ def test_outputs_contract(default_stack):
     assert outputs.mlflow_tracking_uri.startswith(
         "azureml://westeurope.api.azureml.ms/mlflow/v1.0/subscriptions/"
     )
-    assert outputs.endpoint_identity == (
-        default_stack.one("managedidentity:UserAssignedIdentity").outputs["id"]
+    assert (
+        outputs.endpoint_identity
+        == (default_stack.one("managedidentity:UserAssignedIdentity").outputs["id"])
     )
     assert outputs.endpoint_identity.endswith("/id-mlw-amlrl-dev-endpoints")
 
