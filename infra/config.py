@@ -4,7 +4,7 @@ Settings (``pulumi config set aml-rl:<key> <value>``):
 
 | key | default | meaning |
 |-----|---------|---------|
-| location | westeurope | Azure region |
+| location | westeurope | Azure region (else `azure-native:location`), e.g. `swedencentral` |
 | prefix | amlrl | start of every resource name (lowercase letters and digits) |
 | owner | (required) | `owner` tag on every resource, e.g. a team e-mail |
 | cpuVmSize / gpuVmSize | Standard_D4s_v3 / Standard_NC4as_T4_v3 | cluster VM sizes |
@@ -26,11 +26,24 @@ Settings (``pulumi config set aml-rl:<key> <value>``):
 
 from __future__ import annotations
 
+import difflib
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from infra.regions import REGIONS
+
 PROJECT = "aml-rl"
+KEYS = (
+    "location", "prefix", "owner", "cpuVmSize", "gpuVmSize", "cpuMaxNodes", "gpuMaxNodes",
+    "cpuMinNodes", "gpuMinNodes",
+    "cpuPriority", "gpuPriority", "idleMinutes", "gpuCluster", "allowSsh", "nodePublicIp",
+    "sharedKeyAccess", "keyVaultRetentionDays", "budgetAmount", "budgetEmails",
+    "resourceGroupName", "storageAccountName", "keyVaultName", "registryName",
+    "workspaceName", "cpuClusterName", "gpuClusterName", "sshPublicKey",
+)  # fmt: skip
+"""Every ``aml-rl:<key>`` the program reads."""
 
 
 class InfraConfigError(ValueError):
@@ -70,6 +83,20 @@ def check_name(kind: str, key: str, value: str) -> str:
             f"set another with `pulumi config set {PROJECT}:{key} <name>`"
         )
     return value
+
+
+def check_location(value: str) -> str:
+    """A region name ARM takes: ``westeurope``, not ``West Europe`` or a typo."""
+    if value in REGIONS:
+        return value
+    compact = re.sub(r"[\s_-]", "", value.lower())
+    close = [compact] if compact in REGIONS else difflib.get_close_matches(compact, REGIONS, 3)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    raise InfraConfigError(
+        f"{PROJECT}:location = {value!r} is not an Azure region name (lowercase, no spaces, as "
+        f"`az account list-locations -o table` shows under Name){hint} Set it with "
+        f"`pulumi config set {PROJECT}:location <region>`"
+    )
 
 
 @dataclass(frozen=True)
@@ -126,9 +153,12 @@ def _reader(values: Mapping[str, str]) -> tuple[Callable, Callable, Callable]:
     def number(key: str, default: int, low: int, high: int) -> int:
         raw = values.get(key, default)
         try:
-            value = int(float(raw))  # Pulumi passes numbers as strings (or floats in mocks)
+            parsed = float(raw)  # Pulumi passes numbers as strings (or floats in mocks)
         except (TypeError, ValueError):
-            raise InfraConfigError(f"{PROJECT}:{key} = {raw!r} is not a whole number") from None
+            parsed = math.nan
+        if not parsed.is_integer():  # 2.5 nodes is a typo, not 2 nodes
+            raise InfraConfigError(f"{PROJECT}:{key} = {raw!r} is not a whole number")
+        value = int(parsed)
         if not low <= value <= high:
             raise InfraConfigError(f"{PROJECT}:{key} = {value} is outside {low}-{high}")
         return value
@@ -187,8 +217,10 @@ def load_values(values: Mapping[str, str], stack: str) -> InfraConfig:
             raise InfraConfigError(
                 f"{PROJECT}:budgetAmount = {budget_raw!r} is not a number"
             ) from None
-        if budget <= 0:
-            raise InfraConfigError(f"{PROJECT}:budgetAmount = {budget_raw!r} must be positive")
+        if not (math.isfinite(budget) and budget > 0):
+            raise InfraConfigError(
+                f"{PROJECT}:budgetAmount = {budget_raw!r} must be a positive amount, such as 200"
+            )
     emails = tuple(e.strip() for e in str(values.get("budgetEmails", "")).split(",") if e.strip())
     bad = [e for e in emails if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", e)]
     if bad:
@@ -200,7 +232,7 @@ def load_values(values: Mapping[str, str], stack: str) -> InfraConfig:
 
     return InfraConfig(
         stack=stack,
-        location=text("location", "westeurope"),
+        location=check_location(text("location", "westeurope")),
         owner=text("owner"),
         resource_group_name=check_name(
             "resource group", "resourceGroupName", text("resourceGroupName", f"rg-{prefix}-{stack}")
@@ -237,12 +269,9 @@ def load(stack: str) -> InfraConfig:
     import pulumi
 
     config = pulumi.Config(PROJECT)
-    keys = [
-        "location", "prefix", "owner", "cpuVmSize", "gpuVmSize", "cpuMaxNodes", "gpuMaxNodes",
-        "cpuMinNodes", "gpuMinNodes",
-        "cpuPriority", "gpuPriority", "idleMinutes", "gpuCluster", "allowSsh", "nodePublicIp",
-        "sharedKeyAccess", "keyVaultRetentionDays", "budgetAmount", "budgetEmails",
-        "resourceGroupName", "storageAccountName", "keyVaultName", "registryName",
-        "workspaceName", "cpuClusterName", "gpuClusterName", "sshPublicKey",
-    ]  # fmt: skip
-    return load_values({k: v for k in keys if (v := config.get(k)) is not None}, stack)
+    values = {k: v for k in KEYS if (v := config.get(k)) is not None}
+    if "location" not in values:  # the provider's own setting, as Pulumi's guides set it
+        provider = pulumi.Config("azure-native").get("location")
+        if provider:
+            values["location"] = provider
+    return load_values(values, stack)

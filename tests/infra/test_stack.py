@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 
+import pulumi
 import pytest
 
-from infra.config import InfraConfigError, load_values
+from infra.config import KEYS, InfraConfigError, load, load_values
 from infra.outputs import InfraOutputs, OutputsError, read_outputs
+from tests.conftest import ROOT
 from tests.infra.conftest import BASE, SUBSCRIPTION, run_stack
 
 
@@ -76,6 +79,22 @@ def test_a_prefix_that_would_make_invalid_names_is_refused():
             r"aml-rl:budgetEmails: nope not e-mail address",
         ),
         ({"keyVaultRetentionDays": "3"}, r"aml-rl:keyVaultRetentionDays = 3 is outside 7-90"),
+        ({"cpuMaxNodes": "2.5"}, r"aml-rl:cpuMaxNodes = '2\.5' is not a whole number"),
+        ({"idleMinutes": "nan"}, r"aml-rl:idleMinutes = 'nan' is not a whole number"),
+        (
+            {"budgetAmount": "nan", "budgetEmails": "a@b.c"},
+            r"aml-rl:budgetAmount = 'nan' must be a positive amount",
+        ),
+        (
+            {"budgetAmount": "inf", "budgetEmails": "a@b.c"},
+            r"aml-rl:budgetAmount = 'inf' must be a positive amount",
+        ),
+        (
+            {"location": "West Europe"},
+            r"aml-rl:location = 'West Europe' is not an Azure region name .*did you mean westeurope\?",
+        ),
+        ({"location": "westeurop"}, r"aml-rl:location = 'westeurop' .*did you mean westeurope"),
+        ({"location": "mars"}, r"aml-rl:location = 'mars' is not an Azure region name \(lowercase"),
     ],
 )
 def test_bad_settings_name_the_key(settings, message):
@@ -182,3 +201,27 @@ def test_broken_saved_outputs_say_what_is_missing(tmp_path):
         OutputsError, match=r"outputs\.json: not JSON .*pulumi stack output --json > FILE"
     ):
         read_outputs(saved)
+
+
+def test_the_readmes_stack_settings_are_the_keys_the_program_reads():
+    readme = (ROOT / "README.md").read_text()
+    settings = re.findall(r"pulumi config set ([\w-]+):(\w+)", readme)
+    assert settings, "the README shows no stack settings"
+    for namespace, key in settings:
+        assert namespace == "aml-rl" and key in KEYS, f"README sets {namespace}:{key}"
+
+
+@pytest.mark.parametrize(
+    ("settings", "location"),
+    [
+        ({"azure-native:location": "swedencentral"}, "swedencentral"),
+        ({"azure-native:location": "swedencentral", "aml-rl:location": "uksouth"}, "uksouth"),
+        ({}, "westeurope"),
+    ],
+)
+def test_the_location_is_the_projects_else_the_providers_else_westeurope(settings, location):
+    pulumi.runtime.set_all_config({"aml-rl:owner": "rl-team@example.com", **settings})
+    try:
+        assert load("dev").location == location
+    finally:
+        pulumi.runtime.set_all_config({})
