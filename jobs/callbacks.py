@@ -8,10 +8,12 @@ from typing import Any
 
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
+from jobs.rundir import disk_full
 from jobs.trajectories import Rows
 from sims.registry import resolve
 
 FAILED_EPISODES = "aml_rl_failed_episodes"  # metric key, under env_runners/
+DISK_FULL = "aml_rl_disk_full"  # set when a trajectory file could not be written: no space
 
 
 def _episode_steps(chunks: list[Any]) -> tuple[list[dict], list[float]]:
@@ -92,12 +94,25 @@ class TrajectoryLogger(RLlibCallback):
             truncated=episode.is_truncated,
         )
 
-    def on_sample_end(self, *, env_runner: Any = None, **kwargs: Any) -> None:
+    def on_sample_end(
+        self, *, env_runner: Any = None, metrics_logger: Any = None, **kwargs: Any
+    ) -> None:
         # One file per sample batch: large enough to be cheap, small enough that a kill
         # loses at most one batch of rows.
         runner = f"r{env_runner.worker_index:03d}-{os.getpid()}"
         name = f"{self._phase(env_runner)}-{self.session}-{runner}-{self._files:06d}.parquet"
-        if self._rows.flush(self.folder / name, units=self.units) is not None:
+        try:
+            written = self._rows.flush(self.folder / name, units=self.units)
+        except OSError as exc:
+            if not disk_full(exc) or metrics_logger is None:
+                raise
+            # Raising here would leave RLlib restarting this env runner forever; the driver
+            # stops the run at its last checkpoint instead (these rows belong to iterations
+            # the resume will replay).
+            self._rows = Rows()
+            metrics_logger.log_value(DISK_FULL, 1, reduce="sum")
+            return
+        if written is not None:
             self._files += 1
 
     def on_environment_created(

@@ -1,16 +1,36 @@
-"""Checkpoints and the counters that survive resumes (they live in each checkpoint's metadata)."""
+"""Checkpoints, the counters that survive resumes, and what makes a resume exact.
+
+A checkpoint is the unit of commitment: the iterations' metrics are written to metrics.jsonl
+and MLflow only once the checkpoint that holds them is saved, and each checkpoint records the
+trajectory files that existed when it was saved. A resume from a checkpoint therefore finds
+nothing of the iterations it rolls back except trajectory files, which it moves aside.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from jobs.config import ExperimentConfig
-from jobs.rundir import CHECKPOINT_META, RunDir, write_json
+from jobs.rundir import (
+    CHECKPOINT_META,
+    RunDir,
+    RunError,
+    read_checkpoint_meta,
+    write_atomic,
+    write_json,
+)
+from jobs.trajectories import trajectory_files
+
+METRICS = "metrics.jsonl"  # in a checkpoint: the lines of the iterations since the previous one
+TRAJECTORIES = "trajectories.json"  # in a checkpoint: the trajectory files it covers
+ROLLED_BACK_PHASES = ("train-", "eval-")  # files training writes; assessments' stay
 
 
 @dataclass
@@ -47,14 +67,36 @@ class Progress:
 
 
 def save_checkpoint(
-    algo: Any, run: RunDir, cfg: ExperimentConfig, progress: Progress, observation_shape: list[int]
+    algo: Any,
+    run: RunDir,
+    cfg: ExperimentConfig,
+    progress: Progress,
+    observation_shape: list[int],
+    metrics: list[Mapping[str, Any]] = (),
 ) -> Path:
-    """Save into a hidden folder, add our metadata, then rename: a checkpoint is whole or absent."""
+    """Save into a hidden folder, add our metadata, the pending metrics lines and the list of
+    trajectory files, then rename: a checkpoint is whole or absent (a failed save, a full disk
+    included, leaves no folder behind)."""
     final = run.checkpoint_path(progress.iteration)
     tmp = final.with_name(f".{final.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    algo.save_to_path(str(tmp.resolve()))
-    meta = {
+    try:
+        algo.save_to_path(str(tmp.resolve()))
+        write_atomic(tmp / METRICS, "".join(json.dumps(dict(line)) + "\n" for line in metrics))
+        write_json(tmp / TRAJECTORIES, _training_files(run))
+        write_json(tmp / CHECKPOINT_META, _meta(cfg, progress, observation_shape))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    run.prune_checkpoints(cfg.checkpoints.keep)
+    return final
+
+
+def _meta(cfg: ExperimentConfig, progress: Progress, observation_shape: list[int]) -> dict:
+    return {
         "sim": cfg.sim,
         "lessons": str(cfg.lessons.resolve()) if cfg.lessons else None,
         "lesson": cfg.lesson,
@@ -69,9 +111,112 @@ def save_checkpoint(
         "mlflow_run_id": progress.mlflow_run_id,
         "saved_at": datetime.now(UTC).isoformat(),
     }
-    write_json(tmp / CHECKPOINT_META, meta)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    run.prune_checkpoints(cfg.checkpoints.keep)
-    return final
+
+
+def _training_files(run: RunDir) -> list[str]:
+    return [
+        p.name for p in trajectory_files(run.trajectories) if p.name.startswith(ROLLED_BACK_PHASES)
+    ]
+
+
+def set_aside(checkpoint: Path) -> Path:
+    """Rename a checkpoint that cannot be restored so that nothing picks it up again (it is
+    kept for a post-mortem, never deleted)."""
+    target = checkpoint.with_name(f".corrupt-{checkpoint.name}")
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(checkpoint, target)
+    return target
+
+
+@dataclass
+class Reconciled:
+    """What a resume from a checkpoint changed in the run directory."""
+
+    metrics_dropped: int = 0  # lines of iterations after the checkpoint (or cut short)
+    iterations_dropped: list[int] = field(default_factory=list)
+    metrics_restored: list[dict] = field(default_factory=list)  # lines only the checkpoint had
+    trajectory_files_rolled_back: int = 0
+    partial_checkpoints_removed: int = 0
+
+    def notes(self) -> list[str]:
+        out = []
+        if self.metrics_dropped:
+            out.append(f"{self.metrics_dropped} metrics line(s) after the checkpoint dropped")
+        if self.iterations_dropped:
+            # only when a newer checkpoint could not be restored: its lines had been committed
+            first, last = min(self.iterations_dropped), max(self.iterations_dropped)
+            out.append(
+                f"MLflow keeps its values of the rolled-back iterations {first}-{last} (MLflow "
+                "cannot delete metric values); metrics.jsonl holds each iteration once"
+            )
+        if self.metrics_restored:
+            out.append(f"{len(self.metrics_restored)} metrics line(s) restored from it")
+        if self.trajectory_files_rolled_back:
+            out.append(
+                f"{self.trajectory_files_rolled_back} trajectory file(s) of rolled-back "
+                "iterations moved to trajectories/rolled-back/"
+            )
+        if self.partial_checkpoints_removed:
+            out.append(f"{self.partial_checkpoints_removed} partial checkpoint(s) removed")
+        return out
+
+
+def reconcile(run: RunDir, checkpoint: Path) -> Reconciled:
+    """Make the run directory what it was when ``checkpoint`` was saved: metrics.jsonl holds
+    each iteration up to it once, trajectory files written after it move to
+    trajectories/rolled-back/, and half-saved checkpoint folders go."""
+    meta = read_checkpoint_meta(checkpoint)
+    done = Reconciled()
+    kept: list[str] = []
+    last = 0
+    if run.metrics.is_file():
+        for text in run.metrics.read_text().splitlines():
+            try:
+                iteration = int(json.loads(text)["iteration"])
+            except (ValueError, KeyError, TypeError):
+                done.metrics_dropped += 1  # a line cut short by a kill
+                continue
+            if iteration <= meta["iteration"]:
+                kept.append(text)
+                last = max(last, iteration)
+            else:
+                done.metrics_dropped += 1
+                done.iterations_dropped.append(iteration)
+    pending = checkpoint / METRICS
+    if pending.is_file():  # killed between saving the checkpoint and writing its lines
+        for text in pending.read_text().splitlines():
+            if json.loads(text)["iteration"] > last:
+                kept.append(text)
+                done.metrics_restored.append(json.loads(text))
+    if done.metrics_dropped or done.metrics_restored:
+        write_atomic(run.metrics, "".join(line + "\n" for line in kept))
+    covered = checkpoint / TRAJECTORIES
+    if covered.is_file():
+        committed = set(json.loads(covered.read_text()))
+        for name in set(_training_files(run)) - committed:
+            run.rolled_back.mkdir(parents=True, exist_ok=True)
+            os.replace(run.trajectories / name, run.rolled_back / name)
+            done.trajectory_files_rolled_back += 1
+    for partial in run.checkpoints.glob(".*.tmp"):
+        shutil.rmtree(partial, ignore_errors=True)
+        done.partial_checkpoints_removed += 1
+    return done
+
+
+def restorable(run: RunDir) -> list[tuple[Path, dict[str, Any] | None]]:
+    """The run's checkpoints, newest first, with their metadata (None where it cannot be read:
+    such a checkpoint is set aside when the resume gets to it)."""
+    out: list[tuple[Path, dict[str, Any] | None]] = []
+    for checkpoint in reversed(run.checkpoint_dirs()):
+        try:
+            out.append((checkpoint, read_checkpoint_meta(checkpoint)))
+        except RunError:
+            out.append((checkpoint, None))
+    return out
+
+
+def no_checkpoint_restores(run: RunDir, reasons: list[str]) -> RunError:
+    return RunError(
+        f"{run.path}: no checkpoint can be restored ({'; '.join(reasons) or 'none left'}); "
+        "start a new run"
+    )

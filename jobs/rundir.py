@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import os
 import secrets
 import shutil
+import socket
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +23,19 @@ CHECKPOINT_META = "aml_rl.json"  # our metadata inside each RLlib checkpoint fol
 
 class RunError(ValueError):
     """A path given as a run or checkpoint is not one; the message says what is missing."""
+
+
+def disk_full(exc: BaseException) -> bool:
+    """ENOSPC, however a library wrapped it (torch, pyarrow and SQLite raise their own)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return True
+        text = str(seen).lower()
+        if "no space left" in text or "disk is full" in text or "file write failed" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -121,17 +139,71 @@ class RunDir:
     def checkpoint_path(self, iteration: int) -> Path:
         return self.checkpoints / f"{CHECKPOINT_PREFIX}{iteration:06d}"
 
+    @property
+    def rolled_back(self) -> Path:
+        """Trajectory files of iterations a resume rolled back (kept, never read)."""
+        return self.trajectories / "rolled-back"
+
+    RESERVE_BYTES = 4 << 20  # what ending the MLflow run needs on a full disk (its journal)
+
+    def reserve(self) -> None:
+        """Set aside disk space (written, not sparse) that a full disk gives back, so that the
+        run can still close its MLflow run and say what happened."""
+        try:
+            (self.path / ".reserve").write_bytes(bytes(self.RESERVE_BYTES))
+        except OSError as exc:
+            if not disk_full(exc):
+                raise
+            (self.path / ".reserve").unlink(missing_ok=True)
+            raise
+
+    def release_reserve(self) -> None:
+        (self.path / ".reserve").unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """One process per run directory: a second one is refused, naming the holder. The
+        lock dies with its process (SIGKILL included). Where the file system has no locks
+        (some network mounts), the run goes on unlocked."""
+        path = self.path / ".lock"
+        with open(path, "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                raise RunError(
+                    f"{self.path} is in use by {holder}; wait for it to finish or stop it, then "
+                    "resume"
+                ) from None
+            except OSError as exc:
+                if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
+            fh.seek(0)
+            fh.truncate()
+            started = datetime.now(UTC).isoformat(timespec="seconds")
+            fh.write(f"pid {os.getpid()} on {socket.gethostname()} since {started}\n")
+            fh.flush()
+            yield
+
     def prune_checkpoints(self, keep: int) -> None:
         for old in self.checkpoint_dirs()[:-keep]:
             shutil.rmtree(old)
 
 
 def read_checkpoint_meta(checkpoint: Path) -> dict[str, Any]:
-    """Our metadata of an RLlib checkpoint; :class:`RunError` if it is not one of ours."""
+    """Our metadata of an RLlib checkpoint; :class:`RunError` if it is not one of ours, or if
+    it cannot be read."""
     meta = checkpoint / CHECKPOINT_META
     if not meta.is_file():
         raise RunError(
             f"{checkpoint}: not an aml-rl checkpoint (no {CHECKPOINT_META}); pass a folder "
             "under a run's checkpoints/, such as runs/cstr_ppo/<run-id>/checkpoints/iter-000010"
         )
-    return json.loads(meta.read_text())
+    try:
+        data = json.loads(meta.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunError(f"{meta}: cannot be read ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{meta}: not a checkpoint's metadata (a JSON object)")
+    return data

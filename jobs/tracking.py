@@ -11,6 +11,8 @@ from jobs.checkpoints import Progress
 from jobs.config import ExperimentConfig
 from jobs.rundir import RunDir
 
+STEP_KEY = "perf/env_steps_per_s"  # logged every iteration: its history says what MLflow has
+
 
 class Tracker:
     """MLflow: a SQLite store in the run directory, or the URI in MLFLOW_TRACKING_URI
@@ -35,10 +37,39 @@ class Tracker:
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         self.mlflow.log_metrics(dict(metrics), step=step)
 
+    def catch_up(self, metrics_file: os.PathLike) -> None:
+        """Log the lines of ``metrics_file`` past MLflow's last step (a kill between a
+        checkpoint and its metrics reaching MLflow), so each iteration is there once."""
+        import json
+        from pathlib import Path
+
+        path = Path(metrics_file)
+        if not path.is_file():
+            return
+        client = self.mlflow.tracking.MlflowClient()
+        run_id = self.mlflow.active_run().info.run_id
+        history = client.get_metric_history(run_id, STEP_KEY)
+        last = max((m.step for m in history), default=0)
+        for text in path.read_text().splitlines():
+            line = json.loads(text)
+            if line["iteration"] > last:
+                self.log(metric_values(line), step=line["iteration"])
+
     def close(self, status: str, final_checkpoint: str) -> None:
+        """End the MLflow run with ``status``, then tag it. The end comes first: it updates a
+        row in place, which a store on a full disk can still do, where new tags may not fit."""
+        run_id = self.mlflow.active_run().info.run_id
+        ended = {"completed": "FINISHED", "failed": "FAILED"}.get(status, "KILLED")
+        self.mlflow.end_run(status=ended)
         # On Azure ML the job is this MLflow run: `invoke register-model` reads these tags.
-        self.mlflow.set_tags({"final_checkpoint": final_checkpoint, "status": status})
-        self.mlflow.end_run(status="FINISHED" if status == "completed" else "KILLED")
+        client = self.mlflow.tracking.MlflowClient()
+        client.set_tag(run_id, "final_checkpoint", final_checkpoint)
+        client.set_tag(run_id, "status", status)
+
+
+def metric_values(line: Mapping[str, Any]) -> dict[str, float]:
+    """The metrics of a metrics.jsonl line (namespaced keys), without its counters."""
+    return {k: v for k, v in line.items() if "/" in k}
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

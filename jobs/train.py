@@ -7,6 +7,7 @@ address (``RAY_ADDRESS``) and the output location (``--runs-dir``) differ.
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import json
 import math
@@ -20,12 +21,27 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from jobs.assess import ScenarioError, default_scenarios, load_scenarios
-from jobs.checkpoints import Progress, save_checkpoint
+from jobs.callbacks import DISK_FULL
+from jobs.checkpoints import (
+    Progress,
+    no_checkpoint_restores,
+    reconcile,
+    restorable,
+    save_checkpoint,
+    set_aside,
+)
 from jobs.cluster import node_rank, start_ray, wait_as_worker
 from jobs.config import DEFAULT_CONFIG, ConfigError, ExperimentConfig, load_config
 from jobs.console import console, print_kpis, progress_line
-from jobs.rundir import RunDir, RunError, read_checkpoint_meta, write_atomic, write_json
-from jobs.tracking import Tracker
+from jobs.rundir import (
+    CHECKPOINT_META,
+    RunDir,
+    RunError,
+    disk_full,
+    write_atomic,
+    write_json,
+)
+from jobs.tracking import Tracker, metric_values
 from jobs.trajectories import trajectory_files
 from sims.contract import SimError
 from sims.registry import resolve
@@ -78,6 +94,14 @@ def _trajectory_summary(run: RunDir) -> dict[str, Any]:
     return {"folder": "trajectories", "files": len(files), "rows": rows}
 
 
+class RunComplete(Exception):
+    """A resumed run that has already reached its budget: nothing to do."""
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
 def prepare(
     config: Path | None,
     sets: list[str],
@@ -85,8 +109,9 @@ def prepare(
     resume: Path | None,
     runs_root: Path,
     run_dir: Path | None = None,
-) -> tuple[ExperimentConfig, RunDir, Progress, Path | None]:
-    """Everything that can fail on user input, before Ray starts."""
+) -> tuple[ExperimentConfig, RunDir, Progress, list[tuple[Path, dict[str, Any] | None]]]:
+    """Everything that can fail on user input, before Ray starts. A resume changes nothing
+    here: the run directory is only touched once it is locked and a checkpoint restored."""
     if run_dir is not None and RunDir.has_checkpoint(run_dir):
         # A fixed run directory that already has a checkpoint: this job was restarted
         # (a preempted low-priority node): continue, exactly as --resume would.
@@ -100,28 +125,50 @@ def prepare(
             RunDir.at(run_dir) if run_dir is not None else RunDir.create(runs_root, cfg.experiment)
         )
         write_atomic(run.config, cfg.to_yaml())
-        return cfg, run, Progress(), None
+        return cfg, run, Progress(sessions=1), []
     if config is not None:
         raise ConfigError(
             f"--resume {resume} takes its config from the run; drop --config {config}"
         )
     run = RunDir.open(resume)
     cfg = load_config(run.config, sets, smoke=smoke)
-    checkpoint = run.latest_checkpoint()
+    candidates = restorable(run)
+    readable = [(path, meta) for path, meta in candidates if meta is not None]
     progress = Progress()
-    if checkpoint is not None:
-        meta = read_checkpoint_meta(checkpoint)
+    if readable:
+        checkpoint, meta = readable[0]
         if meta["sim"] != cfg.sim:
             raise RunError(
                 f"{checkpoint}: trained on simulator {meta['sim']!r}, but {run.config} says "
                 f"{cfg.sim!r}; restore the run's config or start a new run"
             )
         progress = Progress.from_meta(meta)
+        _refuse_if_complete(run, cfg, progress, sets)
     # after the checkpoint's simulator is compared: that mismatch is the root cause to name
     check_before_start(cfg, _source(run.config, sets))
-    if sets:
-        write_atomic(run.config, cfg.to_yaml())
-    return cfg, run, progress, checkpoint
+    # a session number no earlier session used, whichever checkpoint is restored
+    progress.sessions = 1 + max((meta["sessions"] for _, meta in readable), default=0)
+    return cfg, run, progress, candidates
+
+
+def _refuse_if_complete(
+    run: RunDir, cfg: ExperimentConfig, progress: Progress, sets: list[str]
+) -> None:
+    """A run that completed and whose budget the resume does not raise: say so, change nothing."""
+    try:
+        summary = json.loads(run.summary.read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(summary, dict) or summary.get("status") != "completed":
+        return
+    reason = stop_reason(cfg, progress, summary.get("episode_return_mean"))
+    if reason is not None:
+        raise RunComplete(
+            f"{run.path} is complete ({reason}); nothing to do. To train it further, raise its "
+            "budget, e.g. --set stop.max_env_steps=N with N above "
+            f"{progress.env_steps:,}" + (f" (given: {' '.join(sets)})" if sets else ""),
+            summary,
+        )
 
 
 def check_before_start(cfg: ExperimentConfig, source: str) -> None:
@@ -173,14 +220,39 @@ def train(
 
     ``on_checkpoint(path, progress)`` is called after every checkpoint is saved (the
     benchmarks assess the policy there)."""
+    try:
+        cfg, run, progress, candidates = prepare(
+            config, list(sets or []), smoke, resume, runs_root, run_dir
+        )
+    except RunComplete as done:
+        console.print(str(done))
+        return done.summary
+    with run.lock():
+        try:
+            run.reserve()
+        except OSError as exc:
+            raise RunError(
+                f"the disk under {run.path} is full: free some space and start again"
+            ) from exc
+        try:
+            return _train(cfg, run, progress, candidates, list(sets or []), on_checkpoint)
+        finally:
+            run.release_reserve()
+
+
+def _train(
+    cfg: ExperimentConfig,
+    run: RunDir,
+    progress: Progress,
+    candidates: list[tuple[Path, dict[str, Any] | None]],
+    sets: list[str],
+    on_checkpoint: Callable[[Path, Progress], None] | None,
+) -> dict[str, Any]:
     from jobs.algorithms import algorithm_config
     from jobs.callbacks import TrajectoryLogger
 
-    cfg, run, progress, checkpoint = prepare(
-        config, list(sets or []), smoke, resume, runs_root, run_dir
-    )
     handle = resolve(cfg.sim)
-    progress.sessions += 1
+    session = progress.sessions
     callbacks = functools.partial(
         TrajectoryLogger,
         folder=str(run.trajectories.resolve()),
@@ -191,7 +263,7 @@ def train(
         enabled=cfg.trajectories.enabled,
     )
     algo_config = algorithm_config(cfg, callbacks)  # raises ConfigError before Ray starts
-    console.print(f"run {run.path} ({'resuming from ' + checkpoint.name if checkpoint else 'new'})")
+    console.print(f"run {run.path} ({'resuming' if candidates else 'new'})")
 
     started = time.perf_counter()
     timeline = {"entry": _ENTRY, "prepared": time.time()}  # wall-clock, for start-up benchmarks
@@ -199,20 +271,33 @@ def train(
     timeline["ray_started"] = time.time()
     algo = algo_config.build_algo()
     timeline["algorithm_built"] = time.time()
-    if checkpoint is not None:
-        algo.restore_from_path(str(checkpoint.resolve()))
+    if candidates:
+        algo, progress = _restore(algo, algo_config, run, candidates)
+        progress.sessions = session
         console.print(
             f"resumed at iteration {progress.iteration}, {progress.env_steps:,} env steps, "
             f"{progress.wall_time_s:.0f} s of earlier training"
         )
+        checkpoint = run.checkpoint_path(progress.iteration)
+        for note in reconcile(run, checkpoint).notes():
+            console.print(f"resume: {note}")
+        if sets:  # only now that the run's own checkpoint restored under the new settings
+            write_atomic(run.config, cfg.to_yaml())
+
+    pending: list[dict[str, Any]] = []  # metrics lines of the iterations since the checkpoint
+    last_good: list[Path] = [run.latest_checkpoint()] if candidates else []
 
     def checkpoint_now() -> Path:
-        saved = save_checkpoint(algo, run, cfg, progress, handle.observation_shape)
+        saved = save_checkpoint(algo, run, cfg, progress, handle.observation_shape, metrics=pending)
+        last_good[:] = [saved]
+        commit_metrics(run, tracker, pending)
+        pending.clear()
         if on_checkpoint is not None:
             on_checkpoint(saved, progress)
         return saved
 
     tracker = Tracker(run, cfg, progress)
+    tracker.catch_up(run.metrics)  # lines a kill kept from MLflow
     status, reason, metrics = "completed", None, {}
     session_wall = progress.wall_time_s
     loop_start = time.perf_counter()
@@ -222,20 +307,28 @@ def train(
             tick = time.perf_counter()
             result = algo.train()
             took = time.perf_counter() - tick
+            if result.get("env_runners", {}).get(DISK_FULL):
+                raise OSError(errno.ENOSPC, "no space left for the trajectory files")
             timeline.setdefault("first_iteration", time.time())
             progress.advance(result, wall_time_s=session_wall + time.perf_counter() - loop_start)
             metrics = iteration_metrics(
                 result, (progress.env_steps - steps_before) / took if took else 0.0
             )
-            record_iteration(run, tracker, progress, metrics)
+            pending.append(metrics_line(progress, metrics))
             console.print(progress_line(cfg, progress, metrics))
             reason = stop_reason(cfg, progress, metrics.get("env_runners/episode_return_mean"))
             if reason is None and progress.iteration % cfg.checkpoints.every_iterations == 0:
                 checkpoint_now()
+        last_checkpoint = checkpoint_now()
     except KeyboardInterrupt:
         status, reason = "interrupted", "interrupted (Ctrl-C)"
         console.print("interrupted: saving a checkpoint before exiting")
-    last_checkpoint = checkpoint_now()
+        last_checkpoint = checkpoint_now()
+    except Exception as exc:
+        if not disk_full(exc):
+            raise
+        algo.stop()
+        raise _stopped_on_full_disk(run, tracker, last_good, exc) from None
     algo.stop()
     tracker.close(status, str(last_checkpoint.relative_to(run.path)))
 
@@ -286,20 +379,73 @@ def train(
     return summary
 
 
-def record_iteration(
-    run: RunDir, tracker: Tracker, progress: Progress, metrics: Mapping[str, float]
-) -> None:
-    """One JSON line in metrics.jsonl and the same metrics in MLflow."""
-    tracker.log(metrics, step=progress.iteration)
-    line = {
+def metrics_line(progress: Progress, metrics: Mapping[str, float]) -> dict[str, Any]:
+    """One line of metrics.jsonl: the iteration's counters and metrics."""
+    return {
         "session": progress.sessions,
         "iteration": progress.iteration,
         "env_steps": progress.env_steps,
         "wall_time_s": round(progress.wall_time_s, 3),
         **metrics,
     }
+
+
+def commit_metrics(run: RunDir, tracker: Tracker, lines: list[dict[str, Any]]) -> None:
+    """The lines of a saved checkpoint's iterations, to metrics.jsonl and MLflow."""
     with run.metrics.open("a") as fh:
-        fh.write(json.dumps(line) + "\n")
+        fh.write("".join(json.dumps(line) + "\n" for line in lines))
+    for line in lines:
+        tracker.log(metric_values(line), step=line["iteration"])
+
+
+def _restore(
+    algo: Any,
+    algo_config: Any,
+    run: RunDir,
+    candidates: list[tuple[Path, dict[str, Any] | None]],
+) -> tuple[Any, Progress]:
+    """Restore the newest checkpoint that restores; set aside each one that does not."""
+    failures = []
+    for checkpoint, meta in candidates:
+        if meta is None:
+            failures.append(f"{checkpoint.name}: its {CHECKPOINT_META} cannot be read")
+            console.print(
+                f"{checkpoint}: its {CHECKPOINT_META} cannot be read; set aside as "
+                f"{set_aside(checkpoint).name}, trying the one before it"
+            )
+            continue
+        try:
+            algo.restore_from_path(str(checkpoint.resolve()))
+        except Exception as exc:  # a file cut short: pickle, torch and pyarrow raise their own
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            failures.append(f"{checkpoint.name}: {reason}")
+            console.print(
+                f"{checkpoint} cannot be restored ({reason}); set aside as "
+                f"{set_aside(checkpoint).name}, trying the one before it"
+            )
+            algo.stop()
+            algo = algo_config.build_algo()  # a failed restore may have loaded half of it
+            continue
+        return algo, Progress.from_meta(meta)
+    algo.stop()
+    raise no_checkpoint_restores(run, failures)
+
+
+def _stopped_on_full_disk(
+    run: RunDir, tracker: Tracker, last_good: list[Path], exc: BaseException
+) -> RunError:
+    kept = str(last_good[0].relative_to(run.path)) if last_good else ""
+    run.release_reserve()  # room for MLflow's journal
+    try:
+        tracker.close("failed", kept)
+        closed = "its MLflow run is marked FAILED"
+    except Exception:  # the MLflow store may be on the same full disk
+        closed = "its MLflow run could not be closed (the store is on the full disk)"
+    where = f"its last good checkpoint is {kept}" if kept else "it has no checkpoint yet"
+    return RunError(
+        f"the disk under {run.path} is full ({type(exc).__name__}); the run stopped, {where} "
+        f"and {closed}. Free some space, then continue with `invoke train --resume {run.path}`"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -82,8 +82,12 @@ class Rows:
             table = table.cast(schema)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")  # readers skip dot-files
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file
+            raise
         self.columns, self.count = {}, 0
         return path
 

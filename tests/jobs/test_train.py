@@ -179,54 +179,207 @@ def test_export_csv_matches_the_parquet_rows(cstr_run, tmp_path):
     assert path.read_text().count("\n") == len(read_trajectories(cstr_run)) + 1
 
 
-def test_sigkill_then_resume_continues_counters_and_keeps_every_file(tmp_path):
+def newest_checkpoint(run: Path) -> Path | None:
+    found = sorted((run / "checkpoints").glob("iter-*"))
+    return found[-1] if found else None
+
+
+def training_files(run: Path) -> set[str]:
+    return {p.name for p in (run / "trajectories").glob("*.parquet") if p.name[:5] != "asses"}
+
+
+def rolled_back_work_exists(runs: Path) -> bool:
+    """A checkpoint, and trajectory files written after it: the kill will roll something back."""
+    runs_found = [p.parent for p in runs.rglob("config.yaml")]
+    if not runs_found or (checkpoint := newest_checkpoint(runs_found[0])) is None:
+        return False
+    covered = set(json.loads((checkpoint / "trajectories.json").read_text()))
+    return len(covered) >= 2 and bool(training_files(runs_found[0]) - covered)
+
+
+def mlflow_steps(run: Path) -> list[int]:
+    from mlflow.tracking import MlflowClient
+
+    summary = json.loads((run / "summary.json").read_text())
+    client = MlflowClient(tracking_uri=f"sqlite:///{(run / 'mlflow.db').resolve()}")
+    history = client.get_metric_history(summary["mlflow_run_id"], "perf/env_steps_per_s")
+    return sorted(m.step for m in history)
+
+
+def assert_exact(run: Path, mlflow_also: tuple[int, ...] = ()) -> dict:
+    """What a run that never stopped would hold: each iteration once in metrics.jsonl and in
+    MLflow (plus ``mlflow_also``: rolled-back iterations MLflow cannot forget), and exactly the
+    episodes the counters count in the trajectories."""
+    summary = json.loads((run / "summary.json").read_text())
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    every = list(range(1, summary["iterations"] + 1))
+    assert [line["iteration"] for line in lines] == every, "metrics.jsonl: each iteration once"
+    assert mlflow_steps(run) == sorted(every + list(mlflow_also)), "MLflow: each iteration once"
+    frame = read_trajectories(run, phase="train")
+    assert frame["episode_id"].nunique() == summary["episodes_total"]
+    return summary
+
+
+def test_sigkill_between_checkpoints_then_resume_is_exact(tmp_path):
     runs = tmp_path / "runs"
     budget = [
         "--smoke",
         "--set",
         "stop.max_env_steps=1000000",
         "--set",
-        "checkpoints.every_iterations=2",
+        "checkpoints.every_iterations=3",
     ]
     proc = start(*budget, runs=runs)
-
-    def checkpoints() -> list[Path]:
-        return sorted(runs.glob("*/*/checkpoints/iter-*"))
-
-    wait_for(lambda: len(checkpoints()) >= 2, proc)
+    wait_for(lambda: rolled_back_work_exists(runs), proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate()
     run = only_run(runs)
-    before_files = sorted((run / "trajectories").glob("*.parquet"))
-    assert before_files, "trajectories were written before the kill"
-    for path in before_files:
+    checkpoint = newest_checkpoint(run)
+    meta = read_checkpoint_meta(checkpoint)
+    covered = set(json.loads((checkpoint / "trajectories.json").read_text()))
+    after_checkpoint = training_files(run) - covered
+    assert after_checkpoint and not (run / "summary.json").exists()
+    for path in (run / "trajectories").glob("*.parquet"):
         pq.read_table(path)  # every file from before the kill reads
-    latest = sorted((run / "checkpoints").glob("iter-*"))[-1]
-    meta = read_checkpoint_meta(latest)
-    assert not (run / "summary.json").exists()
 
     target = meta["env_steps"] + 600
     proc = start("--resume", str(run), "--set", f"stop.max_env_steps={target}", runs=runs)
-    out = finish(proc)
+    out = " ".join(finish(proc).split())  # the console wraps long lines
     assert proc.returncode == 0, out[-3000:]
     assert f"resumed at iteration {meta['iteration']}, {meta['env_steps']:,} env steps" in out
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["sessions"] == 2
-    assert summary["env_steps_sampled"] >= target
-    assert summary["iterations"] > meta["iteration"]
-    resumed = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    first_after = next(
-        line
-        for line in resumed
-        if line["iteration"] == meta["iteration"] + 1 and line["env_steps"] > meta["env_steps"]
+    # an env runner can outlive the kill by one sample batch: count what the resume moved
+    rolled_back = {p.name for p in (run / "trajectories" / "rolled-back").iterdir()}
+    assert (
+        f"resume: {len(rolled_back)} trajectory file(s) of rolled-back iterations moved "
+        "to trajectories/rolled-back/" in out
     )
-    assert first_after["env_steps"] - meta["env_steps"] <= 400, (
-        "env steps continue from the checkpoint, not from 0"
-    )
+    assert after_checkpoint <= rolled_back and not rolled_back & covered
+    summary = assert_exact(run)
+    assert summary["sessions"] == 2 and summary["env_steps_sampled"] >= target
     assert summary["wall_time_s"] > meta["wall_time_s"], "wall time counts from the original start"
-    after_files = sorted((run / "trajectories").glob("*.parquet"))
-    assert set(before_files) < set(after_files), "resume appends new files and keeps the old ones"
-    assert any("-s02-" in p.name for p in after_files)
+    assert covered < training_files(run), "the covered files stay, the new session's are added"
+    assert any("-s02-" in name for name in training_files(run))
+    first_after = json.loads((run / "metrics.jsonl").read_text().splitlines()[meta["iteration"]])
+    assert first_after["session"] == 2
+    assert 0 < first_after["env_steps"] - meta["env_steps"] <= 400, (
+        "steps continue from the checkpoint"
+    )
+
+
+def test_resuming_a_completed_run_changes_nothing_unless_the_budget_is_raised(cstr_run, tmp_path):
+    import shutil
+
+    from jobs.train import train
+
+    run = tmp_path / "copy"
+    shutil.copytree(cstr_run, run)
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    summary = train(resume=run)
+    assert summary == json.loads((run / "summary.json").read_text())
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
+    assert not ray.is_initialized(), "nothing started"
+    proc = start("--resume", str(run), runs=tmp_path)
+    out = finish(proc)
+    assert proc.returncode == 0
+    assert (
+        f"{run} is complete (max_env_steps 400 reached); nothing to do. To train it further, raise its budget"
+        in " ".join(out.split())
+    )
+
+
+def test_a_corrupt_newest_checkpoint_is_set_aside_and_the_one_before_used(cstr_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(cstr_run, run)
+    newest, previous = sorted((run / "checkpoints").glob("iter-*"))[::-1][:2]
+    state = (
+        newest / "learner_group" / "learner" / "rl_module" / "default_policy" / "module_state.pkl"
+    )
+    state.write_bytes(state.read_bytes()[:100])  # cut short, as a kill during a copy leaves it
+    meta = read_checkpoint_meta(previous)
+    proc = start("--resume", str(run), "--set", "stop.max_env_steps=800", runs=tmp_path)
+    out = " ".join(finish(proc).split())
+    assert proc.returncode == 0, out[-3000:]
+    assert f"{newest} cannot be restored (" in out
+    assert f"set aside as .corrupt-{newest.name}, trying the one before it" in out
+    assert f"resumed at iteration {meta['iteration']}" in out
+    assert (run / "checkpoints" / f".corrupt-{newest.name}").is_dir(), "kept, not deleted"
+    rolled_back = tuple(range(meta["iteration"] + 1, int(newest.name.split("-")[1]) + 1))
+    assert f"MLflow keeps its values of the rolled-back iterations {rolled_back[0]}-" in out
+    assert_exact(run, mlflow_also=rolled_back)
+
+
+def test_a_second_resume_of_a_running_run_is_refused_naming_the_first(tmp_path):
+    runs = tmp_path / "runs"
+    proc = start("--smoke", "--set", "stop.max_env_steps=1000000", runs=runs)
+    wait_for(lambda: any(runs.rglob("iter-*")), proc)
+    run = only_run(runs)
+    second = start("--resume", str(run), runs=runs)
+    out = " ".join(finish(second, timeout=120).split())
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    assert second.returncode == 2, out[-3000:]
+    assert f"error: {run} is in use by pid {proc.pid} on " in out
+    assert "wait for it to finish or stop it, then resume" in out
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 48 MB tmpfs: a disk the test can fill (mounting needs root, as CI runs)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    with open(filler, "wb") as fh:
+        try:
+            while True:
+                fh.write(bytes(1 << 20))
+                fh.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_disk_stops_the_run_cleanly_and_it_resumes_exactly(small_disk):
+    runs = small_disk / "runs"
+    proc = start("--smoke", "--set", "stop.max_env_steps=1000000", runs=runs)
+    wait_for(lambda: any(runs.rglob("iter-*/aml_rl.json")), proc)
+    filler = fill(small_disk)
+    out = " ".join(finish(proc, timeout=120).split())
+    run = only_run(runs)
+    assert proc.returncode == 2, out[-3000:]
+    checkpoint = newest_checkpoint(run)
+    assert (
+        f"error: the disk under {run} is full (OSError); the run stopped, its last good "
+        f"checkpoint is checkpoints/{checkpoint.name} and its MLflow run is marked FAILED. Free "
+        f"some space, then continue with `invoke train --resume {run}`" in out
+    )
+    leftovers = [p for p in run.rglob(".*") if p.name not in (".lock",)]
+    assert leftovers == [], "no half-written checkpoint, trajectory file or reserve"
+    meta = read_checkpoint_meta(checkpoint)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{(run / 'mlflow.db').resolve()}")
+    (mlflow_run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert mlflow_run.info.status == "FAILED" and mlflow_run.data.tags["status"] == "failed"
+
+    filler.unlink()
+    target = meta["env_steps"] + 400
+    proc = start("--resume", str(run), "--set", f"stop.max_env_steps={target}", runs=runs)
+    out = finish(proc)
+    assert proc.returncode == 0, out[-3000:]
+    summary = assert_exact(run)
+    assert summary["env_steps_sampled"] >= target and summary["sessions"] == 2
 
 
 def test_a_flaky_simulator_does_not_kill_the_run(tmp_path):
@@ -263,7 +416,7 @@ def test_ctrl_c_saves_a_checkpoint_before_exiting(tmp_path):
         "checkpoints.every_iterations=1000",
         runs=tmp_path,
     )
-    wait_for(lambda: any(tmp_path.rglob("metrics.jsonl")), proc)
+    wait_for(lambda: any(tmp_path.rglob("train-*.parquet")), proc)  # training is under way
     os.kill(proc.pid, signal.SIGINT)  # the driver only, as a terminal's Ctrl-C reaches it
     out = finish(proc, timeout=120)
     assert proc.returncode == 130, out[-3000:]
