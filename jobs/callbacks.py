@@ -14,6 +14,15 @@ from sims.registry import resolve
 
 FAILED_EPISODES = "aml_rl_failed_episodes"  # metric key, under env_runners/
 DISK_FULL = "aml_rl_disk_full"  # set when a trajectory file could not be written: no space
+# Episodes in a row that end in a simulator failure, none completing, before the env runner
+# gives up: a simulator that fails at every step would otherwise be recreated for ever inside
+# one sample (RLlib counts only completed steps towards it). A simulator that fails on 1% of
+# steps fails 87% of 200-step episodes: 100 in a row happens with probability 1e-6.
+MAX_FAILED_EPISODES_IN_A_ROW = 100
+
+
+class SimulatorGaveUp(RuntimeError):
+    """Raised on an env runner when the simulator fails episode after episode."""
 
 
 def _episode_steps(chunks: list[Any]) -> tuple[list[dict], list[float]]:
@@ -59,6 +68,7 @@ class TrajectoryLogger(RLlibCallback):
         self._episodes = 0
         self._files = 0
         self._env: Any = None
+        self._failed_in_a_row = 0
 
     def _phase(self, env_runner: Any) -> str:
         return "eval" if env_runner.config.in_evaluation else "train"
@@ -72,6 +82,7 @@ class TrajectoryLogger(RLlibCallback):
         **kwargs: Any,
     ) -> None:
         self._episodes += 1
+        self._failed_in_a_row = 0
         if not self.enabled or (self._episodes - 1) % self.every:
             return
         chunks = [*(prev_episode_chunks or []), episode]
@@ -141,3 +152,10 @@ class TrajectoryLogger(RLlibCallback):
         if faults and metrics_logger is not None:
             # Lifetime sum: the count must survive iterations and checkpoints alike.
             metrics_logger.log_value(FAILED_EPISODES, len(faults), reduce="lifetime_sum")
+        self._failed_in_a_row += len(faults)
+        if faults and self._failed_in_a_row >= MAX_FAILED_EPISODES_IN_A_ROW:
+            self.on_sample_end(env_runner=env_runner, metrics_logger=metrics_logger)  # the rows
+            raise SimulatorGaveUp(
+                f"{self._failed_in_a_row} episodes in a row failed and none completed; "
+                f"the last: {faults[-1]['error']}"
+            )

@@ -42,11 +42,12 @@ from jobs.rundir import (
     write_json,
 )
 from jobs.tracking import Tracker, metric_values
-from jobs.trajectories import trajectory_files
+from jobs.trajectories import read_trajectories, trajectory_files
 from sims.contract import SimError
 from sims.registry import resolve
 
 USER_ERRORS = (ConfigError, RunError, ScenarioError, SimError)
+IDLE_ITERATIONS = 3  # iterations in a row without an env step before the run stops
 """What a user can fix: shown as one message, never a traceback."""
 _ENTRY = time.time()  # when this module finished importing its dependencies
 
@@ -301,6 +302,7 @@ def _train(
     status, reason, metrics = "completed", None, {}
     session_wall = progress.wall_time_s
     loop_start = time.perf_counter()
+    idle = 0  # iterations in a row that sampled no env step
     try:
         while reason is None:
             steps_before = progress.env_steps
@@ -311,6 +313,9 @@ def _train(
                 raise OSError(errno.ENOSPC, "no space left for the trajectory files")
             timeline.setdefault("first_iteration", time.time())
             progress.advance(result, wall_time_s=session_wall + time.perf_counter() - loop_start)
+            idle = idle + 1 if progress.env_steps == steps_before else 0
+            if idle >= IDLE_ITERATIONS:
+                raise _no_progress(run, cfg, idle)
             metrics = iteration_metrics(
                 result, (progress.env_steps - steps_before) / took if took else 0.0
             )
@@ -324,6 +329,10 @@ def _train(
         status, reason = "interrupted", "interrupted (Ctrl-C)"
         console.print("interrupted: saving a checkpoint before exiting")
         last_checkpoint = checkpoint_now()
+    except SimError:
+        algo.stop()
+        tracker.close("failed", str(last_good[0].relative_to(run.path)) if last_good else "")
+        raise
     except Exception as exc:
         if not disk_full(exc):
             raise
@@ -429,6 +438,23 @@ def _restore(
         return algo, Progress.from_meta(meta)
     algo.stop()
     raise no_checkpoint_restores(run, failures)
+
+
+def _no_progress(run: RunDir, cfg: ExperimentConfig, iterations: int) -> SimError:
+    """The run's simulator fails on every episode (or answers slower than RLlib waits)."""
+    try:
+        errors = read_trajectories(run.path).dropna(subset=["error"])["error"]
+    except (KeyError, ValueError, OSError):  # no trajectory file, or none with an error
+        errors = []
+    if len(errors):
+        cause = f"{len(errors)} simulator failures are logged; the last: {errors.iloc[-1]}"
+    else:
+        cause = "no failure is logged: does a step take longer than RLlib's sample timeout, 60 s?"
+    return SimError(
+        f"simulator {cfg.sim!r} produced no env step in {iterations} iterations in a row, so the "
+        f"run stopped ({cause}). Reproduce it with `invoke check-sim --sim {cfg.sim}`; the run "
+        "keeps its checkpoints"
+    )
 
 
 def _stopped_on_full_disk(

@@ -59,6 +59,7 @@ class SimEnv(gym.Env):
         self.states: States = {}
         self._steps = 0
         self._checked_spec = False
+        self._needed = list(dict.fromkeys([*self.spec_.observations, *self.spec_.log_states]))
         self.fault: dict[str, Any] | None = None
         """The last simulator failure (step, scenario, lesson, error), for trajectory logs."""
 
@@ -93,6 +94,13 @@ class SimEnv(gym.Env):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         physical = self.to_physical(action)
         states = self._call("step", self.simulator.step, physical)
+        missing = [name for name in self._needed if name not in states]
+        if missing:  # reset returned them (the spec check): step must too
+            raise self._fault(
+                f"{self.sim_name}.step() at step {self._steps} returned no {', '.join(missing)} "
+                f"(it returned {', '.join(states) or 'nothing'}); return every state the "
+                "SimSpec observes or logs, under the same names as reset() does"
+            )
         self._steps += 1
         self.states = states
         reward = float(self.spec_.reward(states, physical))

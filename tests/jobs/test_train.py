@@ -26,12 +26,14 @@ SUMMARY_KEYS = {
 }  # fmt: skip
 
 
-def start(*args: str, runs: Path) -> subprocess.Popen:
-    """The real entrypoint in its own session, so that a kill takes its Ray processes too."""
+def start(*args: str, runs: Path, path: Path | None = None) -> subprocess.Popen:
+    """The real entrypoint in its own session, so that a kill takes its Ray processes too;
+    ``path`` holds a user's own simulator module."""
+    pythonpath = os.pathsep.join(str(p) for p in (ROOT, path) if p)
     return subprocess.Popen(
         [sys.executable, "-m", "jobs.train", "--runs-dir", str(runs), *args],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},  # Ray workers import tests.fixtures too
+        env={**os.environ, "PYTHONPATH": pythonpath},  # Ray workers import tests.fixtures too
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -405,6 +407,53 @@ def test_a_flaky_simulator_does_not_kill_the_run(tmp_path):
         .str.contains("raised RuntimeError: flaky simulator: licence server timed out")
         .all()
     )
+
+
+BROKEN_TANK = """
+import dataclasses
+
+from sims import cstr
+
+
+class BrokenTank(cstr.CSTR):
+    def step(self, action):
+        raise ConnectionError("licence server unreachable")
+
+
+SPEC = dataclasses.replace(
+    cstr.SPEC, name="broken_tank", env_id="user/BrokenTank-v0", simulator=BrokenTank
+)
+"""
+
+
+def test_a_simulator_that_fails_every_episode_stops_the_run_with_its_error(tmp_path):
+    (tmp_path / "broken_tank.py").write_text(BROKEN_TANK)
+    runs = tmp_path / "runs"
+    proc = start("--smoke", "--set", "sim=broken_tank", runs=runs, path=tmp_path)
+    out = finish(proc)
+    flat = " ".join(out.split())
+    assert proc.returncode == 2, out[-3000:]
+    assert (
+        "error: simulator 'broken_tank' produced no env step in 3 iterations in a row, so the "
+        "run stopped (" in flat
+    )
+    assert "broken_tank.step() at step 0 of scenario" in flat
+    assert (
+        "raised ConnectionError: licence server unreachable). Reproduce it with `invoke check-sim --sim broken_tank`"
+        in flat
+    )
+    run = only_run(runs)
+    logged = read_trajectories(run).dropna(subset=["error"])
+    assert f"({len(logged)} simulator failures are logged;" in flat
+    assert len(logged) >= 100, "each failure is a row"
+    # bounded: the env runner gives up after 100 failed episodes in a row, instead of
+    # recreating the simulator for ever inside one sample
+    assert out.count("licence server unreachable") < 20 * len(logged)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{(run / 'mlflow.db').resolve()}")
+    (mlflow_run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert mlflow_run.info.status == "FAILED"
 
 
 def test_ctrl_c_saves_a_checkpoint_before_exiting(tmp_path):

@@ -151,3 +151,25 @@ def test_env_survives_a_pickle_round_trip_mid_episode():
     env.step([0.3])
     clone = pickle.loads(pickle.dumps(env))
     np.testing.assert_array_equal(env.step([0.1])[0], clone.step([0.1])[0])
+
+
+def test_a_step_that_renames_a_state_is_a_fault_naming_it(variant_sim):
+    name = variant_sim(
+        "drifting_room",
+        {
+            "        self.truncated = self.steps >= MAX_STEPS\n        return self._states()": (
+                "        self.truncated = self.steps >= MAX_STEPS\n"
+                '        return {"Temp": self.temp, "setpoint": self.setpoint}'
+            )
+        },
+    )
+    env = make_env(name)
+    env.reset(seed=0)  # reset returns the declared names
+    with pytest.raises(
+        SimulatorFault,
+        match=r"drifting_room\.step\(\) at step 0 returned no temp \(it returned Temp, setpoint\); return every state the SimSpec observes or logs, under the same names as reset\(\) does",
+    ):
+        env.step([0.0])
+    assert env.unwrapped.fault["error"].startswith(
+        "drifting_room.step() at step 0 returned no temp"
+    )
