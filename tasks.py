@@ -8,9 +8,27 @@ import sys
 from pathlib import Path
 
 from invoke import Context, Exit, task
+from invoke.exceptions import ParseError
+from invoke.parser.argument import Argument
 
 ROOT = Path(__file__).resolve().parent
 HELP_FLAGS = ("-h", "--help")
+
+_set_value = Argument.set_value
+
+
+def _set_value_or_say_so(self: Argument, value: object, cast: bool = True) -> None:
+    """invoke 3.0 turns a bad value for a typed flag (`--episodes many`) into a ValueError
+    traceback; this makes it invoke's own parse error, which it prints as one line."""
+    try:
+        _set_value(self, value, cast=cast)
+    except ValueError:
+        kind = getattr(self.kind, "__name__", str(self.kind))
+        flag = max(self.names, key=len).replace("_", "-")
+        raise ParseError(f"--{flag} {value!r}: not a valid {kind}; give a number") from None
+
+
+Argument.set_value = _set_value_or_say_so
 
 
 def _help_instead(c: Context, value: str, task_name: str) -> None:
@@ -557,12 +575,13 @@ def predict(
         raise Exit("predict: give the states with --states FILE (a JSON file)", code=2)
     import json
 
-    from client.deploy import DeployError
+    from client.deploy import DeployError, read_request
     from client.deploy import predict as ask
 
-    client = _client(outputs, subscription_id, resource_group, workspace_name)
     try:
-        answer = ask(client, endpoint, Path(states), deployment)
+        body = read_request(Path(states))  # a file the user got wrong, before any login
+        client = _client(outputs, subscription_id, resource_group, workspace_name)
+        answer = ask(client, endpoint, body, deployment)
     except DeployError as exc:
         raise Exit(f"predict: {exc}", code=2) from None
     print(json.dumps(answer, indent=2))

@@ -327,11 +327,14 @@ def read_request(path: Path) -> dict[str, Any]:
         ) from None
 
 
-def predict(client: Any, endpoint: str, states: Path, deployment: str = "") -> dict[str, Any]:
-    """Send a states file to the endpoint (with an Azure AD token); returns its answer."""
+def predict(
+    client: Any, endpoint: str, states: Path | dict[str, Any], deployment: str = ""
+) -> dict[str, Any]:
+    """Send a states file (or its body, read already) to the endpoint, with an Azure AD
+    token; returns its answer."""
     from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
-    body = read_request(states)
+    body = states if isinstance(states, dict) else read_request(states)
     with tempfile.TemporaryDirectory(prefix="aml-rl-predict-") as folder:
         request = Path(folder) / "request.json"
         request.write_text(json.dumps(body))

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from jobs.rundir import RunError
+from jobs.rundir import read_summary
 
 
 def _summary(run: Path) -> dict[str, Any]:
-    path = run / "summary.json"
-    if not path.is_file():
-        raise RunError(f"{run}: no summary.json; the run has not finished (or this is not a run)")
-    return json.loads(path.read_text())
+    return read_summary(run)
 
 
 def beats_baseline(run: Path) -> bool:

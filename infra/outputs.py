@@ -47,7 +47,9 @@ def parse_outputs(text: str, source: str) -> InfraOutputs:
             "save it with `pulumi stack output --json > FILE`"
         ) from None
     except ValidationError as exc:
-        missing = ", ".join(str(e["loc"][0]) for e in exc.errors())
+        missing = ", ".join(
+            str(e["loc"][0]) if e["loc"] else "(all: not an object)" for e in exc.errors()
+        )
         raise OutputsError(
             f"{source}: missing or invalid stack output(s): {missing}; "
             "run `pulumi up` with this repo's infra/"
@@ -58,9 +60,13 @@ def read_outputs(saved: Path | None = None, stack: str | None = None) -> InfraOu
     """From a saved ``pulumi stack output --json`` file, or from the Pulumi CLI."""
     if saved is not None:
         try:
-            return parse_outputs(saved.read_text(), str(saved))
+            return parse_outputs(saved.read_text(encoding="utf-8"), str(saved))
         except OSError as exc:
             raise OutputsError(f"{saved}: cannot be read ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise OutputsError(
+                f"{saved}: not a text file; save it with `pulumi stack output --json > FILE`"
+            ) from None
     if shutil.which("pulumi") is None:
         raise OutputsError(
             "the Pulumi CLI is not installed; install it (https://www.pulumi.com/docs/install/) "

@@ -268,6 +268,11 @@ def assess(
 
 def resolve_checkpoint(path: Path) -> Path:
     """A checkpoint folder, or a run directory (its newest checkpoint)."""
+    if not path.exists():
+        raise RunError(
+            f"{path}: no such directory; pass a run directory (runs/<experiment>/<run-id>) or a "
+            "checkpoint folder under its checkpoints/"
+        )
     if (path / "config.yaml").is_file():
         latest = RunDir.open(path).latest_checkpoint()
         if latest is None:

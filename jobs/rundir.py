@@ -191,6 +191,25 @@ class RunDir:
             shutil.rmtree(old)
 
 
+def read_summary(run: Path) -> dict[str, Any]:
+    """A run's summary.json; :class:`RunError` naming the file when it is missing or is not one."""
+    path = Path(run) / "summary.json"
+    if not path.is_file():
+        raise RunError(f"{run}: no summary.json; the run has not finished (or this is not a run)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunError(
+            f"{path}: not a run summary ({type(exc).__name__}); re-run or restore it"
+        ) from None
+    if not isinstance(data, dict) or "run_id" not in data:
+        raise RunError(
+            f"{path}: not a run summary (a JSON object with run_id, status, ...); re-run or "
+            "restore it"
+        )
+    return data
+
+
 def read_checkpoint_meta(checkpoint: Path) -> dict[str, Any]:
     """Our metadata of an RLlib checkpoint; :class:`RunError` if it is not one of ours, or if
     it cannot be read."""

@@ -133,9 +133,13 @@ def load_yaml(text: str) -> Any:
 def read_yaml(path: Path) -> Any:
     """Parse a YAML file, with a message that names the file and the line on failure."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SimError(f"{path}: cannot be read ({exc.strerror}); check the path") from exc
+    except UnicodeDecodeError as exc:
+        raise SimError(
+            f"{path}: not a text file (byte {exc.start} is not UTF-8); give the YAML file"
+        ) from None
     try:
         return load_yaml(text)
     except yaml.YAMLError as exc:

@@ -30,7 +30,7 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from jobs.console import kpi_header
-from jobs.rundir import CHECKPOINT_PREFIX, RunDir, RunError, write_atomic
+from jobs.rundir import CHECKPOINT_PREFIX, RunDir, RunError, read_summary, write_atomic
 from jobs.trajectories import trajectory_files, trajectory_units
 from sims.handle import SimHandle
 from sims.registry import resolve
@@ -73,7 +73,7 @@ class Selection:
 def build_page(run: Path, out: Path | None = None, episodes: int = DEFAULT_EPISODES) -> Path:
     """Write the page for ``run`` (default ``<run>/view.html``) atomically; returns its path."""
     run_dir = RunDir.open(Path(run))
-    summary = _read_json(run_dir.summary) if run_dir.summary.is_file() else {}
+    summary = read_summary(run_dir.path) if run_dir.summary.is_file() else {}
     config = _read_config(run_dir.config)
     handle = resolve(summary.get("sim") or config["sim"])
     units = {**handle.units, **_units_from_files(run_dir)}

@@ -1,0 +1,159 @@
+"""Files and values a user gets wrong, at every entry point: one message naming the file, key,
+value or flag (never a traceback), the documented exit code, and nothing created or changed.
+
+Entry points run in this process through their real front doors: invoke's own ``Program``
+over tasks.py (what `invoke TASK ...` runs) and ``python -m jobs.train``'s ``main``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from invoke import Collection, Program
+from invoke.loader import FilesystemLoader
+
+from jobs.train import main as train_main
+from tests.conftest import ROOT
+
+# tasks.py as `invoke` loads it (it is no package module: nothing imports it)
+tasks, _ = FilesystemLoader(start=str(ROOT)).load("tasks")
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe"  # a file that is not text
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    argv: list[str]  # `invoke ...` words, or `jobs.train` arguments when entry == "train"
+    code: int
+    message: str  # a regex the output must match; {work} is the sandbox folder
+    entry: str = "invoke"
+    files: tuple[tuple[str, str | bytes], ...] = ()  # written into the sandbox first
+
+
+def sandbox_run(work: Path) -> Path:
+    """A finished run a user might point at: config, a checkpoint of ours, a summary."""
+    run = work / "runs" / "cstr_ppo" / "20261123-000000-beef"
+    checkpoint = run / "checkpoints" / "iter-000002"
+    checkpoint.mkdir(parents=True)
+    shutil.copy(ROOT / "jobs" / "configs" / "cstr_ppo.yaml", run / "config.yaml")
+    (checkpoint / "aml_rl.json").write_text(json.dumps({"sim": "cstr", "iteration": 2}))
+    return run
+
+
+RUN = "runs/cstr_ppo/20261123-000000-beef"
+
+CASES = [
+    # python -m jobs.train: config files
+    Case("config missing", ["--config", "nope.yaml"], 2, r"nope\.yaml", "train"),
+    Case("config not text", ["--config", "c.yaml"], 2, r"c\.yaml: .*(not text|UTF-8)", "train", (("c.yaml", PNG),)),
+    Case("config bad YAML", ["--config", "c.yaml"], 2, r"c\.yaml: .*(YAML|line)", "train", (("c.yaml", "sim: cstr\n  training: [\n"),)),
+    Case("config a list", ["--config", "c.yaml"], 2, r"c\.yaml", "train", (("c.yaml", "- sim\n- cstr\n"),)),
+    Case("config empty", ["--config", "c.yaml"], 2, r"c\.yaml", "train", (("c.yaml", ""),)),
+    Case("config unknown key", ["--config", "c.yaml"], 2, r"c\.yaml: trainig", "train", (("c.yaml", "sim: cstr\ntrainig:\n  lr: 1e-4\n"),)),
+    Case("config wrong type", ["--config", "c.yaml"], 2, r"c\.yaml: training\.lr", "train", (("c.yaml", "training:\n  lr: fast\n"),)),
+    Case("config negative budget", ["--config", "c.yaml"], 2, r"c\.yaml: stop\.max_env_steps", "train", (("c.yaml", "stop:\n  max_env_steps: -5\n"),)),
+    Case("config unknown sim", ["--config", "c.yaml"], 2, r"unknown simulator 'tank_v9'", "train", (("c.yaml", "sim: tank_v9\n"),)),
+    # python -m jobs.train: --set
+    Case("set without =", ["--set", "training.lr"], 2, r"--set training\.lr", "train"),
+    Case("set unknown key", ["--set", "training.lrr=1e-4"], 2, r"training\.lrr", "train"),
+    Case("set wrong type", ["--set", "training.train_batch_size=abc"], 2, r"training\.train_batch_size", "train"),
+    Case("set lesson typo", ["--set", "lesson=trasition"], 2, r"lesson 'trasition'", "train"),
+    Case("set lessons missing", ["--set", "lessons=nowhere.yaml"], 2, r"nowhere\.yaml: cannot be read", "train"),
+    Case("set lessons not text", ["--set", "lessons=l.yaml"], 2, r"l\.yaml", "train", (("l.yaml", PNG),)),
+    Case("set scenarios not text", ["--set", "assessment.scenarios=s.yaml"], 2, r"s\.yaml", "train", (("s.yaml", PNG),)),
+    Case("set scenarios unknown parameter", ["--set", "assessment.scenarios=s.yaml"], 2, r"s\.yaml: .*flow", "train", (("s.yaml", "- {flow: 1, seed: 1}\n"),)),
+    Case("set extra of wrong kind", ["--set", "training.extra={clip_param: wide}"], 2, r"clip_param", "train"),
+    # python -m jobs.train: --resume
+    Case("resume missing folder", ["--resume", "runs/nope"], 2, r"runs/nope: no such directory", "train"),
+    Case("resume not a run", ["--resume", "."], 2, r"not a run directory \(no config\.yaml\)", "train"),
+    Case("resume with --config", ["--resume", RUN, "--config", "c.yaml"], 2, r"takes its config from the run; drop --config", "train"),
+    Case("resume config not text", ["--resume", "bad_run"], 2, r"bad_run/config\.yaml", "train", (("bad_run/config.yaml", PNG),)),
+    # invoke: flags of the wrong type, and arguments that are not what they should be
+    Case("flag not a number", ["check-sim", "--episodes", "many"], 1, r"--episodes 'many': not a valid int"),
+    Case("train flag not a number", ["export-trajectories", RUN, "--csv", "--out", "x", "--bogus"], 1, r"No idea what '--bogus' is"),
+    Case("check-sim unknown", ["check-sim", "--sim", "tank_v9"], 1, r"unknown simulator 'tank_v9'"),
+    Case("check-sim lessons missing", ["check-sim", "--lessons", "nowhere.yaml"], 1, r"nowhere\.yaml"),
+    Case("assess missing", ["assess", "runs/nope"], 2, r"runs/nope: no such (directory|checkpoint)"),
+    Case("assess scenarios missing", ["assess", RUN, "--scenarios", "nowhere.yaml"], 2, r"nowhere\.yaml"),
+    Case("export missing", ["export", "runs/nope"], 2, r"runs/nope: no such (directory|checkpoint)"),
+    Case("export not a checkpoint", ["export", "."], 2, r"not an aml-rl checkpoint"),
+    Case("view missing", ["view", "runs/nope"], 2, r"runs/nope"),
+    Case("view summary a list", ["view", RUN], 2, r"summary\.json: not a run summary", "invoke", ((f"{RUN}/summary.json", "[]"),)),
+    Case("report no summary", ["report", RUN], 2, r"no summary\.json"),
+    Case("report summary a list", ["report", RUN], 2, r"summary\.json: not a run summary", "invoke", ((f"{RUN}/summary.json", "[]"),)),
+    Case("report summary not text", ["report", RUN], 2, r"summary\.json: not a run summary", "invoke", ((f"{RUN}/summary.json", PNG),)),
+    Case("export-trajectories none", ["export-trajectories", RUN, "--csv"], 2, r"trajectories"),
+    Case("serve not a bundle", ["serve", "."], 2, r"policy\.json|bundle"),
+    Case("build --serve not a bundle", ["build", "--serve", "."], 1, r"policy\.json|bundle"),
+    Case("submit config bad", ["submit", "--dry-run", "--outputs", "o.json", "--config", "c.yaml"], 2, r"c\.yaml: trainig", "invoke", (("c.yaml", "trainig: {}\n"), ("o.json", "GOOD_OUTPUTS"))),
+    Case("submit outputs not JSON", ["submit", "--dry-run", "--outputs", "o.json"], 2, r"o\.json: not JSON", "invoke", (("o.json", "subscription_id: x\n"),)),
+    Case("submit outputs a list", ["submit", "--dry-run", "--outputs", "o.json"], 2, r"o\.json: (missing or invalid|not)", "invoke", (("o.json", "[]"),)),
+    Case("submit outputs not text", ["submit", "--dry-run", "--outputs", "o.json"], 2, r"o\.json", "invoke", (("o.json", PNG),)),
+    Case("submit no nodes", ["submit", "--dry-run", "--outputs", "o.json", "--nodes", "0"], 2, r"--nodes 0: a job needs at least 1 node", "invoke", (("o.json", "GOOD_OUTPUTS"),)),
+    Case("deploy not a bundle", ["deploy", "nope", "--dry-run", "--outputs", "o.json"], 2, r"'nope' is not a local bundle, run or checkpoint folder", "invoke", (("o.json", "GOOD_OUTPUTS"),)),
+    Case("predict states not JSON", ["predict", "--endpoint", "cstr-1", "--states", "s.json", "--outputs", "o.json"], 2, r"s\.json: not JSON", "invoke", (("s.json", "Ca: 8.5\n"), ("o.json", "GOOD_OUTPUTS"))),
+    Case("predict state not a number", ["predict", "--endpoint", "cstr-1", "--states", "s.json", "--outputs", "o.json"], 2, r"s\.json: states\.Ca: Input should be a valid number", "invoke", (("s.json", '{"Ca": "high"}'), ("o.json", "GOOD_OUTPUTS"))),
+]  # fmt: skip
+
+GOOD_OUTPUTS = {
+    "subscription_id": "sub-1", "resource_group": "rg", "location": "westeurope",
+    "workspace_name": "ws", "cpu_cluster": "cpu", "datastore": "outputs",
+    "registry_login_server": "acr.azurecr.io", "storage_account": "st",
+    "endpoint_identity": "/subscriptions/sub-1/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id",
+}  # fmt: skip
+
+
+def test_the_table_has_at_least_40_inputs_across_the_entry_points():
+    assert len(CASES) >= 40
+    entries = {c.argv[0] if c.entry == "invoke" else "jobs.train" for c in CASES}
+    assert len(entries) >= 12, entries
+
+
+def run_entry(case: Case, work: Path) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        if case.entry == "train":
+            code = train_main([*case.argv, "--runs-dir", str(work / "runs")])
+        else:
+            program = Program(namespace=Collection.from_module(tasks), binary="invoke")
+            try:
+                program.run(["invoke", *case.argv], exit=True)
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+    return code, out.getvalue()
+
+
+def snapshot(work: Path) -> dict[str, int]:
+    return {str(p.relative_to(work)): p.stat().st_mtime_ns for p in sorted(work.rglob("*"))}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_a_bad_input_gets_one_message_and_changes_nothing(case, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    sandbox_run(work)
+    for name, content in case.files:
+        path = work / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if content == "GOOD_OUTPUTS":
+            content = json.dumps(GOOD_OUTPUTS)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+    monkeypatch.chdir(work)
+    before = snapshot(work)
+    code, out = run_entry(case, work)
+    assert "Traceback" not in out, out[-3000:]
+    assert code == case.code, out[-3000:]
+    flat = " ".join(out.split())
+    assert __import__("re").search(case.message, flat), f"{case.message!r} not in:\n{flat[-2000:]}"
+    assert snapshot(work) == before, "nothing may be created or changed"
