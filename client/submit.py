@@ -38,6 +38,9 @@ ENVIRONMENT = {
 }
 
 
+FLAGS = ("subscription_id", "resource_group", "workspace_name")  # the tasks' flags for them
+
+
 class SubmitError(ValueError):
     """Something submission needs is missing or wrong; the message says where to set it."""
 
@@ -94,7 +97,9 @@ def require(target: Target, keys: list[str]) -> None:
     missing = [key for key in keys if not target.values.get(key)]
     if missing:
         how = "; ".join(
-            f"{key}: ${ENVIRONMENT[key]} or --{key.replace('_', '-')}" for key in missing
+            f"{key}: ${ENVIRONMENT[key]}"
+            + (f" or --{key.replace('_', '-')}" if key in FLAGS else "")
+            for key in missing
         )
         raise SubmitError(
             f"the workspace is not fully known: missing {', '.join(missing)}. Run `pulumi up` in "

@@ -73,7 +73,29 @@ def load_scenarios(path: Path, handle: SimHandle) -> list[Scenario]:
                 f"simulator {handle.label} (the checkpoint's); known: "
                 f"{', '.join(known) or '(none: it has no scenario parameters)'}"
             )
+    _check_values(path, handle, scenario_set.scenarios)
     return list(scenario_set.scenarios)
+
+
+def _check_values(path: Path, handle: SimHandle, scenarios: list[Scenario]) -> None:
+    """Reset the simulator once with each scenario's parameters: a value it refuses (a
+    signal number it does not have) is named here, not after training."""
+    if not handle.parameters or not any(s.parameters for s in scenarios):
+        return
+    env = handle.make_env()
+    try:
+        for i, scenario in enumerate(scenarios):
+            if not scenario.parameters:
+                continue
+            try:
+                env.reset(seed=scenario.seed, options={"scenario": scenario.parameters})
+            except (SimError, SimulatorFault) as exc:
+                raise ScenarioError(
+                    f"{path}: scenarios[{i}] ({scenario.name}): the simulator refuses "
+                    f"{scenario.parameters}: {exc}"
+                ) from None
+    finally:
+        env.close()
 
 
 def default_scenarios(handle: SimHandle) -> list[Scenario]:

@@ -69,6 +69,7 @@ CASES = [
     Case("set lessons not text", ["--set", "lessons=l.yaml"], 2, r"l\.yaml", "train", (("l.yaml", PNG),)),
     Case("set scenarios not text", ["--set", "assessment.scenarios=s.yaml"], 2, r"s\.yaml", "train", (("s.yaml", PNG),)),
     Case("set scenarios unknown parameter", ["--set", "assessment.scenarios=s.yaml"], 2, r"s\.yaml: .*flow", "train", (("s.yaml", "- {flow: 1, seed: 1}\n"),)),
+    Case("set scenario value refused", ["--set", "assessment.scenarios=s.yaml"], 2, r"s\.yaml: scenarios\[0\] \(seven\): the simulator refuses \{'Cref_signal': 7\.0\}: .*Cref_signal must be one of 1-5, got 7", "train", (("s.yaml", "scenarios:\n  - {name: seven, parameters: {Cref_signal: 7}}\n"),)),
     Case("set extra of wrong kind", ["--set", "training.extra={clip_param: wide}"], 2, r"clip_param", "train"),
     # python -m jobs.train: --resume
     Case("resume missing folder", ["--resume", "runs/nope"], 2, r"runs/nope: no such directory", "train"),

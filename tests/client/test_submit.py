@@ -106,9 +106,10 @@ def test_a_missing_workspace_says_where_to_set_it(tmp_path):
     ):
         sub.ml_client(target, cred=object())
     with pytest.raises(
-        sub.SubmitError, match=r"missing datastore, cpu_cluster, registry_login_server"
+        sub.SubmitError,
+        match=r"missing datastore, cpu_cluster, registry_login_server\. .*set datastore: \$AZUREML_DATASTORE; cpu_cluster: \$AZUREML_CPU_CLUSTER; registry_login_server: \$AZURE_CONTAINER_REGISTRY$",
     ):
-        sub.build_job(cstr(), target, code=tmp_path)
+        sub.build_job(cstr(), target, code=tmp_path)  # no --datastore flag exists to suggest
 
 
 def test_missing_credentials_say_how_to_log_in(monkeypatch):
