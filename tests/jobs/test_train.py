@@ -312,6 +312,38 @@ def test_a_corrupt_newest_checkpoint_is_set_aside_and_the_one_before_used(cstr_r
     assert_exact(run, mlflow_also=rolled_back)
 
 
+def test_a_kill_during_a_save_or_before_its_metrics_were_written_resumes_exactly(
+    cstr_run, tmp_path
+):
+    """The two states a SIGKILL around a checkpoint save leaves, made exactly: a half-saved
+    hidden folder of the next checkpoint, and the newest checkpoint's iterations missing from
+    metrics.jsonl and MLflow (killed after the rename, before they were written)."""
+    import shutil
+    import sqlite3
+
+    run = tmp_path / "copy"
+    shutil.copytree(cstr_run, run)
+    newest = newest_checkpoint(run)
+    meta = read_checkpoint_meta(newest)
+    partial = run / "checkpoints" / f".iter-{meta['iteration'] + 1:06d}.tmp"
+    shutil.copytree(newest, partial)
+    (partial / "aml_rl.json").unlink()  # cut short
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    pending = (newest / "metrics.jsonl").read_text().splitlines()
+    assert pending and lines[-len(pending) :] == pending
+    (run / "metrics.jsonl").write_text("".join(line + "\n" for line in lines[: -len(pending)]))
+    first_pending = json.loads(pending[0])["iteration"]
+    with sqlite3.connect(run / "mlflow.db") as db:  # as if never logged
+        db.execute("DELETE FROM metrics WHERE step >= ?", (first_pending,))
+    proc = start("--resume", str(run), "--set", "stop.max_env_steps=800", runs=tmp_path)
+    out = " ".join(finish(proc).split())
+    assert proc.returncode == 0, out[-3000:]
+    assert f"resume: {len(pending)} metrics line(s) restored from it" in out
+    assert "resume: 1 partial checkpoint(s) removed" in out
+    assert not partial.exists()
+    assert_exact(run)
+
+
 def test_a_second_resume_of_a_running_run_is_refused_naming_the_first(tmp_path):
     runs = tmp_path / "runs"
     proc = start("--smoke", "--set", "stop.max_env_steps=1000000", runs=runs)
