@@ -338,12 +338,16 @@ def submit_experiment(
         raise SubmitError(str(exc)) from None
     run_id = new_run_id()
     code = stage_code(cfg, run_id, root=staging)
-    job = build_job(cfg, target, nodes=nodes, gpu=gpu, run_id=run_id, code=code, image=image)
-    if dry_run:
-        path = write_yaml(job, out or staging / run_id / "job.yaml")
-        echo(f"wrote {path}; submit it with `az ml job create -f {path}`")
-        return None
-    created = submit(job, ml_client(target), wait=wait, yaml_path=staging / run_id / "job.yaml")
+    try:
+        job = build_job(cfg, target, nodes=nodes, gpu=gpu, run_id=run_id, code=code, image=image)
+        if dry_run:
+            path = write_yaml(job, out or staging / run_id / "job.yaml")
+            echo(f"wrote {path}; submit it with `az ml job create -f {path}`")
+            return None
+        created = submit(job, ml_client(target), wait=wait, yaml_path=staging / run_id / "job.yaml")
+    except SubmitError:
+        shutil.rmtree(staging / run_id, ignore_errors=True)  # nothing of a refused submission
+        raise
     echo(f"job {created.name}: {created.status}; {created.studio_url}")
     if record is not None:
         entry = {

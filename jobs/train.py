@@ -508,9 +508,15 @@ def main(argv: list[str] | None = None) -> int:
         "(Azure ML jobs pass their output folder)",
     )
     args = parser.parse_args(argv)
-    rank = node_rank()
+    try:
+        rank, variable = node_rank()
+    except RunError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if rank:
-        return wait_as_worker(rank, args.run_dir)
+        return wait_as_worker(rank, variable, os.environ.get("RAY_ADDRESS"))
+    if variable:
+        console.print(f"node 0 (from {variable}): the head; it runs the driver")
     try:
         train(
             args.config,

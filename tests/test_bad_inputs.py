@@ -152,9 +152,12 @@ def test_a_bad_input_gets_one_message_and_changes_nothing(case, tmp_path, monkey
             path.write_text(content)
     monkeypatch.chdir(work)
     before = snapshot(work)
+    staged = set((ROOT / ".aml").glob("*")) if (ROOT / ".aml").is_dir() else set()
     code, out = run_entry(case, work)
     assert "Traceback" not in out, out[-3000:]
     assert code == case.code, out[-3000:]
     flat = " ".join(out.split())
     assert __import__("re").search(case.message, flat), f"{case.message!r} not in:\n{flat[-2000:]}"
     assert snapshot(work) == before, "nothing may be created or changed"
+    now = set((ROOT / ".aml").glob("*")) if (ROOT / ".aml").is_dir() else set()
+    assert now == staged, f"a refused submission left staged code: {sorted(now - staged)}"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
-import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,8 +17,9 @@ from azure.ai.ml import RayDistribution, load_job
 from azure.core.exceptions import ClientAuthenticationError
 
 from client import submit as sub
-from jobs.cluster import wait_as_worker
+from jobs.cluster import RANK_VARIABLES, node_rank, wait_as_worker
 from jobs.config import CONFIGS, load_config
+from jobs.rundir import RunError
 from jobs.train import main
 from tests.client.conftest import WORKSPACE
 from tests.conftest import ROOT
@@ -161,25 +163,88 @@ def test_submission_sends_the_job_to_the_workspace(target, arm, ml, tmp_path):
     }
 
 
-def test_worker_nodes_do_not_run_the_driver(tmp_path, monkeypatch):
-    monkeypatch.setenv("AZUREML_NODE_RANK", "2")
-    (tmp_path / "summary.json").write_text("{}")  # the head already finished
-    assert main(["--smoke", "--run-dir", str(tmp_path)]) == 0
-    assert not ray.is_initialized()
-    assert not (tmp_path / "config.yaml").exists(), "a worker writes nothing to the run"
+@pytest.mark.parametrize(
+    ("environ", "rank", "variable"),
+    [
+        ({}, 0, None),
+        ({"AZUREML_CR_NODE_RANK": "2"}, 2, "AZUREML_CR_NODE_RANK"),
+        ({"AZUREML_CR_NODE_RANK": "0", "NODE_RANK": "3"}, 0, "AZUREML_CR_NODE_RANK"),
+        ({"NODE_RANK": "1", "OMPI_COMM_WORLD_RANK": "0"}, 1, "NODE_RANK"),
+        ({"OMPI_COMM_WORLD_RANK": "4"}, 4, "OMPI_COMM_WORLD_RANK"),
+        ({"AZUREML_NODE_RANK": "1", "NODE_RANK": "0"}, 1, "AZUREML_NODE_RANK"),
+        ({"AZUREML_CR_NODE_RANK": " "}, 0, None),
+    ],
+)
+def test_the_node_rank_comes_from_azure_mls_own_variable_first(
+    monkeypatch, environ, rank, variable
+):
+    for name in RANK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert node_rank() == (rank, variable)
 
 
-def test_a_worker_waits_for_the_heads_summary(tmp_path):
-    threading.Timer(0.3, (tmp_path / "summary.json").write_text, args=("{}",)).start()
-    assert wait_as_worker(1, tmp_path, poll_s=0.05, timeout_s=10) == 0
-    assert wait_as_worker(1, tmp_path / "never", poll_s=0.05, timeout_s=0.2) == 1
+def test_a_rank_that_is_not_a_number_is_named(monkeypatch, tmp_path):
+    monkeypatch.setenv("AZUREML_CR_NODE_RANK", "head")
+    with pytest.raises(RunError, match=r"AZUREML_CR_NODE_RANK='head' is not a node rank"):
+        node_rank()
+    assert main(["--smoke", "--run-dir", str(tmp_path / "run")]) == 2
+    assert not (tmp_path / "run").exists() and not ray.is_initialized()
+
+
+HEAD = """
+import ray, time
+context = ray.init(num_cpus=1, include_dashboard=False)
+print(context.address_info["gcs_address"], flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_worker_never_runs_a_driver_and_leaves_when_the_heads_ray_goes(tmp_path):
+    """Real Ray: a head in its own process, and `python -m jobs.train` as node 1."""
+    head = subprocess.Popen(
+        [sys.executable, "-c", HEAD], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        address = head.stdout.readline().strip()
+        assert address, "the head did not start"
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "jobs.train", "--smoke", "--run-dir", str(tmp_path / "run")],
+            cwd=ROOT,
+            env={**os.environ, "AZUREML_CR_NODE_RANK": "1", "RAY_ADDRESS": address},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        time.sleep(8)
+        assert worker.poll() is None, "the worker stays while the head's Ray answers"
+        assert not (tmp_path / "run").exists(), "a worker writes nothing to the run"
+    finally:
+        os.killpg(head.pid, signal.SIGKILL)  # the head's Ray goes with its process group
+        head.wait()
+    out, _ = worker.communicate(timeout=60)
+    flat = " ".join(out.split())
+    assert worker.returncode == 0, out[-3000:]
+    assert "node 1 (from AZUREML_CR_NODE_RANK): a Ray worker; the driver runs on the head" in flat
+    assert f"node 1: the head's Ray cluster is at {address}" in flat
+    assert "node 1: the head's Ray cluster is gone (the run ended there); leaving" in flat
+
+
+def test_a_worker_whose_head_never_answers_leaves_after_a_bounded_wait(capsys):
+    assert (
+        wait_as_worker(1, "AZUREML_CR_NODE_RANK", "127.0.0.1:9", poll_s=0.05, join_timeout_s=0.2)
+        == 1
+    )
+    out = " ".join(capsys.readouterr().out.split())
+    assert "no head Ray cluster answered at 127.0.0.1:9 in 0 s; leaving" in out
 
 
 def run_head(run_dir: Path, *sets: str) -> subprocess.CompletedProcess:
     args = [sys.executable, "-m", "jobs.train", "--smoke", "--run-dir", str(run_dir)]
     for item in sets:
         args += ["--set", item]
-    env = {**os.environ, "AZUREML_NODE_RANK": "0"}
+    env = {**os.environ, "AZUREML_CR_NODE_RANK": "0"}
     return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
 
 
@@ -188,6 +253,7 @@ def test_restart_resumes_from_the_output_folder_and_a_fresh_folder_starts_fresh(
     first = run_head(run_dir)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "resuming after a restart" not in first.stdout
+    assert "node 0 (from AZUREML_CR_NODE_RANK): the head; it runs the driver" in first.stdout
     before = json.loads((run_dir / "summary.json").read_text())
     assert before["sessions"] == 1
     again = run_head(run_dir, "stop.max_env_steps=800")  # the restarted job, with budget left
