@@ -272,8 +272,11 @@ class Datastore(pulumi.ComponentResource):
 class AccessArgs:
     subscription_id: pulumi.Input[str]
     foundation: Foundation
+    workspace: Workspace
     principals: dict[str, pulumi.Input[str]]
     """Identities (by a short label) that pull images and read/write the outputs container."""
+    data_principals: tuple[tuple[str, str], ...] = ()
+    """(object id, type) of those who upload code and download runs (stack dataPrincipals)."""
 
 
 def role_definition(subscription_id: pulumi.Input[str], role: str) -> pulumi.Output[str]:
@@ -286,32 +289,48 @@ def role_definition(subscription_id: pulumi.Input[str], role: str) -> pulumi.Out
 
 
 class Access(pulumi.ComponentResource):
-    """Least privilege: AcrPull on the registry, Blob Data Contributor on the outputs container."""
+    """Least privilege: AcrPull on the registry, Blob Data Contributor on the outputs container;
+    for the stack's data principals, Blob Data Contributor on the default datastore container
+    (code upload) and the outputs container (download), nothing broader."""
 
     def __init__(
         self, name: str, args: AccessArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("aml-rl:infra:Access", name, None, opts)
         f = args.foundation
-        container_scope = pulumi.Output.concat(
-            f.storage.id, "/blobServices/default/containers/", f.outputs_container.name
+        containers = f.storage.id.apply(
+            lambda account: f"{account}/blobServices/default/containers/"
         )
+        outputs = pulumi.Output.concat(containers, f.outputs_container.name)
+        blobstore = pulumi.Output.concat(containers, args.workspace.blobstore_container)
         self.assignments: list[authorization.RoleAssignment] = []
-        for label, principal in args.principals.items():
-            for what, role, scope in (
-                ("acr-pull", ACR_PULL, f.registry.id),
-                ("outputs-rw", STORAGE_BLOB_DATA_CONTRIBUTOR, container_scope),
-            ):
-                self.assignments.append(
-                    authorization.RoleAssignment(
-                        f"{label}-{what}",
-                        principal_id=principal,
-                        principal_type="ServicePrincipal",
-                        role_definition_id=role_definition(args.subscription_id, role),
-                        scope=scope,
-                        opts=pulumi.ResourceOptions(parent=self),
-                    )
+
+        def grant(
+            label: str, principal: pulumi.Input[str], kind: str, role: str, scope: pulumi.Input[str]
+        ) -> None:
+            self.assignments.append(
+                authorization.RoleAssignment(
+                    label,
+                    principal_id=principal,
+                    principal_type=kind,
+                    role_definition_id=role_definition(args.subscription_id, role),
+                    scope=scope,
+                    opts=pulumi.ResourceOptions(parent=self),
                 )
+            )
+
+        for label, principal in args.principals.items():
+            grant(f"{label}-acr-pull", principal, "ServicePrincipal", ACR_PULL, f.registry.id)
+            grant(
+                f"{label}-outputs-rw", principal, "ServicePrincipal",
+                STORAGE_BLOB_DATA_CONTRIBUTOR, outputs,
+            )  # fmt: skip
+        for object_id, kind in args.data_principals:
+            for what, scope in (("code-rw", blobstore), ("outputs-rw", outputs)):
+                grant(
+                    f"data-{object_id[:8]}-{what}", object_id, kind,
+                    STORAGE_BLOB_DATA_CONTRIBUTOR, scope,
+                )  # fmt: skip
         self.register_outputs({})
 
 

@@ -20,6 +20,8 @@ Settings (``pulumi config set aml-rl:<key> <value>``):
 | keyVaultRetentionDays | 90 | soft-delete retention (7-90) |
 | budgetAmount | (none) | monthly budget in the billing currency; unset for none |
 | budgetEmails | (none) | comma-separated addresses alerted at 80% and 100% |
+| dataPrincipals | (none) | who submits and downloads: `OBJECT-ID[:User|Group|ServicePrincipal]`, |
+|  |  | comma-separated; Blob Data Contributor on the default datastore and outputs containers |
 | storageAccountName, keyVaultName, registryName | from prefix and stack | explicit names |
 | workspaceName, cpuClusterName, gpuClusterName | from prefix and stack | explicit names |
 """
@@ -41,7 +43,7 @@ KEYS = (
     "cpuPriority", "gpuPriority", "idleMinutes", "gpuCluster", "allowSsh", "nodePublicIp",
     "sharedKeyAccess", "keyVaultRetentionDays", "budgetAmount", "budgetEmails",
     "resourceGroupName", "storageAccountName", "keyVaultName", "registryName",
-    "workspaceName", "cpuClusterName", "gpuClusterName", "sshPublicKey",
+    "workspaceName", "cpuClusterName", "gpuClusterName", "sshPublicKey", "dataPrincipals",
 )  # fmt: skip
 """Every ``aml-rl:<key>`` the program reads."""
 
@@ -83,6 +85,28 @@ def check_name(kind: str, key: str, value: str) -> str:
             f"set another with `pulumi config set {PROJECT}:{key} <name>`"
         )
     return value
+
+
+PRINCIPAL_TYPES = ("User", "Group", "ServicePrincipal")
+GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def _principals(raw: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        object_id, _, kind = item.partition(":")
+        kind = kind or "User"
+        if not GUID.fullmatch(object_id) or kind not in PRINCIPAL_TYPES:
+            raise InfraConfigError(
+                f"{PROJECT}:dataPrincipals: {item!r} is not "
+                f"OBJECT-ID[:{'|'.join(PRINCIPAL_TYPES)}]; "
+                "find an object id with `az ad signed-in-user show --query id -o tsv` (you) or "
+                "`az ad sp show --id APP-ID --query id -o tsv` (a pipeline)"
+            )
+        out.append((object_id.lower(), kind))
+    return tuple(out)
 
 
 def check_location(value: str) -> str:
@@ -134,6 +158,9 @@ class InfraConfig:
     key_vault_retention_days: int
     budget_amount: float | None
     budget_emails: tuple[str, ...]
+    data_principals: tuple[tuple[str, str], ...] = ()
+    """(object id, principal type) of the people and pipelines that upload code and download
+    runs: with shared keys off, azure-ai-ml reads and writes blobs as the caller."""
 
     @property
     def tags(self) -> dict[str, str]:
@@ -231,6 +258,7 @@ def load_values(values: Mapping[str, str], stack: str) -> InfraConfig:
         )
 
     return InfraConfig(
+        data_principals=_principals(str(values.get("dataPrincipals") or "")),
         stack=stack,
         location=check_location(text("location", "westeurope")),
         owner=text("owner"),

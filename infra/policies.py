@@ -320,7 +320,8 @@ def least_privilege(resources: list[Resource]) -> list[Violation]:
     ]
     allowed = {
         ACR_PULL: registries,
-        STORAGE_BLOB_DATA_CONTRIBUTOR: _containers(resources, outputs),
+        # the outputs container; the default datastore's for code upload (data principals)
+        STORAGE_BLOB_DATA_CONTRIBUTOR: _containers(resources, [*outputs, *blobstores]),
         STORAGE_BLOB_DATA_READER: _containers(resources, blobstores),
     }
     out = []

@@ -49,7 +49,11 @@ def build(cfg: InfraConfig) -> dict[str, pulumi.Input[str]]:
     Access(
         "access",
         AccessArgs(
-            subscription_id=client.subscription_id, foundation=foundation, principals=principals
+            subscription_id=client.subscription_id,
+            foundation=foundation,
+            workspace=workspace,
+            principals=principals,
+            data_principals=cfg.data_principals,
         ),
     )
     endpoints = EndpointIdentity(

@@ -7,8 +7,9 @@ import copy
 import pytest
 
 from infra.components import ACR_PULL, STORAGE_BLOB_DATA_CONTRIBUTOR, STORAGE_BLOB_DATA_READER
+from infra.config import InfraConfigError, load_values
 from infra.policies import POLICIES, check
-from tests.infra.conftest import SUBSCRIPTION, run_stack
+from tests.infra.conftest import BASE, SUBSCRIPTION, run_stack
 
 
 def test_the_default_stack_breaks_no_policy(default_stack):
@@ -283,3 +284,45 @@ def test_a_role_granted_on_the_whole_storage_account_is_too_broad(default_stack)
         "b24988ac-6180-42a0-ab88-20f7382dd24c is not AcrPull, Storage Blob Data Contributor, "
         "Storage Blob Data Reader" in found.detail
     )
+
+
+TEAM = "11111111-2222-3333-4444-555555555555"
+PIPELINE = "66666666-7777-8888-9999-000000000000"
+
+
+def test_data_principals_can_upload_code_and_download_runs_and_nothing_more():
+    """With shared keys off, azure-ai-ml uploads code and downloads outputs as the caller."""
+    stack = run_stack({"dataPrincipals": f"{TEAM}, {PIPELINE}:ServicePrincipal"})
+    account = stack.one("storage:StorageAccount").outputs["id"]
+    workspace_id = stack.one("machinelearningservices:Workspace").outputs["workspaceId"]
+    containers = f"{account}/blobServices/default/containers/"
+    expected = {
+        (STORAGE_BLOB_DATA_CONTRIBUTOR, f"{containers}azureml-blobstore-{workspace_id}"),
+        (STORAGE_BLOB_DATA_CONTRIBUTOR, f"{containers}outputs"),
+    }
+    assert grants_of(stack, TEAM) == expected and grants_of(stack, PIPELINE) == expected
+    kinds = {
+        r.inputs["principalId"]: r.inputs["principalType"]
+        for r in stack.of_type("authorization:RoleAssignment")
+    }
+    assert kinds[TEAM] == "User" and kinds[PIPELINE] == "ServicePrincipal"
+    assert check(stack.resources) == [], "least privilege holds with them"
+
+
+def test_no_data_principals_means_no_grants_to_people():
+    principals = {
+        r.inputs["principalId"] for r in run_stack().of_type("authorization:RoleAssignment")
+    }
+    assert TEAM not in principals and all(p.endswith("-principal") for p in principals)
+
+
+@pytest.mark.parametrize(
+    ("value", "bad"),
+    [("alice@example.com", "alice@example.com"), (f"{TEAM}:Robot", f"{TEAM}:Robot")],
+)
+def test_a_data_principal_that_is_not_an_object_id_is_named(value, bad):
+    with pytest.raises(
+        InfraConfigError,
+        match=rf"aml-rl:dataPrincipals: '{bad}' is not OBJECT-ID\[:User\|Group\|ServicePrincipal\]; find an object id with `az ad signed-in-user show",
+    ):
+        load_values({**BASE, "dataPrincipals": value}, "dev")
