@@ -164,6 +164,9 @@ class Workspace(pulumi.ComponentResource):
             system_datastores_auth_mode="identity",
             # Clusters live in the workspace's managed network: no public IPs on nodes.
             managed_network=ml.ManagedNetworkSettingsArgs(isolation_mode="AllowInternetOutbound"),
+            # Provision that network now (about 30 min, once), in `pulumi up`'s time, rather
+            # than inside the first job, which would spend its time limit waiting for it.
+            provision_network_now=True,
             public_network_access="Enabled",
             tags=cfg.tags,
             opts=pulumi.ResourceOptions(parent=self),

@@ -225,3 +225,9 @@ def test_the_location_is_the_projects_else_the_providers_else_westeurope(setting
         assert load("dev").location == location
     finally:
         pulumi.runtime.set_all_config({})
+
+
+def test_the_managed_network_is_provisioned_by_pulumi_up_not_by_the_first_job(default_stack):
+    workspace = default_stack.one("machinelearningservices:Workspace")
+    assert workspace.inputs["provisionNetworkNow"] is True
+    assert workspace.inputs["managedNetwork"]["isolationMode"] == "AllowInternetOutbound"

@@ -152,3 +152,10 @@ def test_deploy_writes_the_runs_page_before_uploading_the_run():
     }
     assert view < uploads["run"] and view < uploads["run-page"]
     assert steps[uploads["run-page"]]["with"]["path"].endswith("/view.html")
+
+
+def test_the_first_deploy_on_a_new_stack_creates_it_with_time_for_the_network():
+    infra = load(DEPLOY)["jobs"]["infra"]
+    (up,) = [s for s in infra["steps"] if s.get("uses", "").startswith("pulumi/actions@")]
+    assert up["with"]["command"] == "up" and up["with"]["upsert"] is True
+    assert infra["timeout-minutes"] >= 90, "the managed network alone takes about 30 minutes"
