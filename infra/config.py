@@ -29,6 +29,7 @@ Settings (``pulumi config set aml-rl:<key> <value>``):
 from __future__ import annotations
 
 import difflib
+import hashlib
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -201,9 +202,19 @@ def _reader(values: Mapping[str, str]) -> tuple[Callable, Callable, Callable]:
     return text, number, flag
 
 
-def load_values(values: Mapping[str, str], stack: str) -> InfraConfig:
-    """Validate raw settings (keys without the ``aml-rl:`` prefix) into an :class:`InfraConfig`."""
+def name_suffix(subscription_id: str, stack: str) -> str:
+    """5 hex characters, stable for one subscription and stack: storage accounts, registries
+    and key vaults have global DNS names, so every user of this template needs their own."""
+    if not subscription_id:
+        return ""
+    return hashlib.sha256(f"{subscription_id.lower()}/{stack}".encode()).hexdigest()[:5]
+
+
+def load_values(values: Mapping[str, str], stack: str, subscription_id: str = "") -> InfraConfig:
+    """Validate raw settings (keys without the ``aml-rl:`` prefix) into an :class:`InfraConfig`.
+    Default global names carry :func:`name_suffix` when the subscription is known."""
     text, number, flag = _reader(values)
+    suffix = name_suffix(subscription_id, stack)
     prefix = text("prefix", "amlrl")
     if not re.fullmatch(r"[a-z][a-z0-9]{1,11}", prefix):
         raise InfraConfigError(
@@ -268,13 +279,17 @@ def load_values(values: Mapping[str, str], stack: str) -> InfraConfig:
         storage_account_name=check_name(
             "storage account",
             "storageAccountName",
-            text("storageAccountName", f"{prefix}{short_stack}st"),
+            text("storageAccountName", f"{prefix}{short_stack[: 8 - len(suffix)]}{suffix}st"),
         ),
         key_vault_name=check_name(
-            "key vault", "keyVaultName", text("keyVaultName", f"kv-{prefix}-{short_stack}")
+            "key vault",
+            "keyVaultName",
+            text("keyVaultName", f"kv-{prefix}-{short_stack[: 8 - len(suffix)]}{suffix}"),
         ),
         registry_name=check_name(
-            "container registry", "registryName", text("registryName", f"{prefix}{short_stack}acr")
+            "container registry",
+            "registryName",
+            text("registryName", f"{prefix}{short_stack}{suffix}acr"),
         ),
         workspace_name=check_name(
             "workspace", "workspaceName", text("workspaceName", f"mlw-{prefix}-{short_stack}")
@@ -302,4 +317,7 @@ def load(stack: str) -> InfraConfig:
         provider = pulumi.Config("azure-native").get("location")
         if provider:
             values["location"] = provider
-    return load_values(values, stack)
+    from pulumi_azure_native import authorization
+
+    subscription = authorization.get_client_config().subscription_id  # who deploys, where
+    return load_values(values, stack, subscription)

@@ -90,7 +90,7 @@ class Stack:
 def run_stack(settings: dict[str, Any] | None = None, stack: str = "dev") -> Stack:
     mocks = RecordingMocks(stack)
     pulumi.runtime.set_mocks(mocks, project="aml-rl", stack=stack, preview=False)
-    cfg = load_values({**BASE, **(settings or {})}, stack)
+    cfg = load_values({**BASE, **(settings or {})}, stack, SUBSCRIPTION)  # as infra.config.load
     captured: dict[str, Any] = {}
 
     @pulumi.runtime.test

@@ -8,10 +8,10 @@ import re
 import pulumi
 import pytest
 
-from infra.config import KEYS, InfraConfigError, load, load_values
+from infra.config import KEYS, InfraConfigError, load, load_values, name_suffix
 from infra.outputs import InfraOutputs, OutputsError, read_outputs
 from tests.conftest import ROOT
-from tests.infra.conftest import BASE, SUBSCRIPTION, run_stack
+from tests.infra.conftest import BASE, SUBSCRIPTION, RecordingMocks, run_stack
 
 
 @pytest.mark.parametrize(
@@ -115,8 +115,9 @@ def test_outputs_contract(default_stack):
     assert outputs.workspace_name == "mlw-amlrl-dev"
     assert (outputs.cpu_cluster, outputs.gpu_cluster) == ("cpu-cluster", "gpu-cluster")
     assert outputs.datastore == "outputs"
-    assert outputs.registry_login_server == "amlrldevacr.azurecr.io"
-    assert outputs.storage_account == "amlrldevst"
+    suffix = name_suffix(SUBSCRIPTION, "dev")
+    assert outputs.registry_login_server == f"amlrldev{suffix}acr.azurecr.io"
+    assert outputs.storage_account == f"amlrldev{suffix}st"
     assert outputs.mlflow_tracking_uri.startswith(
         "azureml://westeurope.api.azureml.ms/mlflow/v1.0/subscriptions/"
     )
@@ -220,6 +221,7 @@ def test_the_readmes_stack_settings_are_the_keys_the_program_reads():
     ],
 )
 def test_the_location_is_the_projects_else_the_providers_else_westeurope(settings, location):
+    pulumi.runtime.set_mocks(RecordingMocks("dev"), project="aml-rl", stack="dev", preview=False)
     pulumi.runtime.set_all_config({"aml-rl:owner": "rl-team@example.com", **settings})
     try:
         assert load("dev").location == location
@@ -231,3 +233,23 @@ def test_the_managed_network_is_provisioned_by_pulumi_up_not_by_the_first_job(de
     workspace = default_stack.one("machinelearningservices:Workspace")
     assert workspace.inputs["provisionNetworkNow"] is True
     assert workspace.inputs["managedNetwork"]["isolationMode"] == "AllowInternetOutbound"
+
+
+def test_global_names_differ_between_subscriptions_and_stacks_and_stay_put():
+    """Storage, registry and key vault names are global DNS names: a template's defaults
+    must not collide between its users, and must not change between two `pulumi up`."""
+
+    def names(subscription: str, stack: str) -> tuple[str, str, str]:
+        cfg = load_values(BASE, stack, subscription)
+        return cfg.storage_account_name, cfg.registry_name, cfg.key_vault_name
+
+    mine, theirs = names(SUBSCRIPTION, "dev"), names("ffffffff-1111-2222-3333-444444444444", "dev")
+    assert all(a != b for a, b in zip(mine, theirs, strict=True))
+    assert names(SUBSCRIPTION, "dev") == mine
+    assert all(a != b for a, b in zip(mine, names(SUBSCRIPTION, "prod"), strict=True))
+    long = load_values(BASE, "production-westeurope", SUBSCRIPTION)
+    assert len(long.storage_account_name) <= 24 and len(long.key_vault_name) <= 24
+    assert (
+        load_values({**BASE, "registryName": "myacr01"}, "dev", SUBSCRIPTION).registry_name
+        == "myacr01"
+    )
