@@ -313,7 +313,9 @@ def build(
         from images.push import push_image
 
         try:
-            pushed = push_image(result.tag, push, echo=print)
+            from client.credentials import azure_credential
+
+            pushed = push_image(result.tag, push, credential=azure_credential(), echo=print)
         except ImageError as exc:
             raise Exit(f"build --push: {exc}", code=1) from None
         print(f"pushed {pushed}")

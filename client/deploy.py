@@ -278,8 +278,10 @@ def deploy_policy(
             f"`az ml online-deployment create -f {paths[1]} --all-traffic`"
         )
         return None
+    from client.submit import credential as logged_in
     from client.submit import ml_client
 
+    credential = credential or logged_in()
     client = client or ml_client(target, cred=credential)
     release = release_for(
         bundle_from(source, client, work), target, endpoint=endpoint,

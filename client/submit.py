@@ -238,11 +238,13 @@ def write_yaml(job: Any, path: Path) -> Path:
 
 
 def credential() -> Any:
-    """DefaultAzureCredential, checked once, with one message when nobody is logged in."""
+    """The Azure credential (:func:`client.credentials.azure_credential`), checked once, with
+    one message when nobody is logged in."""
     from azure.core.exceptions import ClientAuthenticationError
-    from azure.identity import DefaultAzureCredential
 
-    cred = DefaultAzureCredential()
+    from client.credentials import azure_credential
+
+    cred = azure_credential()
     try:
         cred.get_token("https://management.azure.com/.default")
     except ClientAuthenticationError as exc:

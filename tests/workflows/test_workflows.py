@@ -159,3 +159,10 @@ def test_the_first_deploy_on_a_new_stack_creates_it_with_time_for_the_network():
     (up,) = [s for s in infra["steps"] if s.get("uses", "").startswith("pulumi/actions@")]
     assert up["with"]["command"] == "up" and up["with"]["upsert"] is True
     assert infra["timeout-minutes"] >= 90, "the managed network alone takes about 30 minutes"
+
+
+def test_the_tasks_can_renew_azure_tokens_for_the_whole_job():
+    workflow = load(DEPLOY)
+    assert workflow["permissions"]["id-token"] == "write"
+    for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID"):
+        assert workflow["env"][name] == f"${{{{ vars.{name} }}}}", name
