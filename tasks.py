@@ -371,6 +371,7 @@ def _target(
         "show_target": "print the workspace, clusters and datastore resolved, and from where",
         "image": "training image (default <registry>/aml-rl:cpu or :cuda)",
         "record": "write the submitted job's name, status and run id to this JSON file",
+        "check": "first verify the workspace, cluster size, datastore write access and image",
         **TARGET_HELP,
     },
     iterable=["set"],
@@ -387,6 +388,7 @@ def submit(
     show_target: bool = False,
     image: str = "",
     record: str = "",
+    check: bool = False,
     outputs: str = "",
     subscription_id: str = "",
     resource_group: str = "",
@@ -411,6 +413,7 @@ def submit(
             out=Path(out) if out else None,
             image=image or None,
             record=Path(record) if record else None,
+            check=check,
         )
     except SubmitError as exc:
         raise Exit(f"submit: {exc}", code=2) from None

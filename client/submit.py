@@ -173,6 +173,11 @@ def check_staged_simulator(code: Path, cfg: ExperimentConfig) -> None:
         )
 
 
+def training_image(target: Target, gpu: bool, image: str | None = None) -> str:
+    """The image a job runs: ``image``, or the registry's aml-rl:cpu / aml-rl:cuda."""
+    return image or f"{target['registry_login_server']}/aml-rl:{'cuda' if gpu else 'cpu'}"
+
+
 def build_job(
     cfg: ExperimentConfig,
     target: Target,
@@ -197,7 +202,7 @@ def build_job(
     cluster_key = "gpu_cluster" if gpu else "cpu_cluster"
     require(target, ["datastore", cluster_key, *([] if image else ["registry_login_server"])])
     run_id = run_id or new_run_id()
-    image = image or f"{target['registry_login_server']}/aml-rl:{'cuda' if gpu else 'cpu'}"
+    image = training_image(target, gpu, image)
     environment_variables = {"AML_RL_RUN_ID": run_id}
     if nodes > 1:
         environment_variables["RAY_ADDRESS"] = "auto"  # join the cluster Azure ML started
@@ -331,13 +336,35 @@ def submit_experiment(
     image: str | None = None,
     record: Path | None = None,
     staging: Path = STAGING,
+    check: bool = False,
+    client: Any = None,
+    http: Any = None,
     echo: Callable[[str], None] = print,
 ) -> Any:
-    """What `invoke submit` does: load and stage, build the job, then write it or send it."""
+    """What `invoke submit` does: load (and with ``check``, verify the workspace), stage, build
+    the job, then write it or send it."""
     try:
         cfg = load_config(config or DEFAULT_CONFIG, sets or [])
     except ConfigError as exc:
         raise SubmitError(str(exc)) from None
+    if check:
+        from client.preflight import preflight
+
+        require(target, ["datastore", "gpu_cluster" if gpu else "cpu_cluster"])
+        require(target, [] if image else ["registry_login_server"])
+        from azure.core.pipeline.transport import RequestsTransport
+
+        cred = credential()
+        client = client or ml_client(target, cred=cred)
+        checks = preflight(
+            target, client, cred, nodes=nodes, gpu=gpu, image=training_image(target, gpu, image),
+            session=http, blob_transport=RequestsTransport(session=http) if http else None,
+        )  # fmt: skip
+        for item in checks:
+            echo(f"check: {item.name}: {item.mark}: {item.detail}")
+        failed = [item.name for item in checks if item.ok is False]
+        if failed:
+            raise SubmitError(f"the workspace is not ready: {', '.join(failed)} (see above)")
     run_id = new_run_id()
     code = stage_code(cfg, run_id, root=staging)
     try:
