@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -389,11 +390,61 @@ def submit_experiment(
     return created
 
 
-def register_model(client: Any, job_name: str) -> Any:
-    """Register a finished job's final checkpoint (from its MLflow run's tags) as a model."""
-    import mlflow
+def read_job_summary(
+    client: Any, job: Any, credential: Any, blob_transport: Any = None
+) -> dict[str, Any]:
+    """The job's summary.json, read from its output folder on the datastore: no MLflow plugin
+    needed here (`azureml-mlflow` pins an older MLflow than the one we train with), and no
+    download of the whole run."""
+    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+    from azure.storage.blob import BlobClient
 
+    path = str(job.outputs[OUTPUT].path)
+    found = re.fullmatch(r"azureml://datastores/([^/]+)/paths/(.+?)/?", path)
+    if found is None:
+        raise SubmitError(f"job {job.name}: its output {path!r} is not on a datastore")
+    store = client.datastores.get(found[1])
+    url = f"{store.protocol}://{store.account_name}.blob.{store.endpoint}"
+    kwargs = {"transport": blob_transport} if blob_transport is not None else {}
+    blob = BlobClient(
+        url, store.container_name, f"{found[2]}/summary.json", credential=credential, **kwargs
+    )
+    try:
+        data = blob.download_blob().readall()
+    except ResourceNotFoundError:
+        raise SubmitError(
+            f"job {job.name} (status {job.status}) wrote no summary.json under {path}; register "
+            "a job that finished training"
+        ) from None
+    except HttpResponseError as exc:
+        if exc.status_code != 403:
+            raise
+        raise SubmitError(
+            f"403 reading {store.account_name}/{store.container_name}: add your object id to the "
+            "stack's dataPrincipals (README: Provision) and `pulumi up`"
+        ) from None
+    try:
+        summary = json.loads(data)
+        checkpoint = summary["checkpoint"]
+    except (ValueError, KeyError, TypeError):
+        raise SubmitError(f"job {job.name}: {path}summary.json is not a run summary") from None
+    return {**summary, "checkpoint": checkpoint}
+
+
+def register_model(
+    client: Any, job_name: str, credential: Any = None, blob_transport: Any = None
+) -> Any:
+    """Register a finished job's final checkpoint (from its summary.json) as a model."""
     found = client.jobs.get(job_name)
-    mlflow.set_tracking_uri(client.workspaces.get(client.workspace_name).mlflow_tracking_uri)
-    run = mlflow.get_run(job_name)  # an Azure ML job is an MLflow run of the same id
-    return client.models.create_or_update(model_for_job(found, run.data.tags, run.data.metrics))
+    summary = read_job_summary(client, found, credential or credential_of(client), blob_transport)
+    metrics = {"env_runners/episode_return_mean": summary.get("episode_return_mean")}
+    agent = (summary.get("assessment") or {}).get("agent") or {}
+    metrics.update({f"assessment/{k}": v for k, v in agent.items()})
+    numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+    tags = {"final_checkpoint": summary["checkpoint"]}
+    return client.models.create_or_update(model_for_job(found, tags, numbers))
+
+
+def credential_of(client: Any) -> Any:
+    """The credential an MLClient was made with (for storage calls beside it)."""
+    return getattr(client, "_credential", None) or credential()

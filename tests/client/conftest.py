@@ -68,6 +68,8 @@ class FakeArm(BaseAdapter):
                 properties["scoringUri"] = f"https://{name}.westeurope.inference.ml.azure.com/score"
             if "/deployments/" in path:  # the service fills in what was not asked for
                 properties.setdefault("scaleSettings", {"scaleType": "Default"})
+            if "/models/" in path:
+                properties.setdefault("flavors", {})
             self.resources[path] = {**body, "id": path, "name": name, "properties": properties}
             return self._answer(request, 200, self.resources[path])
         if request.method == "GET":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -13,15 +14,18 @@ from types import SimpleNamespace
 
 import pytest
 import ray
+import requests
+import urllib3
 from azure.ai.ml import RayDistribution, load_job
 from azure.core.exceptions import ClientAuthenticationError
+from azure.core.pipeline.transport import RequestsTransport
 
 from client import submit as sub
 from jobs.cluster import RANK_VARIABLES, node_rank, wait_as_worker
 from jobs.config import CONFIGS, load_config
 from jobs.rundir import RunError
 from jobs.train import main
-from tests.client.conftest import WORKSPACE
+from tests.client.conftest import WORKSPACE, Token
 from tests.conftest import ROOT
 
 
@@ -369,3 +373,86 @@ def test_dry_run_of_the_default_config_writes_a_job_that_loads_back(target, tmp_
     assert load_job(tmp_path / "job.yaml").tags["sim"] == "cstr"
     (staged,) = (tmp_path / ".aml").iterdir()
     assert (staged / "code" / "experiment.yaml").is_file()
+
+
+class Storage:
+    """Blob storage behind the fake ARM: blobs by path, refused (403) when not readable."""
+
+    def __init__(self, arm, blobs: dict[str, bytes], readable: bool = True) -> None:
+        self.arm, self.blobs, self.readable = arm, blobs, readable
+        arm.resources[f"{WORKSPACE}/datastores/outputs"] = {
+            "id": f"{WORKSPACE}/datastores/outputs", "name": "outputs",
+            "properties": {
+                "datastoreType": "AzureBlob", "accountName": "amlrldevst", "containerName": "outputs",
+                "endpoint": "core.windows.net", "protocol": "https", "credentials": {"credentialsType": "None"},
+            },
+        }  # fmt: skip
+        arm.score = self.answer
+
+    def answer(self, request):
+        path = request.url.split("?")[0].removeprefix("https://amlrldevst.blob.core.windows.net")
+        if not self.readable or path not in self.blobs:
+            refused = self.arm._answer(request, 403 if not self.readable else 404, {})
+            code = "AuthorizationPermissionMismatch" if not self.readable else "BlobNotFound"
+            refused.headers["x-ms-error-code"] = code
+            return refused
+        body = self.blobs[path]
+        response = self.arm._answer(request, 206, {})
+        response.raw = urllib3.HTTPResponse(
+            body=io.BytesIO(body), status=206, preload_content=False
+        )
+        response.headers.update({
+            "Content-Length": str(len(body)), "Content-Range": f"bytes 0-{len(body) - 1}/{len(body)}",
+            "Content-Type": "application/octet-stream", "ETag": '"0x1"', "x-ms-blob-type": "BlockBlob",
+            "Last-Modified": "Mon, 23 Nov 2026 00:00:00 GMT",
+        })  # fmt: skip
+        return response
+
+
+def submitted_job(target, ml, tmp_path):
+    code = f"{WORKSPACE}/codes/aml-rl/versions/1"
+    job = sub.build_job(cstr(), target, run_id="r7", code=code)
+    return sub.submit(job, ml, yaml_path=tmp_path / "job.yaml")
+
+
+def test_register_model_reads_the_jobs_summary_from_the_datastore_without_mlflow(
+    target, arm, ml, tmp_path
+):
+    created = submitted_job(target, ml, tmp_path)
+    summary = {
+        "run_id": "r7", "checkpoint": "checkpoints/iter-000250", "episode_return_mean": 88.5,
+        "assessment": {"agent": {"return": 90.25, "ca_rms": 0.08}, "baseline": {"return": 80.9}},
+    }  # fmt: skip
+    Storage(arm, {"/outputs/cstr_ppo/r7/summary.json": json.dumps(summary).encode()})
+    session = requests.Session()
+    session.mount("https://", arm)
+    model = sub.register_model(
+        ml, created.name, credential=Token(), blob_transport=RequestsTransport(session=session)
+    )
+    (put,) = arm.puts("/models/")
+    assert put["properties"]["modelUri"] == (
+        f"azureml://jobs/{created.name}/outputs/run/paths/checkpoints/iter-000250"
+    )
+    assert put["properties"]["properties"]["final/assessment/return"] == "90.25"
+    assert put["properties"]["properties"]["checkpoint"] == "checkpoints/iter-000250"
+    assert model.name == "cstr-ppo"
+
+
+@pytest.mark.parametrize(
+    ("blobs", "readable", "message"),
+    [
+        ({}, True, r"job .* wrote no summary\.json under azureml://datastores/outputs/paths/cstr_ppo/r7/; register a job that finished training"),
+        ({}, False, r"403 reading amlrldevst/outputs: add your object id to the stack's dataPrincipals"),
+        ({"/outputs/cstr_ppo/r7/summary.json": b"[]"}, True, r"summary\.json is not a run summary"),
+    ],
+)  # fmt: skip
+def test_register_model_says_why_it_cannot(target, arm, ml, tmp_path, blobs, readable, message):
+    created = submitted_job(target, ml, tmp_path)
+    Storage(arm, blobs, readable)
+    session = requests.Session()
+    session.mount("https://", arm)
+    with pytest.raises(sub.SubmitError, match=message):
+        sub.register_model(
+            ml, created.name, credential=Token(), blob_transport=RequestsTransport(session=session)
+        )
+    assert not arm.puts("/models/")
