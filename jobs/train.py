@@ -47,7 +47,11 @@ from sims.contract import SimError
 from sims.registry import resolve
 
 USER_ERRORS = (ConfigError, RunError, ScenarioError, SimError)
-IDLE_ITERATIONS = 3  # iterations in a row without an env step before the run stops
+# A run stops when this many iterations in a row, over at least this long, sampled no env
+# step (its simulator fails every episode, or hangs). Both: an asynchronous algorithm (APPO)
+# has quick iterations without steps while its env runners warm up.
+IDLE_ITERATIONS = 3
+IDLE_SECONDS = 60.0
 """What a user can fix: shown as one message, never a traceback."""
 _ENTRY = time.time()  # when this module finished importing its dependencies
 
@@ -302,7 +306,7 @@ def _train(
     status, reason, metrics = "completed", None, {}
     session_wall = progress.wall_time_s
     loop_start = time.perf_counter()
-    idle = 0  # iterations in a row that sampled no env step
+    idle, idle_since = 0, time.perf_counter()  # iterations in a row without an env step
     try:
         while reason is None:
             steps_before = progress.env_steps
@@ -313,9 +317,12 @@ def _train(
                 raise OSError(errno.ENOSPC, "no space left for the trajectory files")
             timeline.setdefault("first_iteration", time.time())
             progress.advance(result, wall_time_s=session_wall + time.perf_counter() - loop_start)
-            idle = idle + 1 if progress.env_steps == steps_before else 0
-            if idle >= IDLE_ITERATIONS:
-                raise _no_progress(run, cfg, idle)
+            if progress.env_steps > steps_before:
+                idle, idle_since = 0, time.perf_counter()
+            else:
+                idle += 1
+            if idle >= IDLE_ITERATIONS and time.perf_counter() - idle_since >= IDLE_SECONDS:
+                raise _no_progress(run, cfg, idle, time.perf_counter() - idle_since)
             metrics = iteration_metrics(
                 result, (progress.env_steps - steps_before) / took if took else 0.0
             )
@@ -440,7 +447,7 @@ def _restore(
     raise no_checkpoint_restores(run, failures)
 
 
-def _no_progress(run: RunDir, cfg: ExperimentConfig, iterations: int) -> SimError:
+def _no_progress(run: RunDir, cfg: ExperimentConfig, iterations: int, seconds: float) -> SimError:
     """The run's simulator fails on every episode (or answers slower than RLlib waits)."""
     try:
         errors = read_trajectories(run.path).dropna(subset=["error"])["error"]
@@ -451,9 +458,9 @@ def _no_progress(run: RunDir, cfg: ExperimentConfig, iterations: int) -> SimErro
     else:
         cause = "no failure is logged: does a step take longer than RLlib's sample timeout, 60 s?"
     return SimError(
-        f"simulator {cfg.sim!r} produced no env step in {iterations} iterations in a row, so the "
-        f"run stopped ({cause}). Reproduce it with `invoke check-sim --sim {cfg.sim}`; the run "
-        "keeps its checkpoints"
+        f"simulator {cfg.sim!r} produced no env step in {iterations} iterations in a row "
+        f"({seconds:.0f} s), so the run stopped ({cause}). Reproduce it with "
+        f"`invoke check-sim --sim {cfg.sim}`; the run keeps its checkpoints"
     )
 
 
