@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from client.submit import Target
 from images.build import ImageError
 from images.push import acr_refresh_token
 
@@ -25,7 +24,7 @@ class Check:
 
 
 def preflight(
-    target: Target,
+    target: Any,  # client.submit.Target (not imported: submit imports this module)
     client: Any,
     credential: Any,
     *,
@@ -66,7 +65,7 @@ def preflight(
     return checks
 
 
-def _workspace(client: Any, target: Target) -> tuple[bool, str]:
+def _workspace(client: Any, target: Any) -> tuple[bool, str]:
     found = client.workspaces.get(target["workspace_name"])
     return True, f"{found.name} in {found.location}"
 
