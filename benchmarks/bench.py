@@ -529,7 +529,7 @@ def _synthetic_run(folder: Path, steps: int) -> Path:
             ],
         },
     )
-    write_json(run.summary, {"sim": "cstr", "status": "completed"})
+    write_json(run.summary, {"run_id": run.run_id, "sim": "cstr", "status": "completed"})
     return run.path
 
 

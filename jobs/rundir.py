@@ -202,7 +202,7 @@ def read_summary(run: Path) -> dict[str, Any]:
         raise RunError(
             f"{path}: not a run summary ({type(exc).__name__}); re-run or restore it"
         ) from None
-    if not isinstance(data, dict) or "run_id" not in data:
+    if not isinstance(data, dict):
         raise RunError(
             f"{path}: not a run summary (a JSON object with run_id, status, ...); re-run or "
             "restore it"
