@@ -266,11 +266,17 @@ def deploy_policy(
 ) -> Any:
     """What `invoke deploy` does: bundle, release objects, then YAML (dry run) or the rollout:
     build the serving image, push it to the workspace registry, roll it out."""
+    if not dry_run:  # a dry run touches no network: only local sources, no login
+        from client.submit import credential as logged_in
+        from client.submit import ml_client
+
+        credential = credential or logged_in()
+        client = client or ml_client(target, cred=credential)
+    release = release_for(
+        bundle_from(source, None if dry_run else client, work), target, endpoint=endpoint,
+        instance_type=instance_type, instances=instances,
+    )  # fmt: skip
     if dry_run:
-        release = release_for(
-            bundle_from(source), target, endpoint=endpoint, instance_type=instance_type,
-            instances=instances,
-        )  # fmt: skip
         paths = write_yaml(release, out or work / "deploy" / release.endpoint.name)
         echo(
             f"wrote {paths[0]} and {paths[1]}; after pushing {release.image}, create them with "
@@ -278,15 +284,6 @@ def deploy_policy(
             f"`az ml online-deployment create -f {paths[1]} --all-traffic`"
         )
         return None
-    from client.submit import credential as logged_in
-    from client.submit import ml_client
-
-    credential = credential or logged_in()
-    client = client or ml_client(target, cred=credential)
-    release = release_for(
-        bundle_from(source, client, work), target, endpoint=endpoint,
-        instance_type=instance_type, instances=instances,
-    )  # fmt: skip
     try:
         built = build_serving_image(release.bundle, tag=release.local_tag, client=docker, echo=echo)
         push_image(

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from client.storage import datastore_blob
 from images.build import ImageError
 from images.push import acr_refresh_token
 
@@ -86,24 +87,19 @@ PROBE = ".aml-rl-check"  # written and deleted again, as the job's output would 
 
 def _datastore(client: Any, name: str, credential: Any, transport: Any) -> tuple[bool, str]:
     from azure.core.exceptions import HttpResponseError
-    from azure.storage.blob import BlobClient
 
-    store = client.datastores.get(name)
-    url = f"{store.protocol}://{store.account_name}.blob.{store.endpoint}"
-    kwargs = {"transport": transport} if transport is not None else {}
-    blob = BlobClient(url, store.container_name, PROBE, credential=credential, **kwargs)
+    blob, where = datastore_blob(client, name, PROBE, credential, transport)
     try:
         blob.upload_blob(b"", overwrite=True)
         blob.delete_blob()
     except HttpResponseError as exc:
         if exc.status_code == 403:
             return False, (
-                f"403 writing to {store.account_name}/{store.container_name}: your identity has "
-                "no blob data role there; add its object id to the stack's dataPrincipals "
-                "(README: Provision) and `pulumi up`"
+                f"403 writing to {where}: your identity has no blob data role there; add its "
+                "object id to the stack's dataPrincipals (README: Provision) and `pulumi up`"
             )
         raise
-    return True, f"{store.account_name}/{store.container_name}"
+    return True, where
 
 
 def _image(image: str, credential: Any, session: Any) -> tuple[bool, str]:

@@ -397,17 +397,15 @@ def read_job_summary(
     needed here (`azureml-mlflow` pins an older MLflow than the one we train with), and no
     download of the whole run."""
     from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-    from azure.storage.blob import BlobClient
+
+    from client.storage import datastore_blob
 
     path = str(job.outputs[OUTPUT].path)
     found = re.fullmatch(r"azureml://datastores/([^/]+)/paths/(.+?)/?", path)
     if found is None:
         raise SubmitError(f"job {job.name}: its output {path!r} is not on a datastore")
-    store = client.datastores.get(found[1])
-    url = f"{store.protocol}://{store.account_name}.blob.{store.endpoint}"
-    kwargs = {"transport": blob_transport} if blob_transport is not None else {}
-    blob = BlobClient(
-        url, store.container_name, f"{found[2]}/summary.json", credential=credential, **kwargs
+    blob, where = datastore_blob(
+        client, found[1], f"{found[2]}/summary.json", credential, blob_transport
     )
     try:
         data = blob.download_blob().readall()
@@ -420,8 +418,8 @@ def read_job_summary(
         if exc.status_code != 403:
             raise
         raise SubmitError(
-            f"403 reading {store.account_name}/{store.container_name}: add your object id to the "
-            "stack's dataPrincipals (README: Provision) and `pulumi up`"
+            f"403 reading {where}: add your object id to the stack's dataPrincipals (README: "
+            "Provision) and `pulumi up`"
         ) from None
     try:
         summary = json.loads(data)

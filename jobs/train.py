@@ -38,6 +38,7 @@ from jobs.rundir import (
     RunDir,
     RunError,
     disk_full,
+    read_summary,
     write_atomic,
     write_json,
 )
@@ -161,10 +162,10 @@ def _refuse_if_complete(
 ) -> None:
     """A run that completed and whose budget the resume does not raise: say so, change nothing."""
     try:
-        summary = json.loads(run.summary.read_text())
-    except (OSError, ValueError):
+        summary = read_summary(run.path)
+    except RunError:  # none yet, or unreadable: not a completed run
         return
-    if not isinstance(summary, dict) or summary.get("status") != "completed":
+    if summary.get("status") != "completed":
         return
     reason = stop_reason(cfg, progress, summary.get("episode_return_mean"))
     if reason is not None:
@@ -276,6 +277,7 @@ def _train(
     timeline["ray_started"] = time.time()
     algo = algo_config.build_algo()
     timeline["algorithm_built"] = time.time()
+    kept = ""  # the newest whole checkpoint, relative to the run ("" before the first)
     if candidates:
         algo, progress = _restore(algo, algo_config, run, candidates)
         progress.sessions = session
@@ -284,17 +286,18 @@ def _train(
             f"{progress.wall_time_s:.0f} s of earlier training"
         )
         checkpoint = run.checkpoint_path(progress.iteration)
+        kept = str(checkpoint.relative_to(run.path))
         for note in reconcile(run, checkpoint).notes():
             console.print(f"resume: {note}")
         if sets:  # only now that the run's own checkpoint restored under the new settings
             write_atomic(run.config, cfg.to_yaml())
 
     pending: list[dict[str, Any]] = []  # metrics lines of the iterations since the checkpoint
-    last_good: list[Path] = [run.latest_checkpoint()] if candidates else []
 
     def checkpoint_now() -> Path:
+        nonlocal kept
         saved = save_checkpoint(algo, run, cfg, progress, handle.observation_shape, metrics=pending)
-        last_good[:] = [saved]
+        kept = str(saved.relative_to(run.path))
         commit_metrics(run, tracker, pending)
         pending.clear()
         if on_checkpoint is not None:
@@ -338,13 +341,13 @@ def _train(
         last_checkpoint = checkpoint_now()
     except SimError:
         algo.stop()
-        tracker.close("failed", str(last_good[0].relative_to(run.path)) if last_good else "")
+        tracker.close("failed", kept)
         raise
     except Exception as exc:
         if not disk_full(exc):
             raise
         algo.stop()
-        raise _stopped_on_full_disk(run, tracker, last_good, exc) from None
+        raise _stopped_on_full_disk(run, tracker, kept, exc) from None
     algo.stop()
     tracker.close(status, str(last_checkpoint.relative_to(run.path)))
 
@@ -464,10 +467,7 @@ def _no_progress(run: RunDir, cfg: ExperimentConfig, iterations: int, seconds: f
     )
 
 
-def _stopped_on_full_disk(
-    run: RunDir, tracker: Tracker, last_good: list[Path], exc: BaseException
-) -> RunError:
-    kept = str(last_good[0].relative_to(run.path)) if last_good else ""
+def _stopped_on_full_disk(run: RunDir, tracker: Tracker, kept: str, exc: BaseException) -> RunError:
     run.release_reserve()  # room for MLflow's journal
     try:
         tracker.close("failed", kept)
