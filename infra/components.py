@@ -277,7 +277,7 @@ class AccessArgs:
     foundation: Foundation
     workspace: Workspace
     principals: dict[str, pulumi.Input[str]]
-    """Identities (by a short label) that pull images and read/write the outputs container."""
+    """Identities (by a short label) that read and write the outputs container."""
     data_principals: tuple[tuple[str, str], ...] = ()
     """(object id, type) of those who upload code and download runs (stack dataPrincipals)."""
 
@@ -292,9 +292,15 @@ def role_definition(subscription_id: pulumi.Input[str], role: str) -> pulumi.Out
 
 
 class Access(pulumi.ComponentResource):
-    """Least privilege: AcrPull on the registry, Blob Data Contributor on the outputs container;
-    for the stack's data principals, Blob Data Contributor on the default datastore container
-    (code upload) and the outputs container (download), nothing broader."""
+    """Least privilege: Blob Data Contributor on the outputs container; for the stack's data
+    principals, Blob Data Contributor on the default datastore container (code upload) and the
+    outputs container (download), nothing broader.
+
+    No AcrPull for the clusters: Azure ML grants a cluster's system-assigned identity AcrPull
+    on the workspace registry itself when the cluster is created after the workspace and its
+    registry (https://learn.microsoft.com/azure/machine-learning/how-to-identity-based-service-authentication),
+    and a second assignment of the same role to the same principal on the same scope is
+    refused with RoleAssignmentExists, which would fail the first `pulumi up`."""
 
     def __init__(
         self, name: str, args: AccessArgs, opts: pulumi.ResourceOptions | None = None
@@ -323,7 +329,6 @@ class Access(pulumi.ComponentResource):
             )
 
         for label, principal in args.principals.items():
-            grant(f"{label}-acr-pull", principal, "ServicePrincipal", ACR_PULL, f.registry.id)
             grant(
                 f"{label}-outputs-rw", principal, "ServicePrincipal",
                 STORAGE_BLOB_DATA_CONTRIBUTOR, outputs,

@@ -377,5 +377,33 @@ def endpoint_identity(resources: list[Resource]) -> list[Violation]:
     return out
 
 
+@policy("clusters get AcrPull from Azure ML, once")
+def cluster_acr_pull(resources: list[Resource]) -> list[Violation]:
+    """Azure ML grants a cluster's system-assigned identity AcrPull on the workspace registry
+    when the cluster is created after the workspace and its registry; if it is not, "you have
+    to assign the ACRPull role manually" (how-to-identity-based-service-authentication). So:
+    every workspace names its registry, and no cluster identity gets AcrPull from this
+    program, which Azure would refuse as RoleAssignmentExists on the first `pulumi up`."""
+    name = "clusters get AcrPull from Azure ML, once"
+    registries = {r.outputs.get("id") for r in of_type(resources, "containerregistry:Registry")}
+    out = [
+        Violation(name, w.urn, "the workspace names no registry of this stack (containerRegistry)")
+        for w in of_type(resources, "machinelearningservices:Workspace")
+        if w.inputs.get("containerRegistry") not in registries
+    ]
+    clusters = {_get(c.outputs, "identity.principalId") for c in _compute(resources)} - {None}
+    for a in of_type(resources, "authorization:RoleAssignment"):
+        if _role(a) == ACR_PULL and a.inputs.get("principalId") in clusters:
+            out.append(
+                Violation(
+                    name,
+                    a.urn,
+                    "AcrPull for a cluster identity: Azure ML grants it, and a second "
+                    "assignment fails with RoleAssignmentExists",
+                )
+            )
+    return out
+
+
 def check(resources: list[Resource]) -> list[Violation]:
     return [v for fn in POLICIES.values() for v in fn(resources)]

@@ -150,6 +150,13 @@ EDITS = [
         "AccountKey",
     ),
     (
+        "clusters get AcrPull from Azure ML, once",
+        "machinelearningservices:Workspace",
+        "workspace",
+        "containerRegistry",
+        None,
+    ),
+    (
         "every taggable resource has project, stack and owner tags",
         "keyvault:Vault",
         "vault",
@@ -191,7 +198,11 @@ def test_each_policy_catches_a_stack_config_that_breaks_it(name, settings):
 
 
 def test_every_policy_has_a_negative_test():
-    tested_below = {"roles are least privilege", "endpoints can pull the serving image"}
+    tested_below = {
+        "roles are least privilege",
+        "endpoints can pull the serving image",
+        "clusters get AcrPull from Azure ML, once",
+    }
     assert {e[0] for e in EDITS} | {c[0] for c in CONFIGS} | tested_below == set(POLICIES)
 
 
@@ -203,8 +214,7 @@ def grants_of(stack, principal):
     }
 
 
-def test_clusters_get_acr_pull_and_blob_access_on_exactly_the_right_scopes(default_stack):
-    registry = default_stack.one("containerregistry:Registry").outputs["id"]
+def test_clusters_and_the_workspace_get_the_outputs_container_and_nothing_else(default_stack):
     account = default_stack.one("storage:StorageAccount").outputs["id"]
     container = f"{account}/blobServices/default/containers/outputs"
     for r in default_stack.of_type("authorization:RoleAssignment"):
@@ -214,12 +224,25 @@ def test_clusters_get_acr_pull_and_blob_access_on_exactly_the_right_scopes(defau
         assert r.inputs["principalType"] == "ServicePrincipal"
     # the two clusters share the mock principal name "compute"
     for principal in ("compute-principal", "workspace-principal"):
-        assert grants_of(default_stack, principal) == {
-            (ACR_PULL, registry),
-            (STORAGE_BLOB_DATA_CONTRIBUTOR, container),
-        }
-    # 3 identities x 2 roles, and the endpoints' 2
-    assert len(default_stack.of_type("authorization:RoleAssignment")) == 6 + 2
+        assert grants_of(default_stack, principal) == {(STORAGE_BLOB_DATA_CONTRIBUTOR, container)}
+    # 3 identities x 1 role, and the endpoints' 2
+    assert len(default_stack.of_type("authorization:RoleAssignment")) == 3 + 2
+
+
+def test_a_cluster_given_acr_pull_by_the_program_is_caught(default_stack):
+    """The assignment the program used to make: Azure ML has made it already, and Azure
+    refuses the duplicate with RoleAssignmentExists."""
+    resources = copy.deepcopy(default_stack.resources)
+    grant = next(r for r in resources if r.name == "cpu-cluster-outputs-rw")
+    registry = default_stack.one("containerregistry:Registry").outputs["id"]
+    grant.inputs["roleDefinitionId"] = grant.inputs["roleDefinitionId"].rsplit("/", 1)[0] + (
+        f"/{ACR_PULL}"
+    )
+    grant.inputs["scope"] = registry
+    assert POLICIES["roles are least privilege"](resources) == []  # AcrPull there is allowed
+    found = POLICIES["clusters get AcrPull from Azure ML, once"](resources)
+    assert [v.urn for v in found] == [grant.urn]
+    assert "RoleAssignmentExists" in str(found[0])
 
 
 def test_the_endpoint_identity_pulls_images_and_reads_the_default_datastore_only(default_stack):
@@ -275,7 +298,7 @@ def test_a_role_granted_on_the_whole_storage_account_is_too_broad(default_stack)
     resources, urn = breach(
         default_stack,
         "authorization:RoleAssignment",
-        "cpu-cluster-acr-pull",
+        "endpoint-acr-pull",
         "roleDefinitionId",
         f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Authorization/roleDefinitions/b24988ac-6180-42a0-ab88-20f7382dd24c",
     )

@@ -170,7 +170,7 @@ def test_gpu_cluster_can_be_left_out():
         "cpu-cluster"
     ]
     assert stack.outputs["gpu_cluster"] == ""
-    assert len(stack.of_type("authorization:RoleAssignment")) == 4 + 2  # and the endpoints'
+    assert len(stack.of_type("authorization:RoleAssignment")) == 2 + 2  # cpu cluster and workspace, and the endpoints'
 
 
 def test_budget_alerts_the_configured_addresses():
