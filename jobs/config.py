@@ -192,6 +192,11 @@ def _set_path(data: dict[str, Any], dotted: str, value: Any, source: str) -> Non
         node = child
 
 
+def check_key(dotted: str, source: str) -> None:
+    """Raise :class:`ConfigError` naming ``source`` if ``dotted`` is not a config key."""
+    _set_path({}, dotted, None, source)
+
+
 def parse_set(item: str) -> tuple[str, Any]:
     """``key.path=value`` with the value read as YAML (``1e-4``, ``[64, 64]``, ``null``)."""
     if "=" not in item:

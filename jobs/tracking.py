@@ -18,7 +18,9 @@ class Tracker:
     """MLflow: a SQLite store in the run directory, or the URI in MLFLOW_TRACKING_URI
     (Azure ML sets it to the workspace's)."""
 
-    def __init__(self, run: RunDir, cfg: ExperimentConfig, progress: Progress) -> None:
+    def __init__(
+        self, run: RunDir, cfg: ExperimentConfig, progress: Progress, parent: str | None = None
+    ) -> None:
         import mlflow
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -30,9 +32,10 @@ class Tracker:
         progress.mlflow_run_id = active.info.run_id
         if progress.sessions == 1:
             mlflow.log_params(_flatten(cfg.model_dump(mode="json")))
-            mlflow.set_tags(
-                {"sim": cfg.sim, "algorithm": cfg.algorithm, "config_digest": cfg.digest()}
-            )
+            tags = {"sim": cfg.sim, "algorithm": cfg.algorithm, "config_digest": cfg.digest()}
+            if parent:  # a study's trial: MLflow shows it under the study's run
+                tags["mlflow.parentRunId"] = parent
+            mlflow.set_tags(tags)
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         self.mlflow.log_metrics(dict(metrics), step=step)

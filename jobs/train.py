@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +59,15 @@ _ENTRY = time.time()  # when this module finished importing its dependencies
 
 
 def iteration_metrics(result: Mapping[str, Any], steps_per_s: float) -> dict[str, float]:
-    """Stable, namespaced metric names from an RLlib result dict."""
+    """Stable, namespaced metric names (:data:`METRIC_NAMES`) from an RLlib result dict."""
+    metrics = _metrics(result, steps_per_s)
+    return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+
+
+def _metrics(result: Mapping[str, Any], steps_per_s: float) -> dict[str, Any]:
     runners = result.get("env_runners", {})
     learner = result.get("learners", {}).get("default_policy", {})
-    metrics = {
+    return {
         "env_runners/episode_return_mean": runners.get("episode_return_mean"),
         "env_runners/episode_len_mean": runners.get("episode_len_mean"),
         "env_runners/episodes_total": runners.get("num_episodes_lifetime"),
@@ -74,7 +80,10 @@ def iteration_metrics(result: Mapping[str, Any], steps_per_s: float) -> dict[str
         "learner/vf_loss": learner.get("vf_loss"),
         "learner/entropy": learner.get("entropy"),
     }
-    return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+
+
+METRIC_NAMES = tuple(_metrics({}, 0.0))
+"""Every metric an iteration may report (one not measured in an iteration is left out)."""
 
 
 def stop_reason(
@@ -98,6 +107,15 @@ def _trajectory_summary(run: RunDir) -> dict[str, Any]:
     files = trajectory_files(run.trajectories)
     rows = sum(pq.ParquetFile(path).metadata.num_rows for path in files)
     return {"folder": "trajectories", "files": len(files), "rows": rows}
+
+
+class StopTraining(Exception):
+    """Raised by an ``on_iteration`` hook to end the run now, as a scheduler's early stop:
+    the run saves a checkpoint, writes its summary with this reason and returns."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class RunComplete(Exception):
@@ -221,11 +239,15 @@ def train(
     runs_root: Path = Path("runs"),
     run_dir: Path | None = None,
     on_checkpoint: Callable[[Path, Progress], None] | None = None,
+    on_iteration: Callable[[Progress, dict[str, float]], None] | None = None,
+    mlflow_parent: str | None = None,
 ) -> dict[str, Any]:
     """Train, checkpoint, assess; returns the summary that is also written to summary.json.
 
     ``on_checkpoint(path, progress)`` is called after every checkpoint is saved (the
-    benchmarks assess the policy there)."""
+    benchmarks assess the policy there); ``on_iteration(progress, metrics)`` after every
+    iteration (a study reports to its scheduler there, and may raise :class:`StopTraining`).
+    ``mlflow_parent`` makes the MLflow run a child of that run (a study's)."""
     try:
         cfg, run, progress, candidates = prepare(
             config, list(sets or []), smoke, resume, runs_root, run_dir
@@ -241,9 +263,17 @@ def train(
                 f"the disk under {run.path} is full: free some space and start again"
             ) from exc
         try:
-            return _train(cfg, run, progress, candidates, list(sets or []), on_checkpoint)
+            hooks = _Hooks(on_checkpoint, on_iteration, mlflow_parent)
+            return _train(cfg, run, progress, candidates, list(sets or []), hooks)
         finally:
             run.release_reserve()
+
+
+@dataclass(frozen=True)
+class _Hooks:
+    on_checkpoint: Callable[[Path, Progress], None] | None = None
+    on_iteration: Callable[[Progress, dict[str, float]], None] | None = None
+    mlflow_parent: str | None = None
 
 
 def _train(
@@ -252,7 +282,7 @@ def _train(
     progress: Progress,
     candidates: list[tuple[Path, dict[str, Any] | None]],
     sets: list[str],
-    on_checkpoint: Callable[[Path, Progress], None] | None,
+    hooks: _Hooks,
 ) -> dict[str, Any]:
     from jobs.algorithms import algorithm_config
     from jobs.callbacks import TrajectoryLogger
@@ -300,11 +330,11 @@ def _train(
         kept = str(saved.relative_to(run.path))
         commit_metrics(run, tracker, pending)
         pending.clear()
-        if on_checkpoint is not None:
-            on_checkpoint(saved, progress)
+        if hooks.on_checkpoint is not None:
+            hooks.on_checkpoint(saved, progress)
         return saved
 
-    tracker = Tracker(run, cfg, progress)
+    tracker = Tracker(run, cfg, progress, parent=hooks.mlflow_parent)
     tracker.catch_up(run.metrics)  # lines a kill kept from MLflow
     status, reason, metrics = "completed", None, {}
     session_wall = progress.wall_time_s
@@ -332,8 +362,14 @@ def _train(
             pending.append(metrics_line(progress, metrics))
             console.print(progress_line(cfg, progress, metrics))
             reason = stop_reason(cfg, progress, metrics.get("env_runners/episode_return_mean"))
+            if hooks.on_iteration is not None:
+                hooks.on_iteration(progress, metrics)
             if reason is None and progress.iteration % cfg.checkpoints.every_iterations == 0:
                 checkpoint_now()
+        last_checkpoint = checkpoint_now()
+    except StopTraining as stop:
+        status, reason = "stopped", stop.reason
+        console.print(f"stopping: {reason}")
         last_checkpoint = checkpoint_now()
     except KeyboardInterrupt:
         status, reason = "interrupted", "interrupted (Ctrl-C)"
