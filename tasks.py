@@ -142,6 +142,51 @@ def train(
 
 @task(
     help={
+        "space": "search space YAML: config keys to distributions (see the README's Tune section)",
+        "config": "experiment YAML the trials vary (default jobs/configs/cstr_ppo.yaml)",
+        "samples": "trials to sample (default 4; a grid multiplies them)",
+        "scheduler": "asha (stops weak trials early) or fifo (runs every trial to its budget)",
+        "metric": "training metric the scheduler compares (default the episode return)",
+        "kpi": "assessment KPI that ranks the finished trials (default return)",
+        "max_concurrent": "trials at a time (default: as many as the CPUs hold)",
+        "resume": "continue this study folder after a kill",
+        "runs_dir": "where study folders go (default runs/)",
+    }
+)
+def tune(
+    c: Context,
+    space: str = "",
+    config: str = "",
+    samples: int = 4,
+    scheduler: str = "asha",
+    metric: str = "",
+    kpi: str = "return",
+    max_concurrent: int = 0,
+    resume: str = "",
+    runs_dir: str = "runs",
+) -> None:
+    """Search hyperparameters with Ray Tune: every trial a run, the best config written back."""
+    from jobs.train import USER_ERRORS
+    from jobs.tune import DEFAULT_METRIC, run_study
+
+    try:
+        run_study(
+            space=Path(space) if space else None,
+            config=Path(config) if config else None,
+            samples=samples,
+            scheduler=scheduler,
+            metric=metric or DEFAULT_METRIC,
+            kpi=kpi,
+            max_concurrent=max_concurrent,
+            runs_root=Path(runs_dir),
+            resume=Path(resume) if resume else None,
+        )
+    except USER_ERRORS as exc:
+        raise Exit(f"tune: {exc}", code=2) from None
+
+
+@task(
+    help={
         "checkpoint": "a checkpoint folder, or a run directory (its newest checkpoint)",
         "scenarios": "scenario set YAML (default: the simulator's own)",
         "out": "where kpis.csv/kpis.json go (default: <run>/assessments/<checkpoint>-<time>)",

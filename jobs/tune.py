@@ -16,6 +16,7 @@ import json
 import math
 import os
 import queue
+import secrets
 import shutil
 import sys
 import threading
@@ -174,6 +175,8 @@ class Study:
     max_concurrent: int = 0
     """0: as many as the CPUs hold."""
     mlflow_run_id: str = ""
+    seed: int = field(default_factory=lambda: secrets.randbelow(2**31))
+    """The sampler's seed: a resume that finds no Tune state samples the same trials again."""
     space: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -212,7 +215,9 @@ class Trial(tune.Trainable):
             os.environ["MLFLOW_TRACKING_URI"] = config["__mlflow__"]
         self.run_dir = self.study / trial_name(self.trial_id)
         self.parent = config.get("__parent__") or None
-        set_aside_unstarted(self.run_dir, self.study)
+        if set_aside_unstarted(self.run_dir, self.study) and self.parent:
+            supersede(self.parent, self.run_dir.name)
+        same_values_or_refuse(self.run_dir, self.params)
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
@@ -269,14 +274,47 @@ def trial_name(trial_id: str) -> str:
     return f"trial-{int(trial_id.rsplit('_', 1)[-1]):03d}"
 
 
-def set_aside_unstarted(run_dir: Path, study: Path) -> None:
+def set_aside_unstarted(run_dir: Path, study: Path) -> bool:
     """A trial restarted after a kill that came before its first checkpoint starts again
     from nothing: what its first attempt left (no committed metric) is moved aside, kept."""
     if not run_dir.exists() or RunDir.has_checkpoint(run_dir):
-        return
+        return False
     aside = study / "rolled-back"
     aside.mkdir(exist_ok=True)
     shutil.move(str(run_dir), str(aside / f"{run_dir.name}-{new_run_id()}"))
+    return True
+
+
+def supersede(parent: str, trial: str) -> None:
+    """End the MLflow run of a trial's first attempt that a kill left RUNNING, so that the
+    study's children are its trials, each once."""
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient()
+    found = mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"tags.mlflow.parentRunId = '{parent}' and attributes.run_name = '{trial}' "
+        "and attributes.status = 'RUNNING'",
+        output_format="list",
+    )
+    for run in found:
+        client.set_tag(run.info.run_id, "aml_rl.superseded", "true")
+        client.set_terminated(run.info.run_id, "KILLED")
+
+
+def same_values_or_refuse(run_dir: Path, params: Mapping[str, Any]) -> None:
+    """A restarted trial resumes its run folder only with the values that folder was
+    trained with; anything else would change a run's hyperparameters halfway."""
+    if not (run_dir / "config.yaml").is_file():
+        return
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    differ = {k: (_dig(config, k), v) for k, v in params.items() if _dig(config, k) != v}
+    if differ:
+        detail = ", ".join(f"{k} {old!r} there, {new!r} now" for k, (old, new) in differ.items())
+        raise RunError(
+            f"{run_dir}: this trial was trained with other values ({detail}); the study's "
+            "sampler state is gone: start a new study"
+        )
 
 
 def report(
@@ -310,6 +348,9 @@ def run_study(
 ) -> dict[str, Any]:
     """Run (or with ``resume``, continue) a study; returns what ``study.json`` holds."""
     if resume is not None:
+        if space is not None or config is not None:
+            given = " ".join(f"--{n} {v}" for n, v in (("space", space), ("config", config)) if v)
+            raise RunError(f"--resume {resume} takes its settings from the study; drop {given}")
         folder = resume
         study = Study.read(folder)
         params = [Param(k, v[0], tuple(v[1])) for k, v in study.space.items()]
@@ -336,6 +377,7 @@ def run_study(
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials resolve paths as runs do
     start_ray()
     import ray
+    from ray.tune.search import BasicVariantGenerator
 
     mlflow_uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{folder / 'mlflow.db'}"
     if not study.mlflow_run_id:
@@ -370,6 +412,7 @@ def run_study(
                 metric=study.metric,
                 mode="min" if "loss" in study.metric else "max",
                 num_samples=study.samples,
+                search_alg=BasicVariantGenerator(random_state=study.seed),
                 max_concurrent_trials=concurrent,
                 scheduler=_scheduler(study.scheduler),
             ),
@@ -664,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
             study_dir=args.study_dir,
             resume=resume,
         )
-    except (*USER_ERRORS, SpaceError) as exc:
+    except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -1,0 +1,258 @@
+"""A real study: Ray Tune over a user's config, trials as runs, ASHA, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from jobs.config import load_config
+from jobs.rundir import RunError
+from jobs.tune import Study, TrialRow, rank, same_values_or_refuse
+from tests.conftest import ROOT
+
+# A user's experiment: the Simple Adder on a budget of seconds, sampling in the driver so
+# that each trial takes one CPU and two run at a time here.
+CONFIG = """\
+experiment: adder_study
+sim: simple_adder
+training:
+  lr: 0.0003
+  train_batch_size: 200
+  minibatch_size: 100
+  num_epochs: 2
+env_runners:
+  num_env_runners: 0
+  num_envs_per_env_runner: 2
+stop:
+  target_return: null
+  max_env_steps: {steps}
+  max_wall_s: 300
+checkpoints:
+  every_iterations: 2
+  keep: 2
+min_time_s_per_iteration: 0
+"""
+SPACE = """\
+training.lr: {loguniform: [1.0e-5, 1.0e-3]}
+training.num_epochs: {choice: [1, 3]}
+"""
+
+
+def start(work: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "jobs.tune", "--runs-dir", str(work / "runs"), *args],
+        cwd=ROOT,
+        env={
+            **{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+            "PYTHONPATH": str(ROOT),
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # a kill takes the study's Ray processes too
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: float = 420) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"the study did not finish in {timeout} s:\n{out[-3000:]}")
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def write_inputs(work: Path, steps: int, space: str = SPACE) -> tuple[Path, Path]:
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "adder.yaml").write_text(CONFIG.format(steps=steps))
+    (work / "space.yaml").write_text(space)
+    return work / "adder.yaml", work / "space.yaml"
+
+
+def only_study(work: Path) -> Path:
+    (study,) = (work / "runs" / "adder_study").glob("study-*")
+    return study
+
+
+def iterations(trial: Path) -> list[int]:
+    lines = (trial / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["iteration"] for line in lines]
+
+
+def children(study: Path) -> dict[str, mlflow.entities.Run]:
+    """The study's MLflow child runs by name, superseded first attempts left out."""
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{study / 'mlflow.db'}")
+    parent = Study.read(study).mlflow_run_id
+    experiment = client.get_experiment_by_name("adder_study").experiment_id
+    runs = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    live = [r for r in runs if r.data.tags.get("aml_rl.superseded") != "true"]
+    names = [r.info.run_name for r in live]
+    assert len(names) == len(set(names)), f"a trial counted twice in MLflow: {sorted(names)}"
+    return {r.info.run_name: r for r in live}
+
+
+def check_trials_exact(study: Path, samples: int) -> list[dict]:
+    """Every trial a whole run, each iteration once in metrics.jsonl and in MLflow."""
+    trials = sorted(study.glob("trial-*"))
+    assert [t.name for t in trials] == [f"trial-{i:03d}" for i in range(samples)]
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{study / 'mlflow.db'}")
+    runs = children(study)
+    assert sorted(runs) == [t.name for t in trials]
+    summaries = []
+    for trial in trials:
+        summary = json.loads((trial / "summary.json").read_text())
+        assert summary["status"] in ("completed", "stopped"), summary
+        seen = iterations(trial)
+        assert seen == list(range(1, summary["iterations"] + 1)), (trial.name, seen)
+        history = client.get_metric_history(runs[trial.name].info.run_id, "perf/env_steps_per_s")
+        assert sorted(m.step for m in history) == seen, trial.name
+        summaries.append(summary)
+    return summaries
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> tuple[Path, str]:
+    work = tmp_path_factory.mktemp("tune")
+    config, space = write_inputs(work, steps=2400)
+    out = finish(start(work, "--config", str(config), "--space", str(space), "--samples", "4"))
+    return only_study(work), out
+
+
+def test_every_trial_is_an_ordinary_run_with_its_sampled_values(study):
+    folder, out = study
+    summaries = check_trials_exact(folder, samples=4)
+    for trial in sorted(folder.glob("trial-*")):
+        cfg = load_config(trial / "config.yaml")  # the run's own config, as --resume reads it
+        assert 1e-5 <= cfg.training.lr <= 1e-3
+        assert cfg.training.num_epochs in (1, 3)
+        assert cfg.sim == "simple_adder" and cfg.training.train_batch_size == 200
+        assert (trial / "checkpoints").is_dir() and any((trial / "trajectories").iterdir())
+    assert len({s["run_id"] for s in summaries}) == 4
+    assert "each trial takes 1 CPU(s) (1 driver + 0 env runner(s)); 2 at a time on" in out
+
+
+def test_asha_stops_weak_trials_as_runs_that_still_write_their_summary(study):
+    folder, _ = study
+    summaries = [json.loads(p.read_text()) for p in folder.glob("trial-*/summary.json")]
+    completed = [s for s in summaries if s["status"] == "completed"]
+    stopped = [s for s in summaries if s["status"] == "stopped"]
+    assert completed, "no trial reached its budget"
+    for s in completed:
+        assert s["env_steps_sampled"] >= 2400 and s["assessment"]["agent"]["return"] is not None
+    for s in stopped:  # an early stop is a checkpointed run, not a killed process
+        assert s["stop_reason"] == "stopped early by the study's scheduler"
+        assert s["env_steps_sampled"] < 2400 and s["assessment"] is None
+        assert (folder / s["run_id"] / s["checkpoint"]).is_dir()
+
+
+def test_the_table_ranks_by_the_assessment_and_the_best_config_is_written(study):
+    folder, out = study
+    results = json.loads((folder / "study.json").read_text())
+    assessed = [t for t in results["trials"] if t["kpi"] is not None]
+    assert [t["kpi"] for t in assessed] == sorted((t["kpi"] for t in assessed), reverse=True)
+    best = results["best"]
+    assert best["trial"] == assessed[0]["trial"]
+    assert "final ranking" in out
+    final = out[out.index("final ranking") :]
+    for trial in results["trials"]:
+        assert trial["trial"] in final
+    assert f"best: {best['trial']} (return {best['kpi']:.4g})" in out
+    written = yaml.safe_load((folder / "best.yaml").read_text())
+    trained = yaml.safe_load((folder / best["trial"] / "config.yaml").read_text())
+    assert written == trained
+    assert written["training"]["lr"] == best["params"]["training.lr"]
+
+
+def test_the_best_config_trains_unchanged_with_invoke_train(study, tmp_path):
+    folder, _ = study
+    proc = subprocess.run(
+        [sys.executable, "-m", "invoke", "train", "--config", str(folder / "best.yaml"),
+         "--runs-dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    (run,) = tmp_path.glob("adder_study/*/summary.json")
+    summary = json.loads(run.read_text())
+    assert summary["status"] == "completed" and summary["env_steps_sampled"] >= 2400
+
+
+def test_mlflow_has_the_study_as_parent_and_one_child_per_trial(study):
+    folder, _ = study
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    parent = client.get_run(Study.read(folder).mlflow_run_id)
+    assert parent.info.status == "FINISHED"
+    best = json.loads((folder / "study.json").read_text())["best"]
+    assert parent.data.tags["best_trial"] == best["trial"]
+    assert parent.data.metrics["best/return"] == pytest.approx(best["kpi"])
+    runs = children(folder)
+    assert sorted(runs) == [f"trial-{i:03d}" for i in range(4)]
+    for name, run in runs.items():
+        status = json.loads((folder / name / "summary.json").read_text())["status"]
+        assert run.info.status == ("FINISHED" if status == "completed" else "KILLED")
+
+
+def test_a_study_killed_with_sigkill_resumes_with_no_trial_lost_or_counted_twice(tmp_path):
+    config, space = write_inputs(tmp_path, steps=4000, space="training.lr: {uniform: [1.0e-4, 5.0e-4]}\n")  # fmt: skip
+    proc = start(
+        tmp_path, "--config", str(config), "--space", str(space), "--samples", "3",
+        "--scheduler", "fifo",
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    runs = tmp_path / "runs" / "adder_study"
+    # kill once a trial has a checkpoint and before any has finished
+    while not list(runs.glob("study-*/trial-*/checkpoints/iter-*")):
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    folder = only_study(tmp_path)
+    assert not (folder / "study.json").exists()
+    before = {
+        t.name: iterations(t) for t in folder.glob("trial-*") if (t / "metrics.jsonl").exists()
+    }
+
+    out = finish(start(tmp_path, "--resume", str(folder)))
+    summaries = check_trials_exact(folder, samples=3)
+    assert all(s["status"] == "completed" for s in summaries)
+    resumed = [s for s in summaries if s["sessions"] == 2]
+    assert resumed, f"no trial resumed from its checkpoint: {out[-2000:]}"
+    for name, lines in before.items():  # what was committed before the kill is kept
+        assert iterations(folder / name)[: len(lines)] == lines
+    assert (folder / "best.yaml").is_file()
+
+    again = subprocess.run(
+        [sys.executable, "-m", "jobs.tune", "--resume", str(folder)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert again.returncode == 0 and "is complete; nothing to do" in again.stdout
+
+
+def test_a_trial_restarted_with_other_values_is_refused(tmp_path):
+    run = tmp_path / "trial-000"
+    run.mkdir()
+    (run / "config.yaml").write_text("training:\n  lr: 0.0003\n  num_epochs: 3\n")
+    same_values_or_refuse(run, {"training.lr": 0.0003, "training.num_epochs": 3})
+    with pytest.raises(RunError, match=r"training\.lr 0\.0003 there, 0\.0001 now.*new study"):
+        same_values_or_refuse(run, {"training.lr": 0.0001, "training.num_epochs": 3})
+
+
+def test_ranking_puts_assessed_trials_first_by_the_kpi_in_its_direction():
+    def row(name, kpi, metric):
+        return TrialRow(name, "x", {}, 1, 1, metric, kpi, None, None)
+
+    rows = [row("a", None, 9.0), row("b", 2.0, 1.0), row("c", 3.0, 0.0), row("d", None, None)]
+    study = Study(metric="env_runners/episode_return_mean")
+    assert [r.trial for r in rank(rows, study, higher_kpi_better=True)] == ["c", "b", "a", "d"]
+    assert [r.trial for r in rank(rows, study, higher_kpi_better=False)] == ["b", "c", "a", "d"]
