@@ -417,6 +417,8 @@ def _target(
         "image": "training image (default <registry>/aml-rl:cpu or :cuda)",
         "record": "write the submitted job's name, status and run id to this JSON file",
         "check": "first verify the workspace, cluster size, datastore write access and image",
+        "tune": "run a study over this search space instead (see `invoke tune`)",
+        "samples": "with --tune: trials to sample (default 4)",
         **TARGET_HELP,
     },
     iterable=["set"],
@@ -434,12 +436,14 @@ def submit(
     image: str = "",
     record: str = "",
     check: bool = False,
+    tune: str = "",
+    samples: int = 4,
     outputs: str = "",
     subscription_id: str = "",
     resource_group: str = "",
     workspace_name: str = "",
 ) -> None:
-    """Run the training job on Azure ML: same config and entrypoint as `invoke train`."""
+    """Run the training job (or with --tune, a study) on Azure ML, as `invoke train` does."""
     from client.submit import SubmitError, submit_experiment
 
     try:
@@ -459,6 +463,8 @@ def submit(
             image=image or None,
             record=Path(record) if record else None,
             check=check,
+            tune=Path(tune) if tune else None,
+            samples=samples,
         )
     except SubmitError as exc:
         raise Exit(f"submit: {exc}", code=2) from None

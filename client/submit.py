@@ -23,6 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 STAGING = ROOT / ".aml"  # staged code per submission (git-ignored)
 OUTPUT = "run"  # the job's output: the run directory on the datastore
 ENTRYPOINT = f"python -m jobs.train --config experiment.yaml --run-dir ${{{{outputs.{OUTPUT}}}}}"
+STUDY_ENTRYPOINT = (
+    "python -m jobs.tune --config experiment.yaml --space space.yaml --samples SAMPLES "
+    f"--study-dir ${{{{outputs.{OUTPUT}}}}}"
+)
+SPACE_FILE = "space.yaml"  # a study's search space, staged beside experiment.yaml
 WALL_MARGIN_S = 1800  # image pull, Ray start-up and the final assessment, on top of max_wall_s
 DEFAULT_TIMEOUT_S = 24 * 3600  # when the config sets no max_wall_s
 
@@ -141,6 +146,20 @@ def stage_code(
     return code
 
 
+def stage_space(space: Path, code: Path, samples: int) -> None:
+    """Check a study's search space against the staged config, as the job will read both,
+    and stage it."""
+    from jobs.tune import DEFAULT_METRIC, load_space, new_study
+
+    staged = code / "experiment.yaml"
+    try:
+        params = load_space(space, staged)
+        new_study(params, samples, "asha", DEFAULT_METRIC, "return", 0, load_config(staged))
+    except ConfigError as exc:
+        raise SubmitError(str(exc).replace(str(staged), "the config")) from None
+    shutil.copy2(space, code / SPACE_FILE)
+
+
 # Runs in the staged folder, as the job will: load its config, resolve the simulator, make
 # one environment and reset it, as an env runner does (so a missing data file shows too).
 _STAGED_CHECK = """
@@ -188,8 +207,11 @@ def build_job(
     run_id: str | None = None,
     code: Path | str,
     image: str | None = None,
+    samples: int | None = None,
 ) -> Any:
-    """The Azure ML command job for ``cfg``: same entrypoint, run directory on the datastore."""
+    """The Azure ML command job for ``cfg``: same entrypoint, run directory on the datastore.
+    With ``samples``, the job is a study (``jobs.tune``, the search space staged in ``code``)
+    whose trials Ray spreads over the job's nodes."""
     from azure.ai.ml import Output, RayDistribution
     from azure.ai.ml.entities import (
         CommandJob,
@@ -207,10 +229,21 @@ def build_job(
     environment_variables = {"AML_RL_RUN_ID": run_id}
     if nodes > 1:
         environment_variables["RAY_ADDRESS"] = "auto"  # join the cluster Azure ML started
-    timeout = int(cfg.stop.max_wall_s + WALL_MARGIN_S) if cfg.stop.max_wall_s else DEFAULT_TIMEOUT_S
+    # a study may run its trials one after another: its limit is theirs, summed
+    runs = samples or 1
+    timeout = (
+        int(runs * cfg.stop.max_wall_s + WALL_MARGIN_S)
+        if cfg.stop.max_wall_s
+        else DEFAULT_TIMEOUT_S
+    )
+    folder = f"study-{run_id}" if samples else run_id
+    tags = {"git_revision": git_revision(), "config_digest": cfg.digest(), "sim": cfg.sim}
+    tags["run_id"] = run_id
+    if samples:
+        tags["study_samples"] = str(samples)
     return CommandJob(
         code=str(code),
-        command=ENTRYPOINT,
+        command=STUDY_ENTRYPOINT.replace("SAMPLES", str(samples)) if samples else ENTRYPOINT,
         environment=Environment(image=image),
         compute=target[cluster_key],
         resources=JobResourceConfiguration(instance_count=nodes),
@@ -218,19 +251,15 @@ def build_job(
         outputs={
             OUTPUT: Output(
                 type="uri_folder",
-                path=f"azureml://datastores/{target['datastore']}/paths/{cfg.experiment}/{run_id}/",
+                path=f"azureml://datastores/{target['datastore']}/paths/{cfg.experiment}/{folder}/",
                 mode="rw_mount",  # checkpoints and trajectories land there as they are written
             )
         },
         experiment_name=cfg.experiment,
-        display_name=f"{cfg.experiment}-{run_id}",
-        description=f"aml-rl: {cfg.algorithm} on {cfg.sim}",
-        tags={
-            "git_revision": git_revision(),
-            "config_digest": cfg.digest(),
-            "sim": cfg.sim,
-            "run_id": run_id,
-        },
+        display_name=f"{cfg.experiment}-{folder}",
+        description=f"aml-rl: {cfg.algorithm} on {cfg.sim}"
+        + (f", a study of {samples} trials" if samples else ""),
+        tags=tags,
         environment_variables=environment_variables,
         limits=CommandJobLimits(timeout=timeout),
     )
@@ -338,12 +367,14 @@ def submit_experiment(
     record: Path | None = None,
     staging: Path = STAGING,
     check: bool = False,
+    tune: Path | None = None,
+    samples: int = 4,
     client: Any = None,
     http: Any = None,
     echo: Callable[[str], None] = print,
 ) -> Any:
     """What `invoke submit` does: load (and with ``check``, verify the workspace), stage, build
-    the job, then write it or send it."""
+    the job, then write it or send it. With ``tune`` (a search space), the job is a study."""
     try:
         cfg = load_config(config or DEFAULT_CONFIG, sets or [])
     except ConfigError as exc:
@@ -369,7 +400,12 @@ def submit_experiment(
     run_id = new_run_id()
     code = stage_code(cfg, run_id, root=staging)
     try:
-        job = build_job(cfg, target, nodes=nodes, gpu=gpu, run_id=run_id, code=code, image=image)
+        if tune is not None:
+            stage_space(tune, code, samples)
+        job = build_job(
+            cfg, target, nodes=nodes, gpu=gpu, run_id=run_id, code=code, image=image,
+            samples=samples if tune is not None else None,
+        )  # fmt: skip
         if dry_run:
             path = write_yaml(job, out or staging / run_id / "job.yaml")
             echo(f"wrote {path}; submit it with `az ml job create -f {path}`")

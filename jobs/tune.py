@@ -213,6 +213,8 @@ class Trial(tune.Trainable):
         self.last: dict[str, Any] = {}
         if config.get("__mlflow__"):
             os.environ["MLFLOW_TRACKING_URI"] = config["__mlflow__"]
+        # on Azure ML this names the job's run, which is the study's: a trial is a child run
+        os.environ.pop("MLFLOW_RUN_ID", None)
         self.run_dir = self.study / trial_name(self.trial_id)
         self.parent = config.get("__parent__") or None
         if set_aside_unstarted(self.run_dir, self.study) and self.parent:
@@ -361,7 +363,7 @@ def run_study(
         config = config or DEFAULT_CONFIG
         cfg = load_config(config)
         params = load_space(space, config)
-        study = _new_study(params, samples, scheduler, metric, kpi, max_concurrent, cfg)
+        study = new_study(params, samples, scheduler, metric, kpi, max_concurrent, cfg)
         folder = study_dir or runs_root / cfg.experiment / f"study-{new_run_id()}"
         folder.mkdir(parents=True, exist_ok=True)
         if (folder / STUDY_FILE).exists():
@@ -386,12 +388,15 @@ def run_study(
 
     cpus = int(ray.cluster_resources().get("CPU", 1))
     per_trial = trial_resources(cfg)
+    # Each trial reserves its CPUs (a placement group), so Ray never oversubscribes them; on a
+    # cluster, trials start on nodes as they join.
     concurrent = study.max_concurrent or max(1, cpus // len(per_trial))
     console.print(
         f"study {folder}: {study.samples} sample(s) of {len(params)} key(s), scheduler "
         f"{study.scheduler}, metric {study.metric}, final ranking by assessment KPI "
         f"{study.kpi!r}; each trial takes {len(per_trial)} CPU(s) (1 driver + "
         f"{len(per_trial) - 1} env runner(s)); {concurrent} at a time on {cpus} CPU(s)"
+        + ("" if study.max_concurrent else " (more as nodes join)" if _on_cluster() else "")
     )
     trainable = tune.with_resources(Trial, tune.PlacementGroupFactory(per_trial))
     storage = str(folder)
@@ -413,7 +418,7 @@ def run_study(
                 mode="min" if "loss" in study.metric else "max",
                 num_samples=study.samples,
                 search_alg=BasicVariantGenerator(random_state=study.seed),
-                max_concurrent_trials=concurrent,
+                max_concurrent_trials=study.max_concurrent or None,
                 scheduler=_scheduler(study.scheduler),
             ),
             run_config=tune.RunConfig(
@@ -427,7 +432,7 @@ def run_study(
     return finish_study(folder, study, params, mlflow_uri)
 
 
-def _new_study(
+def new_study(
     params: list[Param],
     samples: int,
     scheduler: str,
@@ -474,9 +479,17 @@ def _scheduler(name: str) -> Any:
     )
 
 
+def _on_cluster() -> bool:
+    return bool(os.environ.get("RAY_ADDRESS"))
+
+
 def _parent_run(uri: str, cfg: ExperimentConfig, folder: Path, params: list[Param]) -> str:
+    """The study's MLflow run: on Azure ML, the job's own run (``MLFLOW_RUN_ID``), which
+    Azure ML ends; elsewhere a new run in the study's store."""
     import mlflow
 
+    if os.environ.get("MLFLOW_RUN_ID"):
+        return os.environ["MLFLOW_RUN_ID"]
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(cfg.experiment)
     with mlflow.start_run(run_name=folder.name) as run:
@@ -603,7 +616,8 @@ def _close_parent(uri: str, study: Study, best: TrialRow, folder: Path) -> None:
     for key, value in best.params.items():
         client.set_tag(run_id, f"best.{key}", str(value))
     client.log_artifact(run_id, str(folder / BEST_FILE))
-    client.set_terminated(run_id, "FINISHED")
+    if run_id != os.environ.get("MLFLOW_RUN_ID"):  # Azure ML ends its job's run itself
+        client.set_terminated(run_id, "FINISHED")
 
 
 def print_table(rows: list[TrialRow], params: list[Param], study: Study, title: str) -> None:
@@ -668,21 +682,23 @@ class ResultsTable(tune.Callback):
         self._print()
 
 
+def parser() -> argparse.ArgumentParser:
+    out = argparse.ArgumentParser(prog="python -m jobs.tune", description=__doc__.splitlines()[0])
+    out.add_argument("--space", type=Path, help="search space YAML")
+    out.add_argument("--config", type=Path, help="experiment YAML (default cstr_ppo.yaml)")
+    out.add_argument("--samples", type=int, default=4, help="trials to sample (default 4)")
+    out.add_argument("--scheduler", default="asha", help="asha (early stopping) or fifo")
+    out.add_argument("--metric", default=DEFAULT_METRIC, help="training metric for stopping")
+    out.add_argument("--kpi", default="return", help="assessment KPI for the final ranking")
+    out.add_argument("--max-concurrent", type=int, default=0, help="0: as the CPUs hold")
+    out.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    out.add_argument("--study-dir", type=Path, help="exactly this folder (Azure ML's output)")
+    out.add_argument("--resume", type=Path, metavar="DIR", help="continue this study")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m jobs.tune", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--space", type=Path, help="search space YAML")
-    parser.add_argument("--config", type=Path, help="experiment YAML (default cstr_ppo.yaml)")
-    parser.add_argument("--samples", type=int, default=4, help="trials to sample (default 4)")
-    parser.add_argument("--scheduler", default="asha", help="asha (early stopping) or fifo")
-    parser.add_argument("--metric", default=DEFAULT_METRIC, help="training metric for stopping")
-    parser.add_argument("--kpi", default="return", help="assessment KPI for the final ranking")
-    parser.add_argument("--max-concurrent", type=int, default=0, help="0: as the CPUs hold")
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
-    parser.add_argument("--study-dir", type=Path, help="exactly this folder (Azure ML's output)")
-    parser.add_argument("--resume", type=Path, metavar="DIR", help="continue this study")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     try:
         rank_, variable = node_rank()
     except RunError as exc:

@@ -456,3 +456,52 @@ def test_register_model_says_why_it_cannot(target, arm, ml, tmp_path, blobs, rea
             ml, created.name, credential=Token(), blob_transport=RequestsTransport(session=session)
         )
     assert not arm.puts("/models/")
+
+
+USER_SPACE = "training.lr: {loguniform: [1.0e-5, 1.0e-3]}\ntraining.num_epochs: {choice: [5, 10]}\n"
+
+
+def test_a_study_is_one_multi_node_job_running_jobs_tune_over_the_staged_space(target, tmp_path):
+    from jobs.tune import parser
+
+    space = tmp_path / "my_space.yaml"
+    space.write_text(USER_SPACE)
+    staging = tmp_path / "staging"
+    out = tmp_path / "job.yaml"
+    sub.submit_experiment(
+        target, config=CONFIGS / "cstr_ppo.yaml", tune=space, samples=16, nodes=3,
+        dry_run=True, out=out, staging=staging, echo=lambda _: None,
+    )  # fmt: skip
+    job = load_job(out)  # what `az ml job create -f` validates
+    (run_id,) = [p.name for p in staging.iterdir()]
+    assert job.command == (
+        "python -m jobs.tune --config experiment.yaml --space space.yaml --samples 16 "
+        "--study-dir ${{outputs.run}}"
+    )
+    assert job.resources.instance_count == 3 and job.distribution.type == "ray"
+    assert job.environment_variables["RAY_ADDRESS"] == "auto"
+    assert job.outputs["run"].path == (
+        f"azureml://datastores/outputs/paths/cstr_ppo/study-{run_id}/"
+    )
+    assert job.limits.timeout == 16 * cstr().stop.max_wall_s + sub.WALL_MARGIN_S
+    assert job.tags["study_samples"] == "16"
+    code = Path(job.code)
+    assert (code / "space.yaml").read_text() == USER_SPACE
+    # the command is one jobs.tune accepts, and what it reads is what was staged
+    args = parser().parse_args(job.command.split()[3:])
+    assert (args.config, args.space, args.samples) == (
+        Path("experiment.yaml"), Path("space.yaml"), 16,
+    )  # fmt: skip
+    assert load_config(code / args.config) == cstr()
+
+
+def test_a_study_with_a_bad_space_is_refused_before_anything_is_staged(target, tmp_path):
+    space = tmp_path / "my_space.yaml"
+    space.write_text("training.num_epochs: {choice: [0, 10]}\n")
+    staging = tmp_path / "staging"
+    with pytest.raises(sub.SubmitError, match=r"my_space\.yaml: training\.num_epochs: the value 0 "
+                       r"is refused by the config: .*greater than or equal to 1"):  # fmt: skip
+        sub.submit_experiment(
+            target, tune=space, dry_run=True, staging=staging, echo=lambda _: None
+        )
+    assert not any(staging.iterdir())
