@@ -149,6 +149,7 @@ def train(
         "metric": "training metric the scheduler compares (default the episode return)",
         "kpi": "assessment KPI that ranks the finished trials (default return)",
         "max_concurrent": "trials at a time (default: as many as the CPUs hold)",
+        "time_budget": "seconds for the whole study; running trials then stop early",
         "resume": "continue this study folder after a kill",
         "runs_dir": "where study folders go (default runs/)",
     }
@@ -162,6 +163,7 @@ def tune(
     metric: str = "",
     kpi: str = "return",
     max_concurrent: int = 0,
+    time_budget: float = 0.0,
     resume: str = "",
     runs_dir: str = "runs",
 ) -> None:
@@ -178,6 +180,7 @@ def tune(
             metric=metric or DEFAULT_METRIC,
             kpi=kpi,
             max_concurrent=max_concurrent,
+            time_budget_s=time_budget or None,
             runs_root=Path(runs_dir),
             resume=Path(resume) if resume else None,
         )

@@ -301,16 +301,17 @@ def bench_logging_overhead(quick: bool) -> Benchmark:
 
 
 # -- 4. control quality ------------------------------------------------------------------
-def bench_control(quick: bool) -> Benchmark:
+def _time_to_beat_pi(
+    config: Path, budget_s: float, check_every: int, runs_root: Path
+) -> tuple[tuple[float, int] | None, dict[str, Any]]:
+    """Train ``config`` for ``budget_s``, assessing every ``check_every`` iterations; the
+    first (training seconds, env steps) at which Ca RMS beats PI with no runaway."""
     from jobs.assess import assess
     from jobs.train import train
 
-    budget_s = 45.0 if quick else 600.0
-    check_every = 5 if quick else 20
     beaten: list[tuple[float, int]] = []
 
     def on_checkpoint(checkpoint: Path, progress: Any) -> None:
-        """Assess every checkpoint; note the first that beats PI with no runaway."""
         if beaten:
             return
         kpis = assess(checkpoint, out=checkpoint.parent / "assessment").to_json()["kpis"]
@@ -320,7 +321,7 @@ def bench_control(quick: bool) -> Benchmark:
 
     # The same training function as `invoke train`, with the benchmark's budget.
     summary = train(
-        ROOT / "jobs" / "configs" / "cstr_ppo.yaml",
+        config,
         sets=[
             "trajectories.enabled=false",
             f"stop.max_wall_s={budget_s}",
@@ -328,11 +329,22 @@ def bench_control(quick: bool) -> Benchmark:
             "stop.target_return=null",
             f"checkpoints.every_iterations={check_every}",
         ],
-        runs_root=Path(tempfile.mkdtemp(prefix="aml-rl-control-")),
+        runs_root=runs_root,
         on_checkpoint=on_checkpoint,
     )
+    return (beaten[0] if beaten else None), summary
+
+
+def bench_control(quick: bool) -> Benchmark:
+    budget_s = 45.0 if quick else 600.0
+    check_every = 5 if quick else 20
+    first, summary = _time_to_beat_pi(
+        ROOT / "jobs" / "configs" / "cstr_ppo.yaml",
+        budget_s,
+        check_every,
+        Path(tempfile.mkdtemp(prefix="aml-rl-control-")),
+    )
     kpis = summary["assessment"]
-    first = beaten[0] if beaten else None
     result = Benchmark(
         "control_quality",
         conditions=(
@@ -355,6 +367,82 @@ def bench_control(quick: bool) -> Benchmark:
     for key in ("return", "ca_rms", "t_rms", "max_T", "runaway_count"):
         result.add(f"policy {key}", kpis["agent"][key], "", f"PI: {kpis['baseline'][key]:.4g}")
     return result
+
+
+# What the CSTR study searches: the keys the default config's comments say were tuned by hand.
+TUNE_SPACE = """\
+training.lr: {loguniform: [1.0e-4, 2.0e-3]}
+training.train_batch_size: {choice: [2000, 4000, 8000]}
+training.num_epochs: {choice: [5, 10, 20]}
+training.extra.lambda_: {uniform: [0.9, 1.0]}
+"""
+
+
+def bench_tune(quick: bool) -> Benchmark:
+    """A CSTR study in a fixed time budget, then the default config and the study's best
+    trained side by side: which beats the PI baseline sooner?"""
+    import yaml
+
+    from jobs.tune import run_study
+
+    samples, trial_s, study_s = (2, 20.0, 90.0) if quick else (16, 120.0, 1500.0)
+    budget_s, check_every = (30.0, 5) if quick else (300.0, 10)
+    work = Path(tempfile.mkdtemp(prefix="aml-rl-tune-"))
+    default = ROOT / "jobs" / "configs" / "cstr_ppo.yaml"
+    base = yaml.safe_load(default.read_text())
+    base["stop"] = {"target_return": None, "max_env_steps": None, "max_wall_s": trial_s}
+    base["trajectories"] = {"enabled": False}
+    (work / "cstr.yaml").write_text(yaml.safe_dump(base))
+    (work / "space.yaml").write_text(TUNE_SPACE)
+    started = time.perf_counter()
+    study = run_study(
+        space=work / "space.yaml", config=work / "cstr.yaml", samples=samples,
+        scheduler="fifo" if quick else "asha", kpi="ca_rms", time_budget_s=study_s,
+        runs_root=work / "runs",
+    )  # fmt: skip
+    study_wall = time.perf_counter() - started
+    best = study["best"]
+    best_config = work / "runs" / "cstr_ppo" / study["study"] / "best.yaml"
+    firsts = {
+        name: _time_to_beat_pi(path, budget_s, check_every, work / name)
+        for name, path in (("default", default), ("best", best_config))
+    }
+    result = Benchmark(
+        "tune",
+        conditions=(
+            f"CSTR PPO study: {samples} trials over {', '.join(yaml.safe_load(TUNE_SPACE))}, "
+            f"{'FIFO' if quick else 'ASHA'}, {trial_s:.0f} s per trial, {study_s:.0f} s for the "
+            f"study, ranked by assessed ca_rms; then the default config and the best found, "
+            f"each trained {budget_s:.0f} s and assessed every {check_every} iterations"
+        ),
+    )
+    result.add("study wall time", study_wall, "s", f"budget {study_s:.0f} s")
+    result.add("trials run", len(study["trials"]), "trials", f"{samples} sampled")
+    stopped = sum(t["status"] == "stopped" for t in study["trials"])
+    result.add("trials stopped early", stopped, "trials", "scheduler or time budget")
+    result.add("best trial ca_rms (study)", best["kpi"], "", f"PI: {best['baseline_kpi']:.4g}")
+    for key, value in best["params"].items():
+        result.add(f"best {key}", value, "", "default: " + str(_dig_default(base, key)))
+    times = {}
+    for name, (first, _) in firsts.items():
+        times[name] = first[0] if first else None
+        result.add(
+            f"training time until Ca RMS beats PI ({name} config)",
+            times[name], "s", "PI baseline",
+        )  # fmt: skip
+    if times["default"] and times["best"]:
+        result.add(
+            "best / default time to beat PI", times["best"] / times["default"], "x",
+            "default config, same run", "report either way",
+        )  # fmt: skip
+    return result
+
+
+def _dig_default(config: dict[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for key in dotted.split("."):
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
 
 
 # -- 5. image ------------------------------------------------------------------------------
@@ -701,6 +789,7 @@ BENCHMARKS: dict[str, Callable[[bool], Benchmark]] = {
     "startup": bench_startup,
     "viewer": bench_viewer,
     "serving": bench_serving,
+    "tune": bench_tune,
 }
 
 

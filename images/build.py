@@ -311,8 +311,8 @@ def build_serving_image(
     ``aml-rl-policy:<sim>-<bundle digest>`` by default."""
     from policy_runtime import load
 
-    client = client or docker_client()
     policy = load(bundle)  # refuses a bundle whose graph does not match its metadata
+    client = client or docker_client()  # after: a folder that is no bundle is named first
     meta = policy.metadata
     digest = meta["graph_sha256"]
     tag = tag or f"aml-rl-policy:{tag_part(meta['sim'])}-{digest[:12]}"

@@ -174,6 +174,8 @@ class Study:
     kpi: str = "return"
     max_concurrent: int = 0
     """0: as many as the CPUs hold."""
+    time_budget_s: float | None = None
+    """Stop the whole study after this long (the running trials stop as an early stop does)."""
     mlflow_run_id: str = ""
     seed: int = field(default_factory=lambda: secrets.randbelow(2**31))
     """The sampler's seed: a resume that finds no Tune state samples the same trials again."""
@@ -241,7 +243,7 @@ class Trial(tune.Trainable):
         self.events.put(("iteration", report(progress, metrics, self.last)))
         self.go.acquire()
         if self.stop_requested:
-            raise StopTraining("stopped early by the study's scheduler")
+            raise StopTraining("stopped early by the study (its scheduler or time budget)")
 
     def step(self) -> dict[str, Any]:
         if self.started:
@@ -344,6 +346,7 @@ def run_study(
     metric: str = DEFAULT_METRIC,
     kpi: str = "return",
     max_concurrent: int = 0,
+    time_budget_s: float | None = None,
     runs_root: Path = Path("runs"),
     study_dir: Path | None = None,
     resume: Path | None = None,
@@ -364,6 +367,9 @@ def run_study(
         cfg = load_config(config)
         params = load_space(space, config)
         study = new_study(params, samples, scheduler, metric, kpi, max_concurrent, cfg)
+        if time_budget_s is not None and not (math.isfinite(time_budget_s) and time_budget_s > 0):
+            raise SpaceError(f"--time-budget {time_budget_s}: give a number of seconds above 0")
+        study.time_budget_s = time_budget_s
         folder = study_dir or runs_root / cfg.experiment / f"study-{new_run_id()}"
         folder.mkdir(parents=True, exist_ok=True)
         if (folder / STUDY_FILE).exists():
@@ -419,6 +425,7 @@ def run_study(
                 num_samples=study.samples,
                 search_alg=BasicVariantGenerator(random_state=study.seed),
                 max_concurrent_trials=study.max_concurrent or None,
+                time_budget_s=study.time_budget_s,
                 scheduler=_scheduler(study.scheduler),
             ),
             run_config=tune.RunConfig(
@@ -691,6 +698,7 @@ def parser() -> argparse.ArgumentParser:
     out.add_argument("--metric", default=DEFAULT_METRIC, help="training metric for stopping")
     out.add_argument("--kpi", default="return", help="assessment KPI for the final ranking")
     out.add_argument("--max-concurrent", type=int, default=0, help="0: as the CPUs hold")
+    out.add_argument("--time-budget", type=float, help="seconds for the whole study")
     out.add_argument("--runs-dir", type=Path, default=Path("runs"))
     out.add_argument("--study-dir", type=Path, help="exactly this folder (Azure ML's output)")
     out.add_argument("--resume", type=Path, metavar="DIR", help="continue this study")
@@ -719,6 +727,7 @@ def main(argv: list[str] | None = None) -> int:
             metric=args.metric,
             kpi=args.kpi,
             max_concurrent=args.max_concurrent,
+            time_budget_s=args.time_budget,
             runs_root=args.runs_dir,
             study_dir=args.study_dir,
             resume=resume,
