@@ -11,6 +11,7 @@ from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
 from jobs.config import ConfigError, ExperimentConfig
+from sims.package import package_source
 from sims.registry import RLlibEnv, resolve
 
 CONFIG_CLASSES: dict[str, type[AlgorithmConfig]] = {
@@ -23,6 +24,9 @@ CONFIG_CLASSES: dict[str, type[AlgorithmConfig]] = {
 def algorithm_config(cfg: ExperimentConfig, callbacks: Any) -> AlgorithmConfig:
     """The whole experiment as one fluent chain; ``callbacks`` builds the RLlibCallback."""
     env_config = resolve(cfg.sim).env_config(lessons=cfg.lessons, lesson=cfg.lesson)
+    if cfg.sim_package:  # each env runner materialises it on its own machine
+        env_config["sim_package"] = package_source(cfg.sim_package)
+        env_config["sim_package_sha256"] = cfg.sim_package_sha256
     t = cfg.training
     config = (
         CONFIG_CLASSES[cfg.algorithm]()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pandas as pd
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jobs.rundir import RunDir, RunError, read_checkpoint_meta, write_atomic, write_json
@@ -210,6 +212,20 @@ class AssessmentResult:
         }
 
 
+def _use_runs_package(checkpoint: Path) -> None:
+    """A process simulator's package, as the checkpoint's run was configured with it, unless
+    this process has one already (training assesses with its own)."""
+    from sims.package import use_package
+    from sims.process import PACKAGE_VARIABLE
+
+    config = Path(checkpoint).parent.parent / "config.yaml"
+    if os.environ.get(PACKAGE_VARIABLE) or not config.is_file():
+        return
+    data = yaml.safe_load(config.read_text()) or {}
+    if isinstance(data, dict) and data.get("sim_package"):
+        use_package(data["sim_package"], data.get("sim_package_sha256"))
+
+
 def assess(
     checkpoint: Path,
     *,
@@ -222,6 +238,7 @@ def assess(
     and the episodes as trajectories (phase ``assess``) under ``trajectories``."""
     meta = read_checkpoint_meta(checkpoint)
     try:
+        _use_runs_package(checkpoint)
         handle = resolve(meta["sim"])
         chosen = load_scenarios(scenarios, handle) if scenarios else default_scenarios(handle)
         env = handle.make_env(lessons=meta.get("lessons"), lesson=meta.get("lesson") or 0)

@@ -116,6 +116,12 @@ class ExperimentConfig(_Strict):
     checkpoints: Checkpoints = Field(default_factory=Checkpoints)
     trajectories: Trajectories = Field(default_factory=Trajectories)
     assessment: Assessment = Field(default_factory=Assessment)
+    sim_package: str | None = None
+    """A process simulator's package: a folder or an archive (.tar.gz, .zip) holding its
+    executable, ``{package}`` in its command; on Azure ML also ``azureml://...`` (a datastore
+    path or data asset), which the job mounts. Null: the simulator's own default."""
+    sim_package_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    """The archive's SHA-256, checked before it is extracted (null: not checked)."""
     seed: int = 0
     """Seed for RLlib, the environments and assessment."""
     min_time_s_per_iteration: float | None = Field(None, ge=0)

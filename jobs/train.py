@@ -46,6 +46,7 @@ from jobs.rundir import (
 from jobs.tracking import Tracker, metric_values
 from jobs.trajectories import read_trajectories, trajectory_files
 from sims.contract import SimError
+from sims.package import use_package
 from sims.registry import resolve
 
 USER_ERRORS = (ConfigError, RunError, ScenarioError, SimError)
@@ -201,6 +202,11 @@ def check_before_start(cfg: ExperimentConfig, source: str) -> None:
     ``training.extra`` against RLlib, and the env runners against this machine's CPUs."""
     from jobs.algorithms import algorithm_config
 
+    if cfg.sim_package:
+        try:  # checksum and extraction before anything starts; env runners reuse it
+            use_package(cfg.sim_package, cfg.sim_package_sha256)
+        except SimError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
     handle = resolve(cfg.sim)
     try:
         handle.make_env(lessons=cfg.lessons, lesson=cfg.lesson).close()

@@ -115,6 +115,12 @@ class SimEnv(gym.Env):
         truncated = bool(self.simulator.truncated) and not terminated
         return self._observe(states), reward, terminated, truncated, self._info(states, physical)
 
+    def close(self) -> None:
+        """End the simulator's process, for simulators that run as one (:mod:`sims.process`)."""
+        close = getattr(self.simulator, "close", None)
+        if callable(close):
+            close()
+
     # -- helpers -------------------------------------------------------------------------
     def to_physical(self, action: np.ndarray) -> dict[str, float]:
         """Map an action in [-1, 1]^n (clipped first) to physical units."""

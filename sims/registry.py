@@ -28,6 +28,7 @@ import sims
 from sims import ENTRY_POINT, external
 from sims.contract import SimError, SimSpec, Simulator
 from sims.handle import SimHandle
+from sims.package import use_package
 
 
 def resolve(name: str) -> SimHandle:
@@ -59,6 +60,9 @@ class RLlibEnv(gym.Wrapper):
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         options = dict(config)
+        package, sha256 = options.pop("sim_package", None), options.pop("sim_package_sha256", None)
+        if package:  # extracted once per machine, before this env's simulator starts
+            use_package(package, sha256)
         handle = resolve(options.pop("sim"))
         super().__init__(handle.make_env(**{k: v for k, v in options.items() if v is not None}))
 

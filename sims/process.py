@@ -1,0 +1,258 @@
+"""Simulators that run as their own process: any language, a vendor binary.
+
+Protocol ``aml-rl-sim/1`` (documented in the README, "A simulator in another language"): the
+environment starts the simulator's command once per environment instance, in a working
+directory of its own, and speaks JSON lines over two pipes, **file descriptor 3** (requests,
+to the simulator) and **file descriptor 4** (answers, from it), so that the simulator's own
+prints to stdout and stderr never mix with the protocol (they go to ``stdout.log`` and
+``stderr.log`` in its working directory). One line, one message:
+
+- the simulator starts with ``{"protocol": 1, "name": "..."}``;
+- ``{"op": "reset", "config": {...}, "seed": N}`` and ``{"op": "step", "action": {...}}``
+  are each answered with ``{"states": {...}, "terminated": false, "truncated": false}``,
+  or with ``{"error": "..."}``;
+- ``{"op": "close"}``, or the end of fd 3, asks it to exit.
+
+A simulator that does not greet within ``startup_timeout_s``, does not answer within
+``step_timeout_s``, exits, or answers with an error becomes a :class:`SimulatorFault` with the
+tail of its stderr; its process is killed, and RLlib replaces the environment. Each process
+is killed with its parent (Linux's parent-death signal), so none outlives a run, even one
+whose driver is killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import itertools
+import json
+import os
+import select
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sims.contract import SimError, Simulator, SimulatorFault, States
+
+PROTOCOL = 1
+PACKAGE_VARIABLE = "AML_RL_SIM_PACKAGE"
+"""Where the simulator package is (a folder): ``{package}`` in a command stands for it."""
+WORKDIR_VARIABLE = "AML_RL_SIM_WORKDIR"
+"""Where instance working directories go (default: the system's temporary folder)."""
+STDERR_TAIL = 2000  # characters of the simulator's stderr carried by a fault
+_instances = itertools.count()
+_LIBC = ctypes.CDLL(None, use_errno=True) if hasattr(ctypes, "CDLL") else None
+_PR_SET_PDEATHSIG = 1
+
+
+def _in_child(to_sim: int, from_sim: int) -> None:
+    """After fork, before exec: die with the parent; the protocol pipes at fds 3 and 4."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    high_in = fcntl.fcntl(to_sim, fcntl.F_DUPFD, 10)
+    high_out = fcntl.fcntl(from_sim, fcntl.F_DUPFD, 10)
+    os.dup2(high_in, 3)  # inheritable: kept across exec
+    os.dup2(high_out, 4)
+
+
+@dataclass(frozen=True)
+class ProcessSim:
+    """A picklable factory for a :class:`ProcessSimulator`: ``SimSpec(simulator=ProcessSim(...))``.
+
+    ``command`` is the argv; ``{package}`` in it stands for the simulator package folder
+    (``AML_RL_SIM_PACKAGE``, set from the config's ``sim_package``, else ``package``)."""
+
+    name: str
+    command: Sequence[str]
+    parameters: Mapping[str, float] = field(default_factory=dict)
+    package: str = ""
+    """The package folder when neither the config nor the environment names one."""
+    startup_timeout_s: float = 30.0
+    step_timeout_s: float = 10.0
+
+    def __call__(self) -> ProcessSimulator:
+        return ProcessSimulator(self)
+
+    @property
+    def PARAMETERS(self) -> dict[str, float]:
+        return dict(self.parameters)
+
+    def argv(self) -> list[str]:
+        package = os.environ.get(PACKAGE_VARIABLE) or self.package
+        argv = [part.replace("{package}", package) for part in self.command]
+        executable = Path(argv[0])
+        if "/" in argv[0] and not (executable.is_file() and os.access(executable, os.X_OK)):
+            where = f"the package {package}" if package else "no package (sim_package unset)"
+            raise SimError(
+                f"simulator {self.name}: no executable {argv[0]} ({where}); set sim_package "
+                "in the experiment config to the folder or archive that holds it, or build it"
+            )
+        return argv
+
+
+class ProcessSimulator(Simulator):
+    """One simulator process, started at the first reset and kept across episodes."""
+
+    def __init__(self, factory: ProcessSim) -> None:
+        super().__init__()
+        self.factory = factory
+        self.PARAMETERS = dict(factory.parameters)
+        self.argv = factory.argv()  # a missing executable is named when the env is made
+        self.process: subprocess.Popen | None = None
+        self.workdir: Path | None = None
+        self._to_sim = self._from_sim = -1
+        self._buffer = b""
+
+    # -- the contract ----------------------------------------------------------------------
+    def reset(self, config: Mapping[str, float]) -> States:
+        if self.process is None:
+            self._start()
+        seed = int(self.np_random.integers(2**31))
+        return self._exchange({"op": "reset", "config": dict(config), "seed": seed}, "reset")
+
+    def step(self, action: Mapping[str, float]) -> States:
+        if self.process is None:
+            raise SimulatorFault(f"simulator {self.factory.name}: step() before reset()")
+        return self._exchange({"op": "step", "action": dict(action)}, "step")
+
+    def close(self) -> None:
+        """Ask the process to exit; kill it if it has not within 5 s."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        with contextlib.suppress(OSError):
+            os.write(self._to_sim, b'{"op":"close"}\n')
+        self._close_pipes()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy (Ray ships environments pickled) starts a process of its own."""
+        state = dict(self.__dict__)
+        state.update(process=None, workdir=None, _to_sim=-1, _from_sim=-1, _buffer=b"")
+        return state
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.process is not None:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+    # -- the process -----------------------------------------------------------------------
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def _start(self) -> None:
+        instance = f"{os.getpid()}-{next(_instances)}"
+        base = Path(os.environ.get(WORKDIR_VARIABLE) or tempfile.gettempdir()) / "aml-rl-sims"
+        self.workdir = base / f"{self.factory.name}-{instance}"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        to_sim_r, self._to_sim = os.pipe()
+        self._from_sim, from_sim_w = os.pipe()
+        env = {
+            **os.environ,
+            "AML_RL_SIM_PROTOCOL": str(PROTOCOL),
+            "AML_RL_SIM_INSTANCE": instance,
+            "AML_RL_SIM_IN": "3",
+            "AML_RL_SIM_OUT": "4",
+        }
+        try:
+            with (
+                open(self.workdir / "stdout.log", "ab") as out,
+                open(self.workdir / "stderr.log", "ab") as err,
+            ):
+                self.process = subprocess.Popen(
+                    self.argv,
+                    cwd=self.workdir,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    close_fds=False,  # fds 3 and 4 must stay; Python's own fds do not leak
+                    preexec_fn=lambda: _in_child(to_sim_r, from_sim_w),
+                )
+        except OSError as exc:
+            self._close_pipes()
+            raise SimulatorFault(
+                f"simulator {self.factory.name}: cannot start {self.argv[0]}: {exc.strerror}"
+            ) from None
+        finally:
+            os.close(to_sim_r)
+            os.close(from_sim_w)
+        hello = self._read(self.factory.startup_timeout_s, "its greeting")
+        if hello.get("protocol") != PROTOCOL:
+            self._fail(
+                f'greeted with {hello!r}; expected {{"protocol": {PROTOCOL}, ...}} '
+                "(aml-rl-sim protocol version 1)"
+            )
+
+    def _exchange(self, message: dict[str, Any], what: str) -> States:
+        line = json.dumps(message, separators=(",", ":")) + "\n"
+        try:
+            os.write(self._to_sim, line.encode())
+        except OSError:
+            self._fail(f"is gone before {what}")
+        answer = self._read(self.factory.step_timeout_s, f"the {what}")
+        if "error" in answer:
+            self._fail(f"answered {what} with an error: {answer['error']}")
+        states = answer.get("states")
+        if not isinstance(states, dict):
+            self._fail(f'answered {what} with {answer!r}; expected {{"states": {{...}}, ...}}')
+        self.terminated = bool(answer.get("terminated", False))
+        self.truncated = bool(answer.get("truncated", False))
+        return states
+
+    def _read(self, timeout_s: float, what: str) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self._from_sim], [], [], max(0.0, left))
+            if not ready:
+                self._fail(f"did not send {what} within {timeout_s:g} s")
+            chunk = os.read(self._from_sim, 65536)
+            if not chunk:
+                code = self.process.wait(timeout=5) if self.process else None
+                self._fail(f"exited (code {code}) instead of sending {what}")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        try:
+            message = json.loads(line)
+        except ValueError:
+            self._fail(f"sent {line[:200]!r} instead of one JSON line for {what}")
+        if not isinstance(message, dict):
+            self._fail(f"sent {message!r} instead of a JSON object for {what}")
+        return message
+
+    def _fail(self, what: str) -> None:
+        """Kill the process and raise the fault, with the tail of its stderr."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+        self._close_pipes()
+        tail = ""
+        if self.workdir is not None and (self.workdir / "stderr.log").is_file():
+            text = (self.workdir / "stderr.log").read_text(errors="replace")[-STDERR_TAIL:]
+            tail = f"; its stderr ends: {text.strip()!r}" if text.strip() else "; stderr empty"
+        raise SimulatorFault(
+            f"simulator process {self.factory.name} ({' '.join(self.argv)}, pid "
+            f"{process.pid if process else '?'}, in {self.workdir}) {what}{tail}"
+        )
+
+    def _close_pipes(self) -> None:
+        for fd in (self._to_sim, self._from_sim):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._to_sim = self._from_sim = -1
+        self._buffer = b""
