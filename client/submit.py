@@ -15,7 +15,7 @@ from typing import Any
 
 from images.build import git_revision
 from jobs.config import DEFAULT_CONFIG, ConfigError, ExperimentConfig, load_config
-from jobs.rundir import new_run_id
+from jobs.rundir import new_run_id, write_atomic
 from sims import external
 from sims.contract import SimError
 
@@ -28,6 +28,7 @@ STUDY_ENTRYPOINT = (
     f"--study-dir ${{{{outputs.{OUTPUT}}}}}"
 )
 SPACE_FILE = "space.yaml"  # a study's search space, staged beside experiment.yaml
+PACKAGE_INPUT = "sim_package"  # the job input holding a process simulator's package
 WALL_MARGIN_S = 1800  # image pull, Ray start-up and the final assessment, on top of max_wall_s
 DEFAULT_TIMEOUT_S = 24 * 3600  # when the config sets no max_wall_s
 
@@ -137,6 +138,10 @@ def stage_code(
     for relative in extra:
         (code / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(project / relative, code / relative)
+    if cfg.sim_package:  # checked from the staged folder; the job passes its own input path
+        from sims.package import package_source
+
+        cfg = cfg.model_copy(update={"sim_package": package_source(cfg.sim_package)})
     (code / "experiment.yaml").write_text(cfg.to_yaml())
     try:
         check_staged_simulator(code, cfg)
@@ -144,6 +149,28 @@ def stage_code(
         shutil.rmtree(code.parent)
         raise
     return code
+
+
+def package_input(source: str) -> Any:
+    """The job input for ``sim_package``: an archive is a file Azure ML downloads to each node
+    (extracted there once, checksum first), a folder is mounted read-only. A local path is
+    uploaded by azure-ai-ml with the job; ``azureml:`` paths and data assets are used as
+    they are."""
+    from azure.ai.ml import Input
+
+    from sims.package import ARCHIVES, is_remote
+
+    is_file = source.rstrip("/").endswith(ARCHIVES)
+    if not is_remote(source) and not Path(source).exists():
+        raise SubmitError(
+            f"sim_package {source}: no such file or folder; give the simulator's folder or "
+            "archive, or an azureml:// datastore path"
+        )
+    return Input(
+        type="uri_file" if is_file else "uri_folder",
+        path=source if is_remote(source) else str(Path(source).resolve()),
+        mode="download" if is_file else "ro_mount",
+    )
 
 
 def stage_space(space: Path, code: Path, samples: int) -> None:
@@ -164,17 +191,26 @@ def stage_space(space: Path, code: Path, samples: int) -> None:
 # one environment and reset it, as an env runner does (so a missing data file shows too).
 _STAGED_CHECK = """
 from jobs.config import load_config
+from sims.package import is_remote, use_package
 from sims.registry import resolve
 cfg = load_config("experiment.yaml")
-env = resolve(cfg.sim).make_env(lessons=cfg.lessons, lesson=cfg.lesson)
-env.reset(seed=cfg.seed)
-env.close()
+if cfg.sim_package and is_remote(cfg.sim_package):
+    resolve(cfg.sim)  # its package is on Azure: the job mounts it; the spec must load here
+else:
+    if cfg.sim_package:
+        use_package(cfg.sim_package, cfg.sim_package_sha256)
+    env = resolve(cfg.sim).make_env(lessons=cfg.lessons, lesson=cfg.lesson)
+    env.reset(seed=cfg.seed)
+    env.close()
 """
 
 
 def check_staged_simulator(code: Path, cfg: ExperimentConfig) -> None:
     """Import the configured simulator from ``code`` alone, in a fresh Python process."""
-    environ = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # only what is staged
+    from sims.process import PACKAGE_VARIABLE
+
+    # only what is staged, and the config's own package
+    environ = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", PACKAGE_VARIABLE)}
     done = subprocess.run(
         [sys.executable, "-c", _STAGED_CHECK],
         cwd=code,
@@ -237,13 +273,19 @@ def build_job(
         else DEFAULT_TIMEOUT_S
     )
     folder = f"study-{run_id}" if samples else run_id
+    command = STUDY_ENTRYPOINT.replace("SAMPLES", str(samples)) if samples else ENTRYPOINT
+    inputs = {}
+    if cfg.sim_package:  # mounted (a folder) or downloaded (an archive) on every node
+        inputs[PACKAGE_INPUT] = package_input(cfg.sim_package)
+        command += f" --set sim_package=${{{{inputs.{PACKAGE_INPUT}}}}}"
     tags = {"git_revision": git_revision(), "config_digest": cfg.digest(), "sim": cfg.sim}
     tags["run_id"] = run_id
     if samples:
         tags["study_samples"] = str(samples)
     return CommandJob(
         code=str(code),
-        command=STUDY_ENTRYPOINT.replace("SAMPLES", str(samples)) if samples else ENTRYPOINT,
+        command=command,
+        inputs=inputs or None,
         environment=Environment(image=image),
         compute=target[cluster_key],
         resources=JobResourceConfiguration(instance_count=nodes),
@@ -266,9 +308,27 @@ def build_job(
 
 
 def write_yaml(job: Any, path: Path) -> Path:
-    """The job as YAML for `az ml job create -f` (no network)."""
+    """The job as YAML for `az ml job create -f` (no network).
+
+    azure-ai-ml 1.35 dumps every input path with an ``azureml:`` prefix, a local one too
+    (``azureml:/home/.../adder.tar.gz``), which would then be read as an asset that does not
+    exist; local input paths are written back as they were, which azure-ai-ml uploads."""
+    import yaml
+
+    from sims.package import is_remote
+
     path.parent.mkdir(parents=True, exist_ok=True)
     job.dump(path)
+    local = {
+        name: str(item.path)
+        for name, item in (job.inputs or {}).items()
+        if getattr(item, "path", None) and not is_remote(str(item.path))
+    }
+    if local:
+        data = yaml.safe_load(path.read_text())
+        for name, original in local.items():
+            data["inputs"][name]["path"] = original
+        write_atomic(path, yaml.safe_dump(data, sort_keys=False))
     return path
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -505,3 +506,57 @@ def test_a_study_with_a_bad_space_is_refused_before_anything_is_staged(target, t
             target, tune=space, dry_run=True, staging=staging, echo=lambda _: None
         )
     assert not any(staging.iterdir())
+
+
+def adder_c_config(tmp_path: Path, package: str, sha256: str | None = None) -> Path:
+    text = (CONFIGS / "simple_adder_ppo.yaml").read_text()
+    text = text.replace("sim: simple_adder", "sim: simple_adder_c")
+    text += f"sim_package: {package}\n" + (f"sim_package_sha256: {sha256}\n" if sha256 else "")
+    path = tmp_path / "adder_c.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.skipif(not shutil.which("cc"), reason="no C compiler")
+def test_a_local_package_archive_becomes_a_downloaded_job_input(target, tmp_path):
+    import tarfile
+
+    from sims.package import sha256_of
+    from tests.sims.test_process import build_c_adder
+
+    build_c_adder(tmp_path / "adder")
+    archive = tmp_path / "adder.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(tmp_path / "adder", arcname="adder")
+    config = adder_c_config(tmp_path, str(archive), sha256_of(archive))
+    out = tmp_path / "job.yaml"
+    sub.submit_experiment(
+        target, config=config, dry_run=True, out=out, staging=tmp_path / "staging",
+        echo=lambda _: None,
+    )  # fmt: skip  # the staged check ran the C simulator from the archive
+    job = load_job(out)
+    package = job.inputs["sim_package"]
+    assert (package.type, package.mode, package.path) == ("uri_file", "download", str(archive))
+    assert job.command.endswith("--set sim_package=${{inputs.sim_package}}")
+    staged = load_config(Path(job.code) / "experiment.yaml")
+    assert staged.sim_package == str(archive) and staged.sim_package_sha256 == sha256_of(archive)
+
+
+def test_a_datastore_folder_package_is_mounted_read_only(target, tmp_path):
+    store = "azureml://datastores/sims/paths/adder/"
+    out = tmp_path / "job.yaml"
+    sub.submit_experiment(
+        target, config=adder_c_config(tmp_path, store), dry_run=True, out=out,
+        staging=tmp_path / "staging", echo=lambda _: None,
+    )  # fmt: skip
+    package = load_job(out).inputs["sim_package"]
+    assert (package.type, package.mode, package.path) == ("uri_folder", "ro_mount", store)
+
+
+def test_a_package_that_is_not_there_is_named_before_staging(target, tmp_path):
+    with pytest.raises(sub.SubmitError, match=r"sim_package .*nowhere\.tar\.gz"):
+        sub.submit_experiment(
+            target, config=adder_c_config(tmp_path, str(tmp_path / "nowhere.tar.gz")),
+            dry_run=True, staging=tmp_path / "staging", echo=lambda _: None,
+        )  # fmt: skip
+    assert not any((tmp_path / "staging").glob("*"))

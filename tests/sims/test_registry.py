@@ -94,7 +94,7 @@ def test_a_broken_module_under_sims_does_not_change_other_messages(user_sims: Pa
         "unknown simulator 'cstrr'; use one of cstr, simple_adder, a Gymnasium id"
     )
     assert "broken" not in str(unrelated.value)
-    assert available() == ["cstr", "simple_adder"]
+    assert available() == ["cstr", "simple_adder", "simple_adder_c"]
     assert resolve("cstr").label == "cstr"  # every other name still resolves
     with pytest.raises(
         SimError,

@@ -1,0 +1,253 @@
+"""Process simulators: the C Simple Adder, built here with the system compiler, and user
+simulators that misbehave the ways real ones do (print, crash, hang, never greet, answer
+nonsense); each fault named with the stderr tail, and no process left behind."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tarfile
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sims import simple_adder
+from sims.check import check_sim
+from sims.contract import SimError, SimulatorFault
+from sims.package import materialise, sha256_of
+from sims.process import PACKAGE_VARIABLE, ProcessSim
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (cc)")
+
+
+def build_c_adder(folder: Path) -> Path:
+    """The reference simulator, compiled as a user would: cc, no library but libm."""
+    folder.mkdir(parents=True, exist_ok=True)
+    exe = folder / "simple_adder"
+    subprocess.run(
+        ["cc", "-O2", "-o", str(exe), str(ROOT / "sims" / "native" / "simple_adder.c"), "-lm"],
+        check=True,
+    )
+    return exe
+
+
+@pytest.fixture(scope="session")
+def c_package(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("pkg")
+    build_c_adder(folder)
+    return folder
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = (
+        Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}").exists() else "X"
+    )
+    return state != "Z"
+
+
+def processes_of(exe: Path) -> list[int]:
+    found = subprocess.run(["pgrep", "-f", str(exe)], capture_output=True, text=True).stdout
+    return [int(pid) for pid in found.split() if int(pid) != os.getpid()]
+
+
+def test_the_c_simple_adder_passes_check_sim_and_leaves_no_process(c_package, monkeypatch):
+    monkeypatch.setenv(PACKAGE_VARIABLE, str(c_package))
+    report = check_sim("simple_adder_c", episodes=5)
+    assert report.ok, [(f.check, f.detail) for f in report.failures()]
+    assert processes_of(c_package / "simple_adder") == []
+
+
+def test_the_c_simple_adder_matches_the_python_one_step_for_step(c_package, monkeypatch):
+    monkeypatch.setenv(PACKAGE_VARIABLE, str(c_package))
+    from sims.registry import resolve
+
+    envs = [resolve(name).make_env() for name in ("simple_adder", "simple_adder_c")]
+    rng = np.random.default_rng(0)
+    for episode in range(5):
+        first = [env.reset(seed=episode) for env in envs]
+        assert first[0][0].tolist() == first[1][0].tolist()
+        for _ in range(10):
+            action = rng.uniform(-1, 1, size=1).astype(np.float32)
+            a, b = (env.step(action) for env in envs)
+            assert (a[0].tolist(), *a[1:4]) == (b[0].tolist(), *b[1:4])
+            if a[2] or a[3]:
+                break
+    pid = envs[1].simulator.pid
+    for env in envs:
+        env.close()
+    assert not alive(pid)
+
+
+# A user's simulator in "another language": here a Python script run as an executable, so
+# that the test can make it misbehave on purpose. MODE picks the misbehaviour.
+USER_SIM = """\
+#!{python}
+import json, os, sys, time
+mode = os.environ.get("MODE", "good")
+inp, out = os.fdopen(3, "r"), os.fdopen(4, "w")
+print("a banner on stdout", flush=True)            # must never reach the protocol
+if mode == "silent":
+    time.sleep(60)
+out.write(json.dumps({{"protocol": 2 if mode == "future" else 1, "name": "user"}}) + "\\n")
+out.flush()
+value = 0.0
+for line in inp:
+    msg = json.loads(line)
+    if msg["op"] == "close":
+        break
+    if msg["op"] == "reset":
+        value = float(round(msg["config"]["initial_value"]))
+    else:
+        value += round(msg["action"]["addend"])
+        print(f"step to {{value}}", flush=True)
+        if mode == "crash" and value != 0:
+            print("Traceback: the model diverged at value", value, file=sys.stderr, flush=True)
+            sys.exit(3)
+        if mode == "hang":
+            time.sleep(60)
+        if mode == "error":
+            out.write(json.dumps({{"error": "solver failed to converge"}}) + "\\n"); out.flush()
+            continue
+        if mode == "garbage":
+            out.write("ok\\n"); out.flush()
+            continue
+    out.write(json.dumps({{"states": {{"value": value}}, "terminated": False, "truncated": False}}) + "\\n")
+    out.flush()
+"""
+
+
+@pytest.fixture
+def user_sim(tmp_path, monkeypatch):
+    exe = tmp_path / "user_pkg" / "usersim"
+    exe.parent.mkdir()
+    exe.write_text(USER_SIM.format(python=sys.executable))
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("AML_RL_SIM_WORKDIR", str(tmp_path / "work"))
+
+    def make(mode: str, **timeouts: float):
+        monkeypatch.setenv("MODE", mode)
+        factory = ProcessSim(
+            name="usersim",
+            command=("{package}/usersim",),
+            parameters={"initial_value": 25.0},
+            package=str(exe.parent),
+            **timeouts,
+        )
+        spec = dataclasses.replace(simple_adder.SPEC, name="usersim", simulator=factory)
+        from sims.adapter import SimEnv
+
+        return SimEnv(spec)
+
+    return make
+
+
+def test_a_simulator_that_prints_on_stdout_still_speaks_the_protocol(user_sim):
+    env = user_sim("good")
+    env.reset(seed=0)
+    for _ in range(5):
+        env.step(np.array([0.3], dtype=np.float32))
+    workdir = env.simulator.workdir
+    env.close()
+    assert "a banner on stdout" in (workdir / "stdout.log").read_text()
+    assert "step to" in (workdir / "stdout.log").read_text()
+
+
+@pytest.mark.parametrize(
+    ("mode", "timeouts", "message"),
+    [
+        ("crash", {}, r"exited \(code 3\) instead of sending the step; its stderr ends: "
+         r"'Traceback: the model diverged at value"),
+        ("hang", {"step_timeout_s": 1.0}, r"did not send the step within 1 s"),
+        ("silent", {"startup_timeout_s": 1.0}, r"did not send its greeting within 1 s"),
+        ("future", {}, r"greeted with .*'protocol': 2.*aml-rl-sim protocol version 1"),
+        ("error", {}, r"answered step with an error: solver failed to converge"),
+        ("garbage", {}, r"sent b'ok' instead of one JSON line for the step"),
+    ],
+)  # fmt: skip
+def test_each_way_a_simulator_fails_is_one_fault_and_its_process_is_gone(
+    user_sim, mode, timeouts, message
+):
+    env = user_sim(mode, **timeouts)
+    with pytest.raises(SimulatorFault, match=message) as caught:
+        env.reset(seed=0)
+        env.step(np.array([0.5], dtype=np.float32))
+    assert "usersim" in str(caught.value) and "pid" in str(caught.value)
+    pid = int(str(caught.value).split("pid ")[1].split(",")[0])
+    assert not alive(pid), f"{mode}: the simulator process {pid} is still there"
+    # a fresh environment (what RLlib does after a fault) starts a fresh process
+    if mode in ("crash", "hang", "error", "garbage"):
+        fresh = user_sim("good")
+        fresh.reset(seed=1)
+        fresh.close()
+
+
+def test_a_missing_executable_is_named_when_the_env_is_made(tmp_path, monkeypatch):
+    monkeypatch.setenv(PACKAGE_VARIABLE, str(tmp_path))
+    from sims.registry import resolve
+
+    with pytest.raises(SimError, match=rf"no executable {tmp_path}/simple_adder .*set sim_package"):
+        resolve("simple_adder_c").make_env()
+
+
+def test_an_archive_is_checked_and_extracted_once(c_package, tmp_path, monkeypatch):
+    monkeypatch.setenv("AML_RL_SIM_CACHE", str(tmp_path / "cache"))
+    archive = tmp_path / "adder.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(c_package, arcname="adder-1.0")
+    digest = sha256_of(archive)
+    folder = materialise(archive, digest)
+    assert folder.name == "adder-1.0" and os.access(folder / "simple_adder", os.X_OK)
+    stamp = (folder / "simple_adder").stat().st_mtime_ns
+    assert materialise(archive, digest) == folder  # the second caller reuses the extraction
+    assert (folder / "simple_adder").stat().st_mtime_ns == stamp
+    with pytest.raises(
+        SimError, match=rf"SHA-256 is {digest}, but sim_package_sha256 says 0{{64}}"
+    ):
+        materialise(archive, "0" * 64)
+
+
+def test_a_zip_keeps_the_executable_bit(c_package, tmp_path, monkeypatch):
+    import zipfile
+
+    monkeypatch.setenv("AML_RL_SIM_CACHE", str(tmp_path / "cache"))
+    archive = tmp_path / "adder.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(c_package / "simple_adder", "simple_adder")
+    folder = materialise(archive)
+    assert os.access(folder / "simple_adder", os.X_OK)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("nowhere", r"sim_package nowhere: no such file or folder"),
+        ("notes.txt", r"sim_package .*notes\.txt: not a folder or an archive"),
+        ("azureml://datastores/sims/paths/adder/", r"mounted by the job that `invoke submit`"),
+    ],
+)
+def test_bad_packages_are_named(tmp_path, monkeypatch, source, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(SimError, match=message):
+        materialise(source)
+
+
+def test_the_protocol_is_documented_where_users_look():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### 4. A simulator in another language") :]
+    for term in ('{"protocol": 1', '"op": "reset"', '"op": "step"', '"op": "close"', "fd 3",
+                 "fd 4", "AML_RL_SIM_INSTANCE", "stderr.log", "sims/native/simple_adder.c"):  # fmt: skip
+        assert term in section, term
+    source = textwrap.dedent((ROOT / "sims" / "native" / "simple_adder.c").read_text())
+    assert '"{\\"protocol\\":1' in source
