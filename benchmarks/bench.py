@@ -244,6 +244,75 @@ def bench_throughput(quick: bool) -> Benchmark:
     return result
 
 
+def bench_process_sim(quick: bool) -> Benchmark:
+    """The C Simple Adder as a process simulator against the in-process Python one: the
+    protocol's round trip per step, and training throughput with the same config."""
+    import shutil
+
+    import ray
+
+    from jobs.algorithms import algorithm_config
+    from jobs.config import load_config
+    from sims.package import use_package
+    from sims.registry import resolve
+
+    result = Benchmark("process_simulator")
+    if shutil.which("cc") is None:
+        result.skipped = "no C compiler (cc) to build sims/native/simple_adder.c"
+        return result
+    package = Path(tempfile.mkdtemp(prefix="aml-rl-adder-c-"))
+    subprocess.run(
+        ["cc", "-O2", "-o", str(package / "simple_adder"),
+         str(ROOT / "sims" / "native" / "simple_adder.c"), "-lm"],
+        check=True,
+    )  # fmt: skip
+    use_package(package)
+    steps = 2000 if quick else 20000
+    action = np.array([0.1], dtype=np.float32)
+    for sim, label in (("simple_adder_c", "C process"), ("simple_adder", "Python in process")):
+        env = resolve(sim).make_env()
+        env.reset(seed=0)
+        for _ in range(200):  # warm-up (and the process's start)
+            if any(env.step(action)[2:4]):
+                env.reset()
+        seconds = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            _, _, terminated, truncated, _ = env.step(action)
+            seconds.append(time.perf_counter() - start)
+            if terminated or truncated:
+                env.reset()
+        env.close()
+        p50, p99 = _percentiles(seconds)  # milliseconds
+        result.add(f"env.step p50, {label}", p50 * 1e3, "µs", "the other simulator")
+        result.add(f"env.step p99, {label}", p99 * 1e3, "µs", "the other simulator")
+
+    ray.init(include_dashboard=False, logging_level="ERROR", ignore_reinit_error=True)
+    iterations = 1 if quick else 5
+    rates = {}
+    for sim in ("simple_adder", "simple_adder_c"):
+        cfg = load_config(
+            ROOT / "jobs" / "configs" / "simple_adder_ppo.yaml",
+            [f"sim={sim}", "env_runners.num_env_runners=1", "env_runners.num_envs_per_env_runner=4",
+             "training.train_batch_size=4000"],
+        )  # fmt: skip
+        algo = algorithm_config(cfg, None).build_algo()
+        rates[sim] = _rate(algo, iterations)
+        algo.stop()
+        result.add(f"training env steps/s, {sim}", rates[sim], "steps/s", "-")
+    ratio = rates["simple_adder_c"] / rates["simple_adder"]
+    result.add(
+        "C process / in-process Python throughput", ratio, "x",
+        "in-process Python Simple Adder, same config, same run", ">= 0.8", ratio >= 0.8,
+    )  # fmt: skip
+    result.conditions = (
+        f"{steps:,} timed env.step calls after 200 warm-up; training: simple_adder_ppo.yaml, "
+        f"1 env runner x 4 envs, train batch 4000, {iterations} timed iterations after 2 "
+        "warm-up"
+    )
+    return result
+
+
 def bench_logging_overhead(quick: bool) -> Benchmark:
     import ray
 
@@ -790,6 +859,7 @@ BENCHMARKS: dict[str, Callable[[bool], Benchmark]] = {
     "viewer": bench_viewer,
     "serving": bench_serving,
     "tune": bench_tune,
+    "process_simulator": bench_process_sim,
 }
 
 
