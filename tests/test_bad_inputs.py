@@ -71,6 +71,8 @@ CASES = [
     Case("set scenarios unknown parameter", ["--set", "assessment.scenarios=s.yaml"], 2, r"s\.yaml: .*flow", "train", (("s.yaml", "- {flow: 1, seed: 1}\n"),)),
     Case("set scenario value refused", ["--set", "assessment.scenarios=s.yaml"], 2, r"s\.yaml: scenarios\[0\] \(seven\): the simulator refuses \{'Cref_signal': 7\.0\}: .*Cref_signal must be one of 1-5, got 7", "train", (("s.yaml", "scenarios:\n  - {name: seven, parameters: {Cref_signal: 7}}\n"),)),
     Case("set extra of wrong kind", ["--set", "training.extra={clip_param: wide}"], 2, r"clip_param", "train"),
+    Case("set sim_package missing", ["--set", "sim_package=nowhere.tar.gz"], 2, r"--set sim_package=nowhere\.tar\.gz: sim_package nowhere\.tar\.gz: no such file or folder", "train"),
+    Case("set sim_package checksum not hex", ["--set", "sim_package_sha256=abc"], 2, r"sim_package_sha256: String should match pattern", "train"),
     # python -m jobs.train: --resume
     Case("resume missing folder", ["--resume", "runs/nope"], 2, r"runs/nope: no such directory", "train"),
     Case("resume not a run", ["--resume", "."], 2, r"not a run directory \(no config\.yaml\)", "train"),
