@@ -47,14 +47,15 @@ WORKDIR_VARIABLE = "AML_RL_SIM_WORKDIR"
 """Where instance working directories go (default: the system's temporary folder)."""
 STDERR_TAIL = 2000  # characters of the simulator's stderr carried by a fault
 _instances = itertools.count()
-_LIBC = ctypes.CDLL(None, use_errno=True) if hasattr(ctypes, "CDLL") else None
+# Linux's prctl, looked up once here: nothing may be imported between fork and exec
+_PRCTL = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
 _PR_SET_PDEATHSIG = 1
 
 
 def _in_child(to_sim: int, from_sim: int) -> None:
     """After fork, before exec: die with the parent; the protocol pipes at fds 3 and 4."""
-    if _LIBC is not None:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if _PRCTL is not None:  # elsewhere (macOS) closing fd 3 is the only way to say goodbye
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
     high_in = fcntl.fcntl(to_sim, fcntl.F_DUPFD, 10)
     high_out = fcntl.fcntl(from_sim, fcntl.F_DUPFD, 10)
     os.dup2(high_in, 3)  # inheritable: kept across exec
