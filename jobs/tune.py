@@ -51,7 +51,8 @@ SCHEDULERS = ("asha", "fifo")
 METRICS = tuple(METRIC_NAMES)
 DEFAULT_METRIC = "env_runners/episode_return_mean"
 GRACE_ITERATIONS = 3
-"""ASHA lets every trial run this many iterations before it may stop one."""
+"""ASHA lets every trial sample this many of the base config's train batches before it may
+stop one."""
 STUDY_FILE = "study.yaml"
 RESULTS_FILE = "study.json"
 BEST_FILE = "best.yaml"
@@ -426,7 +427,7 @@ def run_study(
                 search_alg=BasicVariantGenerator(random_state=study.seed),
                 max_concurrent_trials=study.max_concurrent or None,
                 time_budget_s=study.time_budget_s,
-                scheduler=_scheduler(study.scheduler),
+                scheduler=_scheduler(study.scheduler, cfg),
             ),
             run_config=tune.RunConfig(
                 name="tune",
@@ -475,14 +476,18 @@ def new_study(
     )
 
 
-def _scheduler(name: str) -> Any:
+def _scheduler(name: str, cfg: ExperimentConfig) -> Any:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     if name == "fifo":
         return FIFOScheduler()
-    # rungs by the run's own iteration count, which a resumed trial continues
+    # Rungs by env steps, the run's own count (a resumed trial continues it): trials with
+    # larger train batches are compared at the same sample count, not the same iteration.
     return ASHAScheduler(
-        time_attr="iteration", grace_period=GRACE_ITERATIONS, reduction_factor=2, max_t=10_000
+        time_attr="env_steps",
+        grace_period=GRACE_ITERATIONS * cfg.training.train_batch_size,
+        reduction_factor=2,
+        max_t=10**12,
     )
 
 
