@@ -503,6 +503,10 @@ def _parent_run(uri: str, cfg: ExperimentConfig, folder: Path, params: list[Para
     if os.environ.get("MLFLOW_RUN_ID"):
         return os.environ["MLFLOW_RUN_ID"]
     mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:") and mlflow.get_experiment_by_name(cfg.experiment) is None:
+        # artifacts (best.yaml) beside the study's store, not in ./mlruns wherever we run
+        artifacts = (folder / "mlflow-artifacts").as_uri()
+        mlflow.create_experiment(cfg.experiment, artifact_location=artifacts)
     mlflow.set_experiment(cfg.experiment)
     with mlflow.start_run(run_name=folder.name) as run:
         mlflow.set_tags({"aml_rl.study": folder.name, "sim": cfg.sim})

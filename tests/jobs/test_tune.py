@@ -195,6 +195,9 @@ def test_mlflow_has_the_study_as_parent_and_one_child_per_trial(study):
     best = json.loads((folder / "study.json").read_text())["best"]
     assert parent.data.tags["best_trial"] == best["trial"]
     assert parent.data.metrics["best/return"] == pytest.approx(best["kpi"])
+    artifacts = Path(parent.info.artifact_uri.removeprefix("file://"))
+    assert (artifacts / "best.yaml").read_text() == (folder / "best.yaml").read_text()
+    assert artifacts.is_relative_to(folder)  # not ./mlruns wherever the study ran
     runs = children(folder)
     assert sorted(runs) == [f"trial-{i:03d}" for i in range(4)]
     for name, run in runs.items():
