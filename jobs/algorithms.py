@@ -23,7 +23,8 @@ CONFIG_CLASSES: dict[str, type[AlgorithmConfig]] = {
 
 def algorithm_config(cfg: ExperimentConfig, callbacks: Any) -> AlgorithmConfig:
     """The whole experiment as one fluent chain; ``callbacks`` builds the RLlibCallback."""
-    env_config = resolve(cfg.sim).env_config(lessons=cfg.lessons, lesson=cfg.lesson)
+    handle = resolve(cfg.sim)
+    env_config = handle.env_config(lessons=cfg.lessons, lesson=cfg.lesson)
     if cfg.sim_package:  # each env runner materialises it on its own machine
         env_config["sim_package"] = package_source(cfg.sim_package)
         env_config["sim_package_sha256"] = cfg.sim_package_sha256
@@ -55,6 +56,9 @@ def algorithm_config(cfg: ExperimentConfig, callbacks: Any) -> AlgorithmConfig:
         .callbacks(callbacks)
         .debugging(seed=cfg.seed, log_level="WARN")
     )
+    if handle.runs_as_process:
+        # process simulators of one env runner step together (sims.process.PipelinedVectorEnv)
+        config.env_runners(gym_env_vectorize_mode="vector_entry_point")
     if cfg.min_time_s_per_iteration is not None:
         config.reporting(min_time_s_per_iteration=cfg.min_time_s_per_iteration)
     unknown = [key for key in t.extra if not hasattr(config, key)]

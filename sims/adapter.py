@@ -115,6 +115,13 @@ class SimEnv(gym.Env):
         truncated = bool(self.simulator.truncated) and not terminated
         return self._observe(states), reward, terminated, truncated, self._info(states, physical)
 
+    def send_step(self, action: np.ndarray) -> None:
+        """Send this step ahead to a process simulator (:class:`sims.process.PipelinedVectorEnv`);
+        :meth:`step` with the same action then reads its answer."""
+        send = getattr(self.simulator, "send_step", None)
+        if send is not None:
+            send(self.to_physical(action))
+
     def close(self) -> None:
         """End the simulator's process, for simulators that run as one (:mod:`sims.process`)."""
         close = getattr(self.simulator, "close", None)

@@ -115,6 +115,13 @@ class SimHandle:
         return {key: unit for key, unit in out.items() if unit}
 
     @property
+    def runs_as_process(self) -> bool:
+        """Whether its simulator is a process (:mod:`sims.process`)."""
+        from sims.process import ProcessSim
+
+        return self.spec is not None and isinstance(self.spec.simulator, ProcessSim)
+
+    @property
     def kpi_units(self) -> dict[str, str]:
         return dict(self.spec.kpi_units) if self.spec is not None else {}
 

@@ -38,6 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
+from gymnasium.vector import AutoresetMode
+from gymnasium.vector.utils import iterate
+
 from sims.contract import SimError, Simulator, SimulatorFault, States
 
 PROTOCOL = 1
@@ -113,9 +117,11 @@ class ProcessSimulator(Simulator):
         self._to_sim = self._from_sim = -1
         self._buffer = b""
         self._poll: select.poll | None = None
+        self._sent: bool | None = None  # a step request sent ahead (send_step), and whether it went
 
     # -- the contract ----------------------------------------------------------------------
     def reset(self, config: Mapping[str, float]) -> States:
+        self._sent = None
         if self.process is None:
             self._start()
         seed = int(self.np_random.integers(2**31))
@@ -124,7 +130,26 @@ class ProcessSimulator(Simulator):
     def step(self, action: Mapping[str, float]) -> States:
         if self.process is None:
             raise SimulatorFault(f"simulator {self.factory.name}: step() before reset()")
+        if self._sent is not None:  # send_step() sent it already: read the answer
+            sent, self._sent = self._sent, None
+            if not sent:
+                self._fail("is gone before step")
+            return self._answer("step")
         return self._exchange({"op": "step", "action": dict(action)}, "step")
+
+    def send_step(self, action: Mapping[str, float]) -> None:
+        """Send a step request now and read its answer in :meth:`step`: a vector of process
+        simulators (:class:`PipelinedVectorEnv`) sends all its requests, then reads all
+        answers, so the simulators step at the same time. A failure to send is raised by
+        :meth:`step`, where the environment reports faults."""
+        if self.process is None:
+            return
+        line = json.dumps({"op": "step", "action": dict(action)}, separators=(",", ":"))
+        try:
+            os.write(self._to_sim, (line + "\n").encode())
+            self._sent = True
+        except OSError:
+            self._sent = False
 
     def close(self) -> None:
         """Ask the process to exit; kill it if it has not within 5 s."""
@@ -143,7 +168,15 @@ class ProcessSimulator(Simulator):
     def __getstate__(self) -> dict[str, Any]:
         """A copy (Ray ships environments pickled) starts a process of its own."""
         state = dict(self.__dict__)
-        state.update(process=None, workdir=None, _to_sim=-1, _from_sim=-1, _buffer=b"", _poll=None)
+        state.update(
+            process=None,
+            workdir=None,
+            _to_sim=-1,
+            _from_sim=-1,
+            _buffer=b"",
+            _poll=None,
+            _sent=None,
+        )
         return state
 
     def __del__(self) -> None:
@@ -209,6 +242,9 @@ class ProcessSimulator(Simulator):
             os.write(self._to_sim, line.encode())
         except OSError:
             self._fail(f"is gone before {what}")
+        return self._answer(what)
+
+    def _answer(self, what: str) -> States:
         answer = self._read(self.factory.step_timeout_s, f"the {what}")
         if "error" in answer:
             self._fail(f"answered {what} with an error: {answer['error']}")
@@ -266,3 +302,20 @@ class ProcessSimulator(Simulator):
                     os.close(fd)
         self._to_sim = self._from_sim = -1
         self._buffer = b""
+
+
+class PipelinedVectorEnv(gym.vector.SyncVectorEnv):
+    """Gymnasium's synchronous vector, except that the step requests of all sub-environments
+    whose simulators run as processes are sent before any answer is read: one round trip
+    per vector step instead of one per sub-environment. Everything else (autoreset, infos,
+    faults) is ``SyncVectorEnv``'s own, so results are identical."""
+
+    def step(self, actions: Any) -> Any:
+        actions_each = iterate(self.action_space, actions)
+        for i, (action, env) in enumerate(zip(actions_each, self.envs, strict=True)):
+            if self.autoreset_mode == AutoresetMode.NEXT_STEP and self._autoreset_envs[i]:
+                continue  # this one resets instead
+            send = getattr(env.unwrapped, "send_step", None)
+            if send is not None:
+                send(action)
+        return super().step(actions)

@@ -58,6 +58,16 @@ class RLlibEnv(gym.Wrapper):
     """What RLlib builds on every env runner: the simulator named in ``env_config["sim"]``,
     resolved in that process (so a user's module is imported there too)."""
 
+    def __new__(cls, config: Mapping[str, Any] | None = None, *args: Any, **kwargs: Any) -> Any:
+        """Asked for ``num_envs`` of them (RLlib's vector entry point, which process
+        simulators use): a vector whose simulators step together."""
+        if config is not None and "num_envs" in config:
+            from sims.process import PipelinedVectorEnv
+
+            options = {k: v for k, v in config.items() if k != "num_envs"}
+            return PipelinedVectorEnv([functools.partial(cls, options)] * config["num_envs"])
+        return super().__new__(cls)
+
     def __init__(self, config: Mapping[str, Any]) -> None:
         options = dict(config)
         package, sha256 = options.pop("sim_package", None), options.pop("sim_package_sha256", None)

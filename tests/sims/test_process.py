@@ -251,3 +251,44 @@ def test_the_protocol_is_documented_where_users_look():
         assert term in section, term
     source = textwrap.dedent((ROOT / "sims" / "native" / "simple_adder.c").read_text())
     assert '"{\\"protocol\\":1' in source
+
+
+def test_a_pipelined_vector_steps_exactly_as_gymnasiums_own(c_package, monkeypatch):
+    """All requests first, then all answers: the same observations, rewards and autoresets
+    as SyncVectorEnv, step for step, across episode ends."""
+    import gymnasium as gym
+
+    from sims.process import PipelinedVectorEnv
+    from sims.registry import RLlibEnv
+
+    monkeypatch.setenv(PACKAGE_VARIABLE, str(c_package))
+    config = {"sim": "simple_adder_c", "lessons": None, "lesson": 0}
+    piped = RLlibEnv({**config, "num_envs": 3})  # what RLlib's vector entry point asks for
+    assert isinstance(piped, PipelinedVectorEnv)
+    plain = gym.vector.SyncVectorEnv([lambda: RLlibEnv(config)] * 3)
+    rng = np.random.default_rng(1)
+    a, b = piped.reset(seed=7), plain.reset(seed=7)
+    assert np.array_equal(a[0], b[0])
+    for _ in range(40):  # several episodes of 10 steps: autoreset included
+        actions = rng.uniform(-1, 1, size=(3, 1)).astype(np.float32)
+        a, b = piped.step(actions), plain.step(actions)
+        for x, y in zip(a[:4], b[:4], strict=True):
+            assert np.array_equal(x, y)
+    pids = [env.unwrapped.simulator.pid for env in piped.envs]
+    piped.close()
+    plain.close()
+    assert not any(alive(pid) for pid in pids)
+
+
+def test_a_simulator_that_dies_in_a_pipelined_step_is_that_envs_fault(c_package, monkeypatch):
+    from sims.registry import RLlibEnv
+
+    monkeypatch.setenv(PACKAGE_VARIABLE, str(c_package))
+    piped = RLlibEnv({"sim": "simple_adder_c", "lessons": None, "lesson": 0, "num_envs": 2})
+    piped.reset(seed=0)
+    victim = piped.envs[1].unwrapped.simulator.pid
+    os.kill(victim, 9)
+    with pytest.raises(SimulatorFault, match=rf"pid {victim}.*(is gone before step|exited)"):
+        piped.step(np.zeros((2, 1), dtype=np.float32))
+    assert piped.envs[1].unwrapped.fault is not None and piped.envs[0].unwrapped.fault is None
+    piped.close()
