@@ -287,6 +287,32 @@ def bench_process_sim(quick: bool) -> Benchmark:
         result.add(f"env.step p50, {label}", p50 * 1e3, "µs", "the other simulator")
         result.add(f"env.step p99, {label}", p99 * 1e3, "µs", "the other simulator")
 
+    # a vector of 4 C simulators: all requests, then all answers, against one by one
+    import gymnasium as gym
+
+    from sims.registry import RLlibEnv
+
+    config = {"sim": "simple_adder_c", "lessons": None, "lesson": 0}
+    vectors = {
+        "pipelined": RLlibEnv({**config, "num_envs": 4}),
+        "one by one (gymnasium SyncVectorEnv)": gym.vector.SyncVectorEnv(
+            [functools.partial(RLlibEnv, config)] * 4
+        ),
+    }
+    actions = np.zeros((4, 1), dtype=np.float32)
+    for label, vector in vectors.items():
+        vector.reset(seed=0)
+        seconds = []
+        for _ in range(steps // 4):
+            start = time.perf_counter()
+            vector.step(actions)
+            seconds.append(time.perf_counter() - start)
+        vector.close()
+        result.add(
+            f"vector step p50, 4 C processes, {label}", _percentiles(seconds)[0] * 1e3, "µs",
+            "the other way",
+        )  # fmt: skip
+
     ray.init(include_dashboard=False, logging_level="ERROR", ignore_reinit_error=True)
     iterations = 1 if quick else 5
     rates = {}
