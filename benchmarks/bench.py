@@ -266,7 +266,7 @@ def bench_process_sim(quick: bool) -> Benchmark:
          str(ROOT / "sims" / "native" / "simple_adder.c"), "-lm"],
         check=True,
     )  # fmt: skip
-    use_package(package)
+    use_package(package)  # for the environments made here; the env runners get it below
     steps = 2000 if quick else 20000
     action = np.array([0.1], dtype=np.float32)
     for sim, label in (("simple_adder_c", "C process"), ("simple_adder", "Python in process")):
@@ -320,7 +320,7 @@ def bench_process_sim(quick: bool) -> Benchmark:
         cfg = load_config(
             ROOT / "jobs" / "configs" / "simple_adder_ppo.yaml",
             [f"sim={sim}", "env_runners.num_env_runners=1", "env_runners.num_envs_per_env_runner=4",
-             "training.train_batch_size=4000"],
+             "training.train_batch_size=4000", f"sim_package={package}"],
         )  # fmt: skip
         algo = algorithm_config(cfg, None).build_algo()
         rates[sim] = _rate(algo, iterations)
