@@ -14,19 +14,44 @@ from jobs.rundir import RunDir
 STEP_KEY = "perf/env_steps_per_s"  # logged every iteration: its history says what MLflow has
 
 
+_SET_HERE: set[str] = set()
+"""Tracking URIs this process gave MLflow: ``mlflow.set_tracking_uri`` writes them into
+``MLFLOW_TRACKING_URI`` too, where they must not pass for the environment's own."""
+
+
+def tracking_uri(default: str) -> str:
+    """``MLFLOW_TRACKING_URI`` as the environment gave it (Azure ML sets it in a job), else
+    ``default``: never a URI an earlier run of this process set, or a second run in one
+    process (the benchmarks, a notebook) would log into the first one's store."""
+    given = os.environ.get("MLFLOW_TRACKING_URI")
+    return given if given and given not in _SET_HERE else default
+
+
+def use_tracking_uri(uri: str) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    _SET_HERE.add(uri)
+
+
 class Tracker:
     """MLflow: a SQLite store in the run directory, or the URI in MLFLOW_TRACKING_URI
     (Azure ML sets it to the workspace's)."""
 
     def __init__(
-        self, run: RunDir, cfg: ExperimentConfig, progress: Progress, parent: str | None = None
+        self,
+        run: RunDir,
+        cfg: ExperimentConfig,
+        progress: Progress,
+        parent: str | None = None,
+        uri: str | None = None,
     ) -> None:
         import mlflow
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
         self.mlflow = mlflow
-        mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or run.mlflow_uri)
+        use_tracking_uri(uri or tracking_uri(run.mlflow_uri))
         mlflow.set_experiment(cfg.experiment)
         active = mlflow.start_run(run_id=progress.mlflow_run_id, run_name=run.run_id)
         progress.mlflow_run_id = active.info.run_id

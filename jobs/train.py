@@ -247,13 +247,16 @@ def train(
     on_checkpoint: Callable[[Path, Progress], None] | None = None,
     on_iteration: Callable[[Progress, dict[str, float]], None] | None = None,
     mlflow_parent: str | None = None,
+    mlflow_uri: str | None = None,
 ) -> dict[str, Any]:
     """Train, checkpoint, assess; returns the summary that is also written to summary.json.
 
     ``on_checkpoint(path, progress)`` is called after every checkpoint is saved (the
     benchmarks assess the policy there); ``on_iteration(progress, metrics)`` after every
     iteration (a study reports to its scheduler there, and may raise :class:`StopTraining`).
-    ``mlflow_parent`` makes the MLflow run a child of that run (a study's)."""
+    ``mlflow_parent`` makes the MLflow run a child of that run (a study's), in the store at
+    ``mlflow_uri`` (default: ``MLFLOW_TRACKING_URI`` as the environment sets it, else the
+    run directory's own)."""
     try:
         cfg, run, progress, candidates = prepare(
             config, list(sets or []), smoke, resume, runs_root, run_dir
@@ -269,7 +272,7 @@ def train(
                 f"the disk under {run.path} is full: free some space and start again"
             ) from exc
         try:
-            hooks = _Hooks(on_checkpoint, on_iteration, mlflow_parent)
+            hooks = _Hooks(on_checkpoint, on_iteration, mlflow_parent, mlflow_uri)
             return _train(cfg, run, progress, candidates, list(sets or []), hooks)
         finally:
             run.release_reserve()
@@ -280,6 +283,7 @@ class _Hooks:
     on_checkpoint: Callable[[Path, Progress], None] | None = None
     on_iteration: Callable[[Progress, dict[str, float]], None] | None = None
     mlflow_parent: str | None = None
+    mlflow_uri: str | None = None
 
 
 def _train(
@@ -340,7 +344,7 @@ def _train(
             hooks.on_checkpoint(saved, progress)
         return saved
 
-    tracker = Tracker(run, cfg, progress, parent=hooks.mlflow_parent)
+    tracker = Tracker(run, cfg, progress, parent=hooks.mlflow_parent, uri=hooks.mlflow_uri)
     tracker.catch_up(run.metrics)  # lines a kill kept from MLflow
     status, reason, metrics = "completed", None, {}
     session_wall = progress.wall_time_s

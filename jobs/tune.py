@@ -34,6 +34,7 @@ from jobs.cluster import node_rank, start_ray, wait_as_worker
 from jobs.config import DEFAULT_CONFIG, ConfigError, ExperimentConfig, check_key, load_config
 from jobs.console import console
 from jobs.rundir import RunDir, RunError, new_run_id, read_summary, write_atomic, write_json
+from jobs.tracking import tracking_uri, use_tracking_uri
 from jobs.train import METRIC_NAMES, USER_ERRORS, StopTraining
 from sims.contract import SimError
 from sims.lessons import read_yaml
@@ -214,14 +215,13 @@ class Trial(tune.Trainable):
         self.stop_requested = False
         self.started = False
         self.last: dict[str, Any] = {}
-        if config.get("__mlflow__"):
-            os.environ["MLFLOW_TRACKING_URI"] = config["__mlflow__"]
+        self.mlflow_uri = config.get("__mlflow__") or None
         # on Azure ML this names the job's run, which is the study's: a trial is a child run
         os.environ.pop("MLFLOW_RUN_ID", None)
         self.run_dir = self.study / trial_name(self.trial_id)
         self.parent = config.get("__parent__") or None
-        if set_aside_unstarted(self.run_dir, self.study) and self.parent:
-            supersede(self.parent, self.run_dir.name)
+        if set_aside_unstarted(self.run_dir, self.study) and self.parent and self.mlflow_uri:
+            supersede(self.mlflow_uri, self.parent, self.run_dir.name)
         same_values_or_refuse(self.run_dir, self.params)
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -235,6 +235,7 @@ class Trial(tune.Trainable):
                 run_dir=self.run_dir,
                 on_iteration=self._on_iteration,
                 mlflow_parent=self.parent,
+                mlflow_uri=self.mlflow_uri,
             )
             self.events.put(("done", summary))
         except BaseException as exc:  # handed to Tune, which records the trial as failed
@@ -290,11 +291,12 @@ def set_aside_unstarted(run_dir: Path, study: Path) -> bool:
     return True
 
 
-def supersede(parent: str, trial: str) -> None:
+def supersede(uri: str, parent: str, trial: str) -> None:
     """End the MLflow run of a trial's first attempt that a kill left RUNNING, so that the
     study's children are its trials, each once."""
     import mlflow
 
+    use_tracking_uri(uri)
     client = mlflow.tracking.MlflowClient()
     found = mlflow.search_runs(
         search_all_experiments=True,
@@ -388,7 +390,7 @@ def run_study(
     import ray
     from ray.tune.search import BasicVariantGenerator
 
-    mlflow_uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{folder / 'mlflow.db'}"
+    mlflow_uri = tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
     if not study.mlflow_run_id:
         study.mlflow_run_id = _parent_run(mlflow_uri, cfg, folder, params)
     study.write(folder)
@@ -502,7 +504,7 @@ def _parent_run(uri: str, cfg: ExperimentConfig, folder: Path, params: list[Para
 
     if os.environ.get("MLFLOW_RUN_ID"):
         return os.environ["MLFLOW_RUN_ID"]
-    mlflow.set_tracking_uri(uri)
+    use_tracking_uri(uri)
     if uri.startswith("sqlite:") and mlflow.get_experiment_by_name(cfg.experiment) is None:
         # artifacts (best.yaml) beside the study's store, not in ./mlruns wherever we run
         artifacts = (folder / "mlflow-artifacts").as_uri()
@@ -624,7 +626,7 @@ def finish_study(
 def _close_parent(uri: str, study: Study, best: TrialRow, folder: Path) -> None:
     import mlflow
 
-    mlflow.set_tracking_uri(uri)
+    use_tracking_uri(uri)
     client = mlflow.tracking.MlflowClient()
     run_id = study.mlflow_run_id
     client.log_metric(run_id, f"best/{study.kpi}", float(best.kpi or math.nan))

@@ -167,3 +167,19 @@ def test_resume_of_a_folder_that_is_not_a_run(tmp_path):
     with pytest.raises(RunError, match=r"nowhere: no such directory"):
         train(resume=tmp_path / "nowhere")
     assert not ray.is_initialized()
+
+
+def test_a_tracking_uri_this_process_set_is_not_taken_for_the_environments(monkeypatch, tmp_path):
+    """mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI: a second run in one process (the
+    benchmarks) once logged into the first run's store, and a study's artifacts into ./mlruns."""
+    import os
+
+    from jobs.tracking import tracking_uri, use_tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first = f"sqlite:///{tmp_path / 'first.db'}"
+    use_tracking_uri(first)  # as the first run of a process does
+    assert os.environ["MLFLOW_TRACKING_URI"] == first  # MLflow's own doing
+    assert tracking_uri("sqlite:///second.db") == "sqlite:///second.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "azureml://workspace")  # as Azure ML sets it
+    assert tracking_uri("sqlite:///second.db") == "azureml://workspace"
