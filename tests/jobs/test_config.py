@@ -176,7 +176,10 @@ def test_a_tracking_uri_this_process_set_is_not_taken_for_the_environments(monke
 
     from jobs.tracking import tracking_uri, use_tracking_uri
 
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # recorded first, so that the variable MLflow writes below is undone after the test (later
+    # tests start training processes, which would inherit it)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "unset-after-the-test")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
     first = f"sqlite:///{tmp_path / 'first.db'}"
     use_tracking_uri(first)  # as the first run of a process does
     assert os.environ["MLFLOW_TRACKING_URI"] == first  # MLflow's own doing
