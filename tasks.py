@@ -263,21 +263,26 @@ def view(c: Context, run: str, out: str = "", episodes: int = 12) -> None:
     print(f"wrote {page} ({page.stat().st_size / 1e6:.1f} MB); open it in a browser")
 
 
+ALLOW_LOSING = "take a policy whose verdict says it does not beat its baseline (default: refuse)"
+
+
 @task(
     help={
         "run": "a run directory (its newest checkpoint) or a checkpoint folder",
         "out": "the bundle folder (default <run>/bundle)",
+        "allow_losing": ALLOW_LOSING,
     }
 )
-def export(c: Context, run: str, out: str = "") -> None:
+def export(c: Context, run: str, out: str = "", allow_losing: bool = False) -> None:
     """Export a trained policy as a Ray-free bundle: an ONNX graph and its metadata."""
     _help_instead(c, run, "export")
     from client.export import ExportError, export_bundle
     from jobs.train import USER_ERRORS
+    from jobs.verdict import LosingPolicy
 
     try:
-        bundle = export_bundle(Path(run), Path(out) if out else None)
-    except (ExportError, *USER_ERRORS) as exc:
+        bundle = export_bundle(Path(run), Path(out) if out else None, allow_losing=allow_losing)
+    except (ExportError, LosingPolicy, *USER_ERRORS) as exc:
         raise Exit(f"export: {exc}", code=2) from None
     print(f"wrote {bundle}; serve it with `invoke serve {bundle}`")
 
@@ -542,10 +547,11 @@ def download(
     print(f"downloaded {run}; assess it with `invoke assess --checkpoint {run}`")
 
 
-@task(help={"job": "Azure ML job name", **TARGET_HELP})
+@task(help={"job": "Azure ML job name", "allow_losing": ALLOW_LOSING, **TARGET_HELP})
 def register_model(
     c: Context,
     job: str,
+    allow_losing: bool = False,
     outputs: str = "",
     subscription_id: str = "",
     resource_group: str = "",
@@ -557,7 +563,8 @@ def register_model(
     from client.submit import register_model as register
 
     try:
-        model = register(_client(outputs, subscription_id, resource_group, workspace_name), job)
+        client = _client(outputs, subscription_id, resource_group, workspace_name)
+        model = register(client, job, allow_losing=allow_losing)
     except SubmitError as exc:
         raise Exit(f"register-model: {exc}", code=2) from None
     print(f"registered {model.name}:{model.version} from {job}")
@@ -572,6 +579,7 @@ def register_model(
         "keep_old": "keep the endpoint's previous deployments (with no traffic); default: delete",
         "dry_run": "write endpoint.yaml and deployment.yaml (for `az ml`) and touch no network",
         "out": "where --dry-run writes them (default .aml/deploy/<endpoint>)",
+        "allow_losing": ALLOW_LOSING,
         **TARGET_HELP,
     }
 )
@@ -584,6 +592,7 @@ def deploy(
     keep_old: bool = False,
     dry_run: bool = False,
     out: str = "",
+    allow_losing: bool = False,
     outputs: str = "",
     subscription_id: str = "",
     resource_group: str = "",
@@ -605,6 +614,7 @@ def deploy(
             keep_old=keep_old,
             dry_run=dry_run,
             out=Path(out) if out else None,
+            allow_losing=allow_losing,
         )
     except (DeployError, SubmitError, BundleError) as exc:
         raise Exit(f"deploy: {exc}", code=2) from None
@@ -649,8 +659,9 @@ def predict(
 @task(
     help={
         "quick": "tiny budgets, to check the harness (results go to benchmarks/quick/)",
-        "only": "run one benchmark: sim_step, training_throughput, trajectory_logging_overhead, "
-        "control_quality, image, startup, viewer, serving",
+        "only": "run one benchmark: zoo, sim_step, training_throughput, "
+        "trajectory_logging_overhead, control_quality, image, startup, viewer, serving, tune, "
+        "process_simulator",
     }
 )
 def bench(c: Context, quick: bool = False, only: str = "") -> None:

@@ -875,6 +875,16 @@ def bench_serving(quick: bool) -> Benchmark:
     return result
 
 
+def bench_zoo(quick: bool) -> Benchmark:
+    """The default recipe on every zoo simulator and the CSTR, three seeds, beside SB3's PPO:
+    env steps to the verdict (benchmarks/zoo.py)."""
+    from benchmarks.zoo import run_zoo
+
+    result = Benchmark("zoo")
+    result.conditions = run_zoo(quick, result.add)
+    return result
+
+
 BENCHMARKS: dict[str, Callable[[bool], Benchmark]] = {
     "sim_step": bench_sim_step,
     "training_throughput": bench_throughput,
@@ -886,6 +896,7 @@ BENCHMARKS: dict[str, Callable[[bool], Benchmark]] = {
     "serving": bench_serving,
     "tune": bench_tune,
     "process_simulator": bench_process_sim,
+    "zoo": bench_zoo,
 }
 
 

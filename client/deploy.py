@@ -10,6 +10,7 @@ deployments are deleted (they would bill by the hour) unless asked to keep them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -28,6 +29,7 @@ from client.submit import STAGING, SubmitError, Target, download_run, require
 from images.build import ImageError, build_serving_image, tag_part
 from images.push import push_image
 from jobs.rundir import CHECKPOINT_META, RunError
+from jobs.verdict import LosingPolicy, refuse_losing
 from policy_runtime.bundle import METADATA, BundleError, load
 from policy_runtime.schema import PredictRequest
 
@@ -151,14 +153,31 @@ def release_for(
     return Release(endpoint_obj, deployment, Path(bundle), image, local_tag)
 
 
-def bundle_from(source: str, client: Any = None, work: Path = STAGING) -> Path:
+def bundle_from(
+    source: str,
+    client: Any = None,
+    work: Path = STAGING,
+    *,
+    allow_losing: bool = False,
+    echo: Callable[[str], None] = print,
+) -> Path:
     """A policy bundle from a local bundle, run or checkpoint folder, an Azure ML job name or a
-    registered model (``name:version``); exported here when it is not one already."""
+    registered model (``name:version``); exported here when it is not one already. A policy
+    whose verdict says it does not beat its baseline is refused unless ``allow_losing``."""
+    export = functools.partial(_export, allow_losing=allow_losing, echo=echo)
     path = Path(source)
     if path.exists():
         if (path / METADATA).is_file():
+            if not allow_losing:
+                verdict = load(path).metadata.get("verdict")
+                try:
+                    note = refuse_losing({"verdict": verdict}, "deploy", source, "--allow-losing")
+                except LosingPolicy as exc:
+                    raise DeployError(str(exc)) from None
+                if note:
+                    echo(note)
             return path
-        return _export(path)
+        return export(path)
     if client is None:
         raise DeployError(
             f"{source!r} is not a local bundle, run or checkpoint folder, and --dry-run does not "
@@ -172,19 +191,25 @@ def bundle_from(source: str, client: Any = None, work: Path = STAGING) -> Path:
         metas = sorted(folder.rglob(CHECKPOINT_META))
         if not metas:
             raise DeployError(f"model {source} holds no aml-rl checkpoint ({CHECKPOINT_META})")
-        return _export(metas[0].parent, out=work / "bundles" / f"{name}-{version}")
+        return export(metas[0].parent, out=work / "bundles" / f"{name}-{version}")
     try:
         run = download_run(client, source, work / "jobs" / source)
     except SubmitError as exc:
         raise DeployError(str(exc)) from None
-    return _export(run)
+    return export(run)
 
 
-def _export(path: Path, out: Path | None = None) -> Path:
+def _export(
+    path: Path,
+    out: Path | None = None,
+    *,
+    allow_losing: bool = False,
+    echo: Callable[[str], None] = print,
+) -> Path:
     try:
-        return export_bundle(path, out)
-    except (ExportError, RunError) as exc:
-        raise DeployError(str(exc)) from None
+        return export_bundle(path, out, allow_losing=allow_losing, echo=echo)
+    except (ExportError, RunError, LosingPolicy) as exc:
+        raise DeployError(str(exc).replace("refusing to export", "refusing to deploy")) from None
 
 
 def write_yaml(release: Release, folder: Path) -> tuple[Path, Path]:
@@ -258,6 +283,7 @@ def deploy_policy(
     keep_old: bool = False,
     dry_run: bool = False,
     out: Path | None = None,
+    allow_losing: bool = False,
     client: Any = None,
     docker: Any = None,
     credential: Any = None,
@@ -272,10 +298,12 @@ def deploy_policy(
 
         credential = credential or logged_in()
         client = client or ml_client(target, cred=credential)
+    bundle = bundle_from(
+        source, None if dry_run else client, work, allow_losing=allow_losing, echo=echo
+    )
     release = release_for(
-        bundle_from(source, None if dry_run else client, work), target, endpoint=endpoint,
-        instance_type=instance_type, instances=instances,
-    )  # fmt: skip
+        bundle, target, endpoint=endpoint, instance_type=instance_type, instances=instances
+    )
     if dry_run:
         paths = write_yaml(release, out or work / "deploy" / release.endpoint.name)
         echo(

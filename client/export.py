@@ -13,7 +13,7 @@ import hashlib
 import json
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 from images.build import git_revision
 from jobs.assess import MODULE_PATH, resolve_checkpoint
 from jobs.rundir import read_checkpoint_meta, write_json
+from jobs.verdict import refuse_losing
 from policy_runtime.bundle import GRAPH, METADATA, SCHEMA
 from sims.handle import SimHandle
 from sims.registry import resolve
@@ -30,14 +31,28 @@ class ExportError(ValueError):
     """A checkpoint that cannot be exported; the message says why."""
 
 
-def export_bundle(path: Path, out: Path | None = None) -> Path:
+def export_bundle(
+    path: Path,
+    out: Path | None = None,
+    *,
+    allow_losing: bool = False,
+    echo: Callable[[str], None] = print,
+) -> Path:
     """Export the checkpoint (or a run's newest) at ``path`` to ``out`` (default
-    ``<checkpoint>/../../bundle``); written whole, then renamed. Returns the bundle folder."""
+    ``<checkpoint>/../../bundle``); written whole, then renamed. Returns the bundle folder.
+    A policy whose run's verdict says it does not beat its baseline is refused
+    (:class:`LosingPolicy`) unless ``allow_losing``; the verdict travels in the metadata."""
     import torch
     from ray.rllib.core.rl_module.rl_module import RLModule
 
     checkpoint = resolve_checkpoint(Path(path))
     meta = read_checkpoint_meta(checkpoint)
+    run = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
+    summary = _summary_of(run, checkpoint)
+    if not allow_losing:
+        note = refuse_losing(summary, "export", str(checkpoint), "--allow-losing")
+        if note:
+            echo(note)
     handle = resolve(meta["sim"])
     module = RLModule.from_checkpoint((checkpoint / MODULE_PATH).resolve())
     if not isinstance(module, torch.nn.Module):
@@ -53,7 +68,6 @@ def export_bundle(path: Path, out: Path | None = None) -> Path:
     actions, discrete = _actions(handle, env.action_space, checkpoint)
     graph = _Deterministic(module, len(actions), discrete)
 
-    run = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
     target = Path(out) if out else (run or checkpoint.parent) / "bundle"
     tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=target.parent))
     try:
@@ -77,7 +91,8 @@ def export_bundle(path: Path, out: Path | None = None) -> Path:
             "config_digest": meta.get("config_digest"),
             "git_revision": git_revision(),
             "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "kpis": _kpis(run, checkpoint),
+            "kpis": summary.get("assessment"),
+            "verdict": summary.get("verdict"),
             "action_space": str(env.action_space),
         }
         write_json(tmp / METADATA, metadata)
@@ -138,7 +153,12 @@ def _observations(handle: SimHandle, env: Any, checkpoint: Path) -> list[dict[st
             f"{checkpoint}: {handle.name}'s observation space {env.unwrapped.observation_space} is "
             "flattened for the policy; bundles take Box observations (or a SimSpec's states)"
         )
-    return _signals(handle.observations, "none")
+    return [
+        {**signal, "scaling": "range" if rng is not None else "symlog"}
+        for signal, rng in zip(
+            _signals(handle.observations, "none"), handle.observations.values(), strict=True
+        )
+    ]
 
 
 def _actions(handle: SimHandle, space: Any, checkpoint: Path) -> tuple[list[dict], bool]:
@@ -159,11 +179,11 @@ def _actions(handle: SimHandle, space: Any, checkpoint: Path) -> tuple[list[dict
     )
 
 
-def _kpis(run: Path | None, checkpoint: Path) -> dict[str, Any] | None:
-    """The run's assessment, when it assessed this checkpoint."""
+def _summary_of(run: Path | None, checkpoint: Path) -> dict[str, Any]:
+    """The run's summary, when it assessed this checkpoint (else nothing is known of it)."""
     if run is None or not (run / "summary.json").is_file():
-        return None
+        return {}
     summary = json.loads((run / "summary.json").read_text())
     if summary.get("checkpoint") != str(checkpoint.relative_to(run)):
-        return None
-    return summary.get("assessment")
+        return {}
+    return summary

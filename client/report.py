@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.rundir import read_summary
+from jobs.verdict import read_verdict
 
 
 def _summary(run: Path) -> dict[str, Any]:
@@ -13,17 +14,9 @@ def _summary(run: Path) -> dict[str, Any]:
 
 
 def beats_baseline(run: Path) -> bool:
-    """The agent's mean return exceeds the baseline's, with no more runaways or failures."""
-    kpis = _summary(run).get("assessment") or {}
-    agent, baseline = kpis.get("agent"), kpis.get("baseline")
-    if agent is None or baseline is None:
-        return False
-    worse_counts = any(
-        agent.get(k, 0) > baseline.get(k, 0)
-        for k in agent
-        if k.endswith("_count") and "limit" not in k
-    )
-    return agent["return"] > baseline["return"] and not worse_counts
+    """The run's verdict (``jobs.verdict``): False where it has none or no baseline."""
+    verdict = read_verdict(_summary(run))
+    return verdict is not None and verdict.beats is True
 
 
 def markdown(run: Path) -> str:
@@ -34,9 +27,14 @@ def markdown(run: Path) -> str:
         f"{s['algorithm']} on `{s['sim']}`: {s['iterations']} iterations, "
         f"{s['env_steps_sampled']:,} env steps, {s['wall_time_s']:.0f} s; "
         f"stop: {s['stop_reason']}; final return "
-        f"{s['episode_return_mean']:.4g}; simulator failures: {s['env_step_failures']:.0f}",
+        f"{_number(s.get('episode_return_mean'))}; simulator failures: "
+        f"{_number(s.get('env_step_failures'))}",
         "",
     ]
+    verdict = read_verdict(s)
+    said = verdict.line() if verdict else "verdict: none (the run was not assessed)"
+    lines += [f"**{said}**", ""]
+    lines += [f"- {note}" for note in (verdict.diagnoses if verdict else [])]
     kpis = s.get("assessment") or {}
     if kpis:
         names = list(next(iter(kpis.values())))
@@ -55,3 +53,7 @@ def markdown(run: Path) -> str:
     else:
         lines += ["", f"See the run in a browser: `invoke view {run}` writes its page."]
     return "\n".join(lines)
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) else "not measured"

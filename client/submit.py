@@ -526,16 +526,36 @@ def read_job_summary(
 
 
 def register_model(
-    client: Any, job_name: str, credential: Any = None, blob_transport: Any = None
+    client: Any,
+    job_name: str,
+    credential: Any = None,
+    blob_transport: Any = None,
+    *,
+    allow_losing: bool = False,
+    echo: Callable[[str], None] = print,
 ) -> Any:
-    """Register a finished job's final checkpoint (from its summary.json) as a model."""
+    """Register a finished job's final checkpoint (from its summary.json) as a model; one
+    whose verdict says it does not beat its baseline only with ``allow_losing``."""
+    from jobs.verdict import LosingPolicy, refuse_losing
+
     found = client.jobs.get(job_name)
     summary = read_job_summary(client, found, credential or credential_of(client), blob_transport)
+    if not allow_losing:
+        try:
+            note = refuse_losing(summary, "register", f"job {job_name}", "--allow-losing")
+        except LosingPolicy as exc:
+            raise SubmitError(str(exc)) from None
+        if note:
+            echo(note)
     metrics = {"env_runners/episode_return_mean": summary.get("episode_return_mean")}
     agent = (summary.get("assessment") or {}).get("agent") or {}
     metrics.update({f"assessment/{k}": v for k, v in agent.items()})
-    numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
     tags = {"final_checkpoint": summary["checkpoint"]}
+    verdict = summary.get("verdict") or {}
+    if verdict:
+        tags["beats_baseline"] = str(verdict.get("beats")).lower()
+        metrics[f"verdict/{verdict['kpi']}_improvement"] = verdict.get("improvement")
+    numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
     return client.models.create_or_update(model_for_job(found, tags, numbers))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import math
 from typing import Any
 
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
@@ -25,10 +27,12 @@ def algorithm_config(cfg: ExperimentConfig, callbacks: Any) -> AlgorithmConfig:
     """The whole experiment as one fluent chain; ``callbacks`` builds the RLlibCallback."""
     handle = resolve(cfg.sim)
     env_config = handle.env_config(lessons=cfg.lessons, lesson=cfg.lesson)
+    t = cfg.training
+    if t.normalize_rewards:  # sims.registry.RLlibEnv scales them; returns stay in sim units
+        env_config["normalize_rewards_gamma"] = t.gamma
     if cfg.sim_package:  # each env runner materialises it on its own machine
         env_config["sim_package"] = package_source(cfg.sim_package)
         env_config["sim_package_sha256"] = cfg.sim_package_sha256
-    t = cfg.training
     config = (
         CONFIG_CLASSES[cfg.algorithm]()
         # Every env runner resolves the simulator's name itself (importing a user's module).
@@ -46,7 +50,7 @@ def algorithm_config(cfg: ExperimentConfig, callbacks: Any) -> AlgorithmConfig:
             entropy_coeff=t.entropy_coeff,
             grad_clip=t.grad_clip,
         )
-        .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=list(t.hidden)))
+        .rl_module(model_config=model_config(cfg))
         .fault_tolerance(
             # A simulator that raises or returns NaN must not end the run: the failing
             # env is recreated and its episode dropped; a dead env runner is replaced.
@@ -61,11 +65,17 @@ def algorithm_config(cfg: ExperimentConfig, callbacks: Any) -> AlgorithmConfig:
         config.env_runners(gym_env_vectorize_mode="vector_entry_point")
     if cfg.min_time_s_per_iteration is not None:
         config.reporting(min_time_s_per_iteration=cfg.min_time_s_per_iteration)
-    unknown = [key for key in t.extra if not hasattr(config, key)]
+    if cfg.algorithm == "PPO":
+        config.training(lambda_=t.gae_lambda)
+    known = training_settings(CONFIG_CLASSES[cfg.algorithm])
+    unknown = [key for key in t.extra if key not in known]
     if unknown:
+        typed = [key for key in unknown if key in TYPED_SETTINGS]
+        hint = "; ".join(f"{key}: use {TYPED_SETTINGS[key]}" for key in typed)
         raise ConfigError(
-            f"training.extra: {', '.join(unknown)} not {cfg.algorithm} training settings in "
-            "RLlib's AlgorithmConfig; check the names against RLlib's documentation"
+            f"training.extra: {', '.join(unknown)} not {cfg.algorithm} training settings "
+            f"(the arguments of RLlib's {CONFIG_CLASSES[cfg.algorithm].__name__}.training())"
+            + (f"; {hint}" if hint else "; check the names against RLlib's documentation")
         )
     for key, value in t.extra.items():
         expected = _kind(getattr(config, key))
@@ -78,6 +88,53 @@ def algorithm_config(cfg: ExperimentConfig, callbacks: Any) -> AlgorithmConfig:
     if t.extra:
         config.training(**t.extra)
     return config
+
+
+TYPED_SETTINGS = {
+    "model_config": "training.hidden, training.share_layers and training.activation",
+    "model": "training.hidden, training.share_layers and training.activation",
+    "num_env_runners": "env_runners.num_env_runners",
+    "num_envs_per_env_runner": "env_runners.num_envs_per_env_runner",
+    "vf_share_layers": "training.share_layers",
+    "train_batch_size_per_learner": "training.train_batch_size",
+    "lambda": "training.gae_lambda",
+}
+"""RLlib names a user may reach for that are typed config keys here (or not training())."""
+
+
+def training_settings(cls: type[AlgorithmConfig]) -> set[str]:
+    """The keyword arguments ``cls().training()`` takes, over its class hierarchy, less the
+    ones this config sets through typed keys (a model, the layout)."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        method = vars(klass).get("training")
+        if method is None:
+            continue
+        for name, param in inspect.signature(method).parameters.items():
+            if name != "self" and param.kind is not param.VAR_KEYWORD:
+                names.add(name)
+    return names - set(TYPED_SETTINGS)
+
+
+def model_config(cfg: ExperimentConfig) -> DefaultModelConfig:
+    """The policy and value networks of the recipe.
+
+    Hidden layers orthogonal with gain sqrt(2) and the heads with gain 0.01 (CleanRL's and
+    Stable-Baselines3's PPO): the first actions have mean ~0 and log-std ~0, a Gaussian of
+    unit spread over the [-1, 1] action range, so the policy explores from the start rather
+    than sitting at one edge; the value head starts near zero, where normalised targets are.
+    """
+    t = cfg.training
+    return DefaultModelConfig(
+        fcnet_hiddens=list(t.hidden),
+        fcnet_activation=t.activation,
+        fcnet_kernel_initializer="orthogonal_",
+        fcnet_kernel_initializer_kwargs={"gain": math.sqrt(2)},
+        head_fcnet_hiddens=[],
+        head_fcnet_kernel_initializer="orthogonal_",
+        head_fcnet_kernel_initializer_kwargs={"gain": 0.01},
+        vf_share_layers=t.share_layers,
+    )
 
 
 def _kind(value: Any) -> str | None:

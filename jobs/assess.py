@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -200,9 +200,13 @@ class AssessmentResult:
     table: pd.DataFrame  # one row per controller
     units: dict[str, str]
     """Units of the KPIs that have one, by KPI name."""
+    action_spread: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per controller, each action's range over every assessed step, as a share of the
+    action's range (0: the same output whatever the state; ``jobs.verdict`` reads it)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "action_spread": self.action_spread,
             "kpis": {
                 row["controller"]: {k: v for k, v in row.items() if k != "controller"}
                 for row in self.table.to_dict("records")
@@ -252,18 +256,52 @@ def assess(
             f"{handle.name} now gives {list(env.observation_space.shape)}; retrain, or assess "
             "with the simulator version it was trained on"
         )
-    controllers = {"agent": Controller(lambda obs, info: agent(obs))}
+    try:
+        result, rows = compare(
+            handle, env, chosen, Controller(lambda obs, info: agent(obs)), run_id=run_id
+        )
+    finally:
+        env.close()  # a process simulator's process ends here
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "kpis.csv", result.table.to_csv(index=False))
+    write_atomic(out / "scenarios.csv", result.per_scenario.to_csv(index=False))
+    write_json(out / "kpis.json", result.to_json())
+    if trajectories is not None:
+        rows.flush(
+            trajectories / f"assess-{checkpoint.name}-{out.name}.parquet", units=handle.units
+        )
+    return result
+
+
+def with_baseline(handle: SimHandle, env: gym.Env, agent: Controller) -> dict[str, Controller]:
+    """The agent, and the simulator's baseline (when it has one) acting on named states."""
+    controllers = {"agent": agent}
     if handle.baseline is not None:
         baseline = handle.baseline()
         controllers["baseline"] = Controller(
             lambda obs, info: env.from_physical(baseline.act(info["states"])),
             baseline.reset,
         )
+    return controllers
 
+
+def compare(
+    handle: SimHandle,
+    env: gym.Env,
+    scenarios: list[Scenario],
+    agent: Controller,
+    *,
+    run_id: str = "",
+) -> tuple[AssessmentResult, Rows]:
+    """Agent and baseline, deterministically, on every scenario: the KPI tables and the
+    episodes as trajectory rows. Any controller can be the agent (a benchmark's peer too)."""
+    controllers = with_baseline(handle, env, agent)
     rows, records = Rows(), []
-    for scenario in chosen:
+    taken: dict[str, list[dict[str, float]]] = {name: [] for name in controllers}
+    for scenario in scenarios:
         for controller, driver in controllers.items():
             episode, failures = run_with_retries(env, handle, scenario, driver)
+            taken[controller].extend(episode.actions)
             record = {"controller": controller, "scenario": scenario.name, "return": episode.ret}
             if handle.kpis is not None:
                 record.update(handle.kpis(episode.states, episode.actions, episode.terminated))
@@ -293,16 +331,21 @@ def assess(
             for name, group in per_scenario.groupby("controller", sort=False)
         ]
     )
-    result = AssessmentResult(per_scenario, table, handle.kpi_units)
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "kpis.csv", table.to_csv(index=False))
-    write_atomic(out / "scenarios.csv", per_scenario.to_csv(index=False))
-    write_json(out / "kpis.json", result.to_json())
-    if trajectories is not None:
-        rows.flush(
-            trajectories / f"assess-{checkpoint.name}-{out.name}.parquet", units=handle.units
-        )
-    return result
+    spread = {name: _spread(handle, actions) for name, actions in taken.items()}
+    return AssessmentResult(per_scenario, table, handle.kpi_units, spread), rows
+
+
+def _spread(handle: SimHandle, actions: list[dict[str, float]]) -> dict[str, float]:
+    """Each action's range over ``actions`` as a share of its own range (of the values seen
+    where it has none)."""
+    out: dict[str, float] = {}
+    for name, rng in handle.actions.items():
+        values = [a[name] for a in actions if name in a]
+        if not values:
+            continue
+        width = (rng.high - rng.low) if rng is not None else max(np.ptp(values), 1e-12)
+        out[name] = round(float(np.ptp(values)) / width, 6)
+    return out
 
 
 def resolve_checkpoint(path: Path) -> Path:

@@ -13,6 +13,10 @@ from jobs.trajectories import Rows
 from sims.registry import resolve
 
 FAILED_EPISODES = "aml_rl_failed_episodes"  # metric key, under env_runners/
+# The episode's return in the simulator's units (RLlib's own is of the normalised rewards the
+# learner sees); averaged over RLlib's window for its episode_return_mean, 100 episodes.
+EPISODE_RETURN = "aml_rl_episode_return"
+RETURN_WINDOW = 100
 DISK_FULL = "aml_rl_disk_full"  # set when a trajectory file could not be written: no space
 # Episodes in a row that end in a simulator failure, none completing, before the env runner
 # gives up: a simulator that fails at every step would otherwise be recreated for ever inside
@@ -26,13 +30,17 @@ class SimulatorGaveUp(RuntimeError):
 
 
 def _episode_steps(chunks: list[Any]) -> tuple[list[dict], list[float]]:
-    """Infos (reset first) and rewards of a whole episode from its chunks, in order."""
+    """Infos (reset first) and rewards of a whole episode from its chunks, in order; the
+    simulator's own rewards where the learner's were normalised (``info["reward"]``)."""
     infos: list[dict] = []
     rewards: list[float] = []
     for i, chunk in enumerate(chunks):
         chunk_infos = list(chunk.get_infos())
         infos.extend(chunk_infos if i == 0 else chunk_infos[1:])  # a chunk repeats its start
         rewards.extend(float(r) for r in chunk.get_rewards())
+    raw = [info.get("reward") for info in infos[1:]]
+    if raw and all(r is not None for r in raw):
+        rewards = [float(r) for r in raw]
     return infos, rewards
 
 
@@ -78,11 +86,15 @@ class TrajectoryLogger(RLlibCallback):
         *,
         episode: Any,
         env_runner: Any = None,
+        metrics_logger: Any = None,
         prev_episode_chunks: list | None = None,
         **kwargs: Any,
     ) -> None:
         self._episodes += 1
         self._failed_in_a_row = 0
+        last = episode.get_infos(-1)
+        if metrics_logger is not None and isinstance(last, dict) and "episode_return" in last:
+            metrics_logger.log_value(EPISODE_RETURN, last["episode_return"], window=RETURN_WINDOW)
         if not self.enabled or (self._episodes - 1) % self.every:
             return
         chunks = [*(prev_episode_chunks or []), episode]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -26,22 +26,46 @@ class _Strict(BaseModel):
 
 
 class Training(_Strict):
+    """The default recipe: what practitioners rely on so that PPO works across plants.
+
+    Separate policy and value networks, rewards scaled by a running estimate of the
+    discounted return's spread (Gymnasium's ``NormalizeReward``; every reported return,
+    metric and KPI stays in the simulator's units), RLlib's own value clipping on those
+    normalised targets, GAE lambda 0.95 and a policy head initialised near zero mean with
+    unit spread, so a continuous action explores its whole range from the first batch.
+    Nothing in it is tuned to one simulator (see the zoo benchmark in BENCHMARKS.md).
+    """
+
     lr: float = Field(3e-4, gt=0)
     """Learning rate."""
     gamma: float = Field(0.99, gt=0, le=1)
     """Discount factor."""
     train_batch_size: int = Field(4000, ge=32)
     """Env steps per learner update (RLlib's ``train_batch_size_per_learner``)."""
-    minibatch_size: int = Field(500, ge=1)
-    """SGD minibatch size (PPO, APPO and IMPALA)."""
+    minibatch_size: int = Field(128, ge=1)
+    """SGD minibatch size (PPO, APPO and IMPALA): small minibatches give many updates per
+    batch, as Stable-Baselines3's and CleanRL's PPO do."""
     num_epochs: int = Field(10, ge=1)
     """Passes over each train batch (PPO)."""
     entropy_coeff: float = Field(0.0, ge=0)
     """Entropy bonus weight."""
-    grad_clip: float | None = Field(None, gt=0)
+    grad_clip: float | None = Field(0.5, gt=0)
     """Gradient norm clip; null for none."""
-    hidden: list[int] = Field(default_factory=lambda: [64, 64])
-    """Hidden layer sizes of the policy and value networks."""
+    gae_lambda: float = Field(0.95, ge=0, le=1)
+    """GAE lambda (RLlib's ``lambda_``): 1 is the high-variance end, 0 trusts the critic."""
+    hidden: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [64, 64], min_length=1
+    )
+    """Hidden layer sizes of the policy network and (as a separate one) the value network."""
+    share_layers: bool = False
+    """One network for policy and value function (RLlib's default). Off in the recipe: with
+    it, a value loss of large returns drowns the policy's gradient."""
+    activation: Literal["tanh", "relu", "silu"] = "tanh"
+    """Activation of the hidden layers."""
+    normalize_rewards: bool = True
+    """Scale training rewards by the running spread of the discounted return, so value
+    targets stay near 1 whatever the simulator's reward units; reported returns do not
+    change."""
     extra: dict[str, Any] = Field(default_factory=dict)
     """Further ``AlgorithmConfig.training()`` arguments, by RLlib's names (checked)."""
 
@@ -69,6 +93,11 @@ class Stop(_Strict):
     """Stop after this many env steps sampled over the run's lifetime (resumes included)."""
     max_wall_s: float | None = Field(840.0, gt=0)
     """Stop after this much training wall time, counted from the original start."""
+    beats_baseline: bool = False
+    """Stop once the agent beats the baseline (``assessment.margin``), assessed on the
+    assessment scenarios every ``assess_every_iterations``; the budgets above are caps."""
+    assess_every_iterations: int = Field(10, ge=1)
+    """How often ``beats_baseline`` assesses (each time saves a checkpoint)."""
 
     @model_validator(mode="after")
     def _something_stops(self) -> Stop:
@@ -96,6 +125,9 @@ class Assessment(_Strict):
     """Assess the final policy against the baseline when training ends."""
     scenarios: Path | None = None
     """Scenario set (YAML); null for the simulator's default set."""
+    margin: float = Field(0.0, ge=0, lt=1)
+    """How much better than the baseline the agent must be on the simulator's primary KPI
+    to beat it, relative (0.05: 5% better); 0: at least as good."""
 
 
 class ExperimentConfig(_Strict):
@@ -137,6 +169,15 @@ class ExperimentConfig(_Strict):
         except SimError as exc:
             raise ValueError(str(exc)) from None
         return value
+
+    @model_validator(mode="after")
+    def _verdict_needs_assessment(self) -> ExperimentConfig:
+        if self.stop.beats_baseline and not self.assessment.enabled:
+            raise ValueError(
+                "stop.beats_baseline assesses the agent: set assessment.enabled: true, or "
+                "stop.beats_baseline: false"
+            )
+        return self
 
     @model_validator(mode="after")
     def _async_needs_runners(self) -> ExperimentConfig:

@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from jobs.assess import ScenarioError, default_scenarios, load_scenarios
-from jobs.callbacks import DISK_FULL
+from jobs.callbacks import DISK_FULL, EPISODE_RETURN
 from jobs.checkpoints import (
     Progress,
     no_checkpoint_restores,
@@ -45,6 +45,7 @@ from jobs.rundir import (
 )
 from jobs.tracking import Tracker, metric_values
 from jobs.trajectories import read_trajectories, trajectory_files
+from jobs.verdict import Verdict, decide, diagnose
 from sims.contract import SimError
 from sims.package import use_package
 from sims.registry import resolve
@@ -69,7 +70,10 @@ def _metrics(result: Mapping[str, Any], steps_per_s: float) -> dict[str, Any]:
     runners = result.get("env_runners", {})
     learner = result.get("learners", {}).get("default_policy", {})
     return {
-        "env_runners/episode_return_mean": runners.get("episode_return_mean"),
+        # in the simulator's units: RLlib's own is of the (normalised) rewards the learner sees
+        "env_runners/episode_return_mean": runners.get(
+            EPISODE_RETURN, runners.get("episode_return_mean")
+        ),
         "env_runners/episode_len_mean": runners.get("episode_len_mean"),
         "env_runners/episodes_total": runners.get("num_episodes_lifetime"),
         "env_runners/env_steps_sampled_lifetime": result.get("num_env_steps_sampled_lifetime"),
@@ -333,11 +337,16 @@ def _train(
             write_atomic(run.config, cfg.to_yaml())
 
     pending: list[dict[str, Any]] = []  # metrics lines of the iterations since the checkpoint
+    verdicts: list[dict[str, Any]] = []  # the stop criterion's assessments, in order
+    saved_at: tuple[int, Path] | None = None  # the iteration last saved, and where
 
     def checkpoint_now() -> Path:
-        nonlocal kept
+        nonlocal kept, saved_at
+        if saved_at is not None and saved_at[0] == progress.iteration:
+            return saved_at[1]  # saved already (an assessment), nothing trained since
         saved = save_checkpoint(algo, run, cfg, progress, handle.observation_shape, metrics=pending)
         kept = str(saved.relative_to(run.path))
+        saved_at = (progress.iteration, saved)
         commit_metrics(run, tracker, pending)
         pending.clear()
         if hooks.on_checkpoint is not None:
@@ -374,7 +383,20 @@ def _train(
             reason = stop_reason(cfg, progress, metrics.get("env_runners/episode_return_mean"))
             if hooks.on_iteration is not None:
                 hooks.on_iteration(progress, metrics)
-            if reason is None and progress.iteration % cfg.checkpoints.every_iterations == 0:
+            if (
+                reason is None
+                and cfg.stop.beats_baseline
+                and (progress.iteration % cfg.stop.assess_every_iterations == 0)
+            ):
+                saved = checkpoint_now()
+                verdict = _assess_in_loop(cfg, run, handle, saved)
+                verdicts.append({"env_steps": progress.env_steps, **verdict.to_json()})
+                console.print(
+                    f"assessment at {progress.env_steps:,} env steps: {verdict.distance()}"
+                )
+                if verdict.beats:
+                    reason = f"beats the baseline at {progress.env_steps:,} env steps"
+            elif reason is None and progress.iteration % cfg.checkpoints.every_iterations == 0:
                 checkpoint_now()
         last_checkpoint = checkpoint_now()
     except StopTraining as stop:
@@ -397,7 +419,7 @@ def _train(
     algo.stop()
     tracker.close(status, str(last_checkpoint.relative_to(run.path)))
 
-    assessment = None
+    assessment = verdict = None
     if cfg.assessment.enabled and status == "completed":
         from jobs.assess import assess
 
@@ -411,6 +433,9 @@ def _train(
         assessment = result.to_json()["kpis"]
         title = f"assessment of {last_checkpoint.name} vs baseline"
         print_kpis(result.table, title=title, units=handle.kpi_units)
+        final = decide(result.to_json(), handle, cfg.assessment.margin)
+        notes = diagnose(cfg, final, [*_earlier_metrics(run), *pending])
+        verdict = {**final.to_json(), "diagnoses": [*final.diagnoses, *notes]}
 
     summary = {
         "run_id": run.run_id,
@@ -431,17 +456,41 @@ def _train(
         "checkpoint": str(last_checkpoint.relative_to(run.path)),
         "trajectories": _trajectory_summary(run),
         "assessment": assessment,
+        "verdict": verdict,
+        "verdicts": verdicts,
         "units": {"trajectories": handle.units, "kpis": handle.kpi_units},
         "config_digest": cfg.digest(),
         "mlflow_run_id": progress.mlflow_run_id,
         "timeline": timeline,
     }
     write_json(run.summary, summary)
+    if verdict is not None:
+        console.print(Verdict.from_json(verdict).line(), markup=False, highlight=False)
+        for note in verdict["diagnoses"][len(final.diagnoses) :]:
+            console.print(note, markup=False, highlight=False)
     console.print(f"summary: {run.summary}")
     console.print(f"see it: invoke view {run.path}")
     if status == "interrupted":
         raise KeyboardInterrupt
     return summary
+
+
+def _assess_in_loop(cfg: ExperimentConfig, run: RunDir, handle: Any, checkpoint: Path) -> Verdict:
+    """The stop criterion's assessment of ``checkpoint``: the run's scenarios, no trajectories."""
+    from jobs.assess import assess
+
+    result = assess(
+        checkpoint,
+        scenarios=cfg.assessment.scenarios,
+        out=run.path / "assessments" / checkpoint.name,
+    )
+    return decide(result.to_json(), handle, cfg.assessment.margin)
+
+
+def _earlier_metrics(run: RunDir) -> list[dict[str, Any]]:
+    if not run.metrics.is_file():
+        return []
+    return [json.loads(line) for line in run.metrics.read_text().splitlines() if line.strip()]
 
 
 def metrics_line(progress: Progress, metrics: Mapping[str, float]) -> dict[str, Any]:

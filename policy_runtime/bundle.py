@@ -102,10 +102,13 @@ class Policy:
 
 
 def _scale_in(value: float, spec: Mapping[str, Any]) -> float:
-    """As sims.contract.Range.normalise: to [-1, 1], clipped; or the value as it is."""
+    """As sims.contract.Range.normalise: to [-1, 1], clipped; sims.spaces.symlog for an
+    unbounded one; or the value as it is."""
     if spec["scaling"] == "range":
         scaled = 2.0 * (value - spec["low"]) / (spec["high"] - spec["low"]) - 1.0
         return min(1.0, max(-1.0, scaled))
+    if spec["scaling"] == "symlog":
+        return math.copysign(math.log1p(abs(value)), value)
     return value
 
 

@@ -179,7 +179,15 @@ def _check_parameters(report: Report, handle: SimHandle, env: gym.Env, seed: int
         low, high = min(values), max(values)
         a = _rollout(env, seed, actions, {"scenario": {key: low}})
         b = _rollout(env, seed, actions, {"scenario": {key: high}})
-        if _traces_equal(a[1:], b[1:]):  # what the simulator did, not the scenario asked for
+        if _traces_equal(a[1:], b[1:]) and (  # what the simulator did, not what was asked
+            # random actions may end the episode before a parameter acts (an unstable plant
+            # falls, a switch comes later): the baseline keeps it going
+            handle.baseline is None
+            or _states_equal(
+                _closed_loop(env, handle, seed, {key: low}),
+                _closed_loop(env, handle, seed, {key: high}),
+            )
+        ):
             silent.append(f"{key} ({low} and {high} give identical trajectories)")
     if silent:
         report.add(
@@ -195,6 +203,26 @@ def _check_parameters(report: Report, handle: SimHandle, env: gym.Env, seed: int
             "pass",
             f"{len(params) - len(single)} varied{note}",
         )
+
+
+def _closed_loop(
+    env: gym.Env, handle: SimHandle, seed: int, scenario: dict[str, float], steps: int = 500
+) -> list[dict[str, float]]:
+    """The states of one seeded episode under the baseline."""
+    baseline = handle.baseline()
+    baseline.reset()
+    _, info = env.reset(seed=seed, options={"scenario": scenario})
+    states = [info["states"]]
+    for _ in range(steps):
+        _, _, terminated, truncated, info = env.step(env.from_physical(baseline.act(states[-1])))
+        states.append(info["states"])
+        if terminated or truncated:
+            break
+    return states
+
+
+def _states_equal(a: list[dict[str, float]], b: list[dict[str, float]]) -> bool:
+    return len(a) == len(b) and all(x == y for x, y in zip(a, b, strict=True))
 
 
 def _check_random_policy(
@@ -257,6 +285,56 @@ def _check_random_policy(
         )
 
 
+SCALE_EPISODES = 5  # episodes of each controller for the return scale
+
+
+def _returns(env: gym.Env, seed: int, act: Any, reset: Any, max_steps: int) -> list[float]:
+    """Episode returns of a controller (``act(obs, info)``) from seeds ``seed, seed + 1...``."""
+    returns = []
+    for episode in range(SCALE_EPISODES):
+        obs, info = env.reset(seed=seed + episode)
+        reset()
+        total, done, steps = 0.0, False, 0
+        while not done and steps < max_steps:
+            obs, reward, terminated, truncated, info = env.step(act(obs, info))
+            total += float(reward)
+            done, steps = terminated or truncated, steps + 1
+        returns.append(total)
+    return returns
+
+
+def _check_return_scale(
+    report: Report, handle: SimHandle, env: gym.Env, seed: int, max_steps: int
+) -> None:
+    """The scale of episode returns under random actions and under the baseline: what the
+    recipe's reward normalisation will divide by, and whether the baseline does better than
+    chance at all (a reward whose sign is wrong does not)."""
+    env.action_space.seed(seed)
+    randomly = _returns(env, seed, lambda obs, info: env.action_space.sample(), lambda: None,
+                        max_steps)  # fmt: skip
+    text = (
+        f"random actions: mean {np.mean(randomly):.4g} ({min(randomly):.4g} to {max(randomly):.4g})"
+    )
+    if handle.baseline is None:
+        report.add("return scale", "pass", f"{text} over {SCALE_EPISODES} episodes; no baseline")
+        return
+    baseline = handle.baseline()
+    by_baseline = _returns(
+        env, seed, lambda obs, info: env.from_physical(baseline.act(info["states"])),
+        baseline.reset, max_steps,
+    )  # fmt: skip
+    text += f"; baseline: mean {np.mean(by_baseline):.4g} over {SCALE_EPISODES} episodes each"
+    if np.mean(by_baseline) <= np.mean(randomly):
+        report.add(
+            "return scale",
+            "warn",
+            f"{text}: the baseline does no better than random actions; check the reward's "
+            "sign and the baseline (the verdict compares the agent with it)",
+        )
+    else:
+        report.add("return scale", "pass", text)
+
+
 def _check_pickle(report: Report, make: Any, seed: int) -> None:
     env = make()
     try:
@@ -307,6 +385,7 @@ def check_sim(
         _check_determinism(report, make, seed)
         _check_parameters(report, handle, make(), seed)
         _check_random_policy(report, handle, make(), seed, episodes, max_steps)
+        _check_return_scale(report, handle, make(), seed, max_steps)
         _check_pickle(report, make, seed)
     except (SimError, SimulatorFault) as exc:
         report.add("run", "fail", str(exc))

@@ -155,6 +155,11 @@ class SimSpec:
     """Set points by state (``{"Ca": "Cref"}``): the viewer draws each beside its state."""
     kpi_higher_better: frozenset[str] = frozenset()
     """KPIs that are better higher (the return always is); the others are better lower."""
+    primary_kpi: str = "return"
+    """The KPI that decides whether the agent beats the baseline (``jobs.verdict``)."""
+    constraint_kpis: frozenset[str] = frozenset()
+    """KPIs counting violations (runaways, limits crossed): an agent that beats the
+    baseline on the primary KPI still fails where it has more of these than the baseline."""
     drawing: Path | None = None
     """A JavaScript file defining ``draw(states, ranges)`` that returns an SVG string of the
     simulator at one step, for the viewer's episode player (gauges without one)."""
@@ -171,3 +176,19 @@ class SimSpec:
                 f"but the simulator returns only {', '.join(states)}; fix SimSpec.observations "
                 "/ log_states or return those states from the simulator"
             )
+
+
+@dataclass(frozen=True)
+class GymAssessment:
+    """What a plain ``gymnasium.Env`` may add for assessment, as a module-level
+    ``ASSESSMENT`` beside the class (``mypkg.env:MyEnv``): the baseline it is compared with
+    and the KPIs, which a :class:`SimSpec` would otherwise carry. The baseline acts on the
+    environment's named states (``room_error`` for the key ``error`` in the Dict ``room``)
+    and returns its named actions (``a0`` for a single Discrete action)."""
+
+    baseline: Callable[[], Policy] | None = None
+    kpis: KpiFn | None = None
+    kpi_units: Mapping[str, str] = field(default_factory=dict)
+    kpi_higher_better: frozenset[str] = frozenset()
+    primary_kpi: str = "return"
+    constraint_kpis: frozenset[str] = frozenset()

@@ -288,6 +288,8 @@ SPEC = SimSpec(
     scenarios=_HERE / "lessons" / "cstr_scenarios.yaml",
     kpis=kpis,
     targets={"Ca": "Cref", "T": "Tref"},
+    primary_kpi="ca_rms",
+    constraint_kpis=frozenset({"runaway_count"}),
     drawing=_HERE / "drawings" / "cstr.js",
     kpi_units={
         "ca_rms": "kmol/m3",

@@ -16,7 +16,7 @@ from typing import Any
 import gymnasium as gym
 
 from sims.adapter import SimEnv
-from sims.contract import KpiFn, Policy, Range, SimError, SimSpec
+from sims.contract import GymAssessment, KpiFn, Policy, Range, SimError, SimSpec
 from sims.spaces import FlatEnv, Leaf
 
 
@@ -36,6 +36,12 @@ class SimHandle:
     """The simulator's spec; None for a plain Gymnasium environment."""
     gym_factory: Callable[[], gym.Env] | None = field(default=None, compare=False)
     """How to make a plain Gymnasium environment (``gym.make(id)`` or the class)."""
+    extras: GymAssessment | None = field(default=None, compare=False)
+    """A plain environment's baseline and KPIs (its module's ``ASSESSMENT``), if any."""
+
+    @property
+    def _assessment(self) -> SimSpec | GymAssessment | None:
+        return self.spec if self.spec is not None else self.extras
 
     @property
     def kind(self) -> str:
@@ -123,7 +129,7 @@ class SimHandle:
 
     @property
     def kpi_units(self) -> dict[str, str]:
-        return dict(self.spec.kpi_units) if self.spec is not None else {}
+        return dict(self._assessment.kpi_units) if self._assessment is not None else {}
 
     # -- scenarios, baseline, KPIs -----------------------------------------------------------
     @property
@@ -138,11 +144,11 @@ class SimHandle:
 
     @property
     def baseline(self) -> Callable[[], Policy] | None:
-        return self.spec.baseline if self.spec is not None else None
+        return self._assessment.baseline if self._assessment is not None else None
 
     @property
     def kpis(self) -> KpiFn | None:
-        return self.spec.kpis if self.spec is not None else None
+        return self._assessment.kpis if self._assessment is not None else None
 
     # -- what the viewer shows --------------------------------------------------------------
     @property
@@ -156,8 +162,19 @@ class SimHandle:
     def targets(self) -> dict[str, str]:
         return dict(self.spec.targets) if self.spec is not None else {}
 
+    @property
+    def primary_kpi(self) -> str:
+        """The KPI the verdict is decided on: the spec's, or the return."""
+        return self._assessment.primary_kpi if self._assessment is not None else "return"
+
+    @property
+    def constraint_kpis(self) -> list[str]:
+        found = self._assessment
+        return sorted(found.constraint_kpis) if found is not None else []
+
     def higher_is_better(self, kpi: str) -> bool:
-        return kpi == "return" or (self.spec is not None and kpi in self.spec.kpi_higher_better)
+        found = self._assessment
+        return kpi == "return" or (found is not None and kpi in found.kpi_higher_better)
 
     @property
     def drawing(self) -> str | None:

@@ -26,7 +26,7 @@ import gymnasium as gym
 
 import sims
 from sims import ENTRY_POINT, external
-from sims.contract import SimError, SimSpec, Simulator
+from sims.contract import GymAssessment, SimError, SimSpec, Simulator
 from sims.handle import SimHandle
 from sims.package import use_package
 
@@ -74,7 +74,30 @@ class RLlibEnv(gym.Wrapper):
         if package:  # extracted once per machine, before this env's simulator starts
             use_package(package, sha256)
         handle = resolve(options.pop("sim"))
-        super().__init__(handle.make_env(**{k: v for k, v in options.items() if v is not None}))
+        gamma = options.pop("normalize_rewards_gamma", None)
+        env = handle.make_env(**{k: v for k, v in options.items() if v is not None})
+        if gamma is not None:
+            env = gym.wrappers.NormalizeReward(RewardInUnits(env), gamma=gamma)
+        super().__init__(env)
+
+
+class RewardInUnits(gym.Wrapper):
+    """Keeps the simulator's own reward in ``info`` (``reward`` every step, ``episode_return``
+    at the episode's end) under Gymnasium's ``NormalizeReward``, which divides what the
+    learner sees by the running spread of the discounted return (as Stable-Baselines3's
+    VecNormalize does): trajectories, metrics and every reported return use these."""
+
+    def reset(self, **kwargs: Any) -> Any:
+        self._return = 0.0
+        return self.env.reset(**kwargs)
+
+    def step(self, action: Any) -> Any:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._return += float(reward)
+        info = {**info, "reward": float(reward)}
+        if terminated or truncated:
+            info["episode_return"] = self._return
+        return obs, reward, terminated, truncated, info
 
 
 def available() -> list[str]:
@@ -195,7 +218,13 @@ def _from_attribute(name: str) -> SimHandle:
             )
         return SimHandle(name=name, spec=specs[0])
     if isinstance(obj, type) and issubclass(obj, gym.Env):
-        return SimHandle(name=name, gym_factory=_constructor(obj, name))
+        extras = getattr(module, "ASSESSMENT", None)
+        if extras is not None and not isinstance(extras, GymAssessment):
+            raise SimError(
+                f"{module.__file__}: ASSESSMENT is a {type(extras).__name__}; make it a "
+                "sims.contract.GymAssessment(baseline=..., kpis=...) or remove it"
+            )
+        return SimHandle(name=name, gym_factory=_constructor(obj, name), extras=extras)
     registered = sorted(
         env_id
         for env_id, entry in gym.registry.items()

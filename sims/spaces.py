@@ -164,6 +164,38 @@ def policy_action_space(space: gym.Space) -> gym.Space:
     )
 
 
+@dataclass(frozen=True)
+class ObservationScaling:
+    """How a plain environment's continuous observations reach the policy: a bounded one
+    mapped from its bounds to [-1, 1] (as a simulator's ranges are), an unbounded one through
+    ``symlog(x) = sign(x) log(1 + |x|)`` (DreamerV3's choice for inputs of unknown scale:
+    the identity near 0, logarithmic beyond), so a temperature of 300 K or a speed of 0.01
+    gives the network inputs of order 1. Stateless: the exported bundle applies the same."""
+
+    low: np.ndarray
+    high: np.ndarray
+    bounded: np.ndarray
+
+    def apply(self, obs: np.ndarray) -> np.ndarray:
+        span = np.where(self.bounded, self.high - self.low, 1.0)
+        ranged = np.clip(2.0 * (obs - self.low) / span - 1.0, -1.0, 1.0)
+        return np.where(self.bounded, ranged, np.sign(obs) * np.log1p(np.abs(obs))).astype(
+            np.float32
+        )
+
+
+def observation_scaling(obs_leaves: list[Leaf], space: gym.spaces.Box) -> ObservationScaling | None:
+    """The scaling of a flat continuous observation (None where some leaf is discrete: a
+    one-hot or an integer is already of order 1)."""
+    if any(leaf.discrete for leaf in obs_leaves) or len(obs_leaves) != int(np.prod(space.shape)):
+        return None
+    bounded = np.array([leaf.range is not None for leaf in obs_leaves])
+    low = np.array([leaf.low if b else 0.0 for leaf, b in zip(obs_leaves, bounded, strict=True)])
+    high = np.array([leaf.high if b else 1.0 for leaf, b in zip(obs_leaves, bounded, strict=True)])
+    shape = space.shape
+    return ObservationScaling(low.reshape(shape), high.reshape(shape), bounded.reshape(shape))
+
+
 class FlatEnv(gym.Wrapper):
     """A plain Gymnasium environment as the policy sees it, with named states and actions.
 
@@ -181,6 +213,11 @@ class FlatEnv(gym.Wrapper):
         self.action_space = policy_action_space(self._act_space)
         self._flatten_obs = self.observation_space is not self._obs_space
         self._unflatten_action = self.action_space is not self._act_space
+        self._scale = observation_scaling(self.obs_leaves, self.observation_space)
+        if self._scale is not None:
+            self.observation_space = gym.spaces.Box(
+                -np.inf, np.inf, self.observation_space.shape, np.float32
+            )
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         obs, info = self._call("reset", seed=seed, options=options)
@@ -226,9 +263,11 @@ class FlatEnv(gym.Wrapper):
         return np.asarray(scalars, dtype=np.float32)
 
     def _observe(self, obs: Any) -> Any:
-        if not self._flatten_obs:
+        if self._flatten_obs:
+            obs = gym.spaces.flatten(self._obs_space, obs).astype(np.float32)
+        if self._scale is None:
             return obs
-        return gym.spaces.flatten(self._obs_space, obs).astype(np.float32)
+        return self._scale.apply(np.asarray(obs, dtype=np.float32))
 
     def _info(self, info: dict[str, Any], obs: Any, action: Any) -> dict[str, Any]:
         named = dict(info)

@@ -32,6 +32,7 @@ from plotly.subplots import make_subplots
 from jobs.console import kpi_header
 from jobs.rundir import CHECKPOINT_PREFIX, RunDir, RunError, read_summary, write_atomic
 from jobs.trajectories import trajectory_files, trajectory_units
+from jobs.verdict import read_verdict
 from sims.handle import SimHandle
 from sims.registry import resolve
 
@@ -102,6 +103,7 @@ def build_page(run: Path, out: Path | None = None, episodes: int = DEFAULT_EPISO
     }
     sections = {
         "title": html.escape(f"{config.get('experiment', '')} / {run_dir.run_id}: {handle.label}"),
+        "verdict": _verdict_html(summary),
         "summary": _summary_html(summary),
         "training": _figure_html(
             training_figure(run_dir.metrics, assessed_checkpoints(run_dir, summary)), "training"
@@ -457,6 +459,22 @@ def _lazy_figure_html(fig: go.Figure, div_id: str) -> str:
     return (
         f"<div id='{div_id}' class='lazy-figure' style='min-height:{height}px'></div>"
         f"<script type='application/json' data-figure-for='{div_id}'>{spec}</script>"
+    )
+
+
+def _verdict_html(summary: Mapping[str, Any]) -> str:
+    """The run's verdict (``jobs.verdict``), first on the page, with its diagnoses."""
+    verdict = read_verdict(summary)
+    if verdict is None:
+        return (
+            "<p class='run-verdict none' id='run-verdict'>No verdict: this run was not "
+            "assessed.</p>"
+        )
+    kind = {True: "beats", False: "loses", None: "none"}[verdict.beats]
+    notes = "".join(f"<li>{html.escape(note)}</li>" for note in verdict.diagnoses)
+    return (
+        f"<p class='run-verdict {kind}' id='run-verdict'>{html.escape(verdict.line())}</p>"
+        + (f"<ul class='diagnoses'>{notes}</ul>" if notes else "")
     )
 
 

@@ -14,12 +14,16 @@ from jobs.train import train
 SHIPPED = sorted(CONFIGS.glob("*.yaml"))
 
 
-def test_the_four_configs_are_shipped():
+def test_the_configs_are_shipped():
     assert [p.name for p in SHIPPED] == [
+        "balance_ppo.yaml",
         "cartpole_ppo.yaml",
         "cstr_appo.yaml",
         "cstr_ppo.yaml",
+        "positioner_ppo.yaml",
         "simple_adder_ppo.yaml",
+        "tank_ppo.yaml",
+        "thermostat_ppo.yaml",
     ]
 
 
@@ -50,7 +54,8 @@ def write(tmp_path: Path, text: str) -> Path:
         ),
         (
             "experiment: x\nsim: nope\n",
-            r"exp\.yaml: sim: unknown simulator 'nope'; use one of cstr, simple_adder",
+            r"exp\.yaml: sim: unknown simulator 'nope'; use one of balance, cstr, positioner, "
+            r"simple_adder, simple_adder_c, tank,",
         ),
         (
             "experiment: x\nsim: cstr\nalgorithm: DQNN\n",
@@ -118,7 +123,7 @@ def test_set_overrides_are_typed_and_nested():
             "training.lr",
             r"--set 'training\.lr': expected KEY=VALUE, e\.g\. --set training\.lr=1e-4",
         ),
-        ("training.hidden.x=1", r"--set training\.hidden\.x=1: training\.hidden is not a mapping"),
+        ("training.hidden.x=1", r"training\.hidden: Input should be a valid list \(got \{'x': 1\}\)"),
     ],
 )
 def test_bad_set_overrides_name_the_key(item, message):

@@ -93,7 +93,7 @@ def test_standard_gymnasium_ids_work_where_a_sim_name_does():
 def test_unknown_simulator_says_what_exists():
     with pytest.raises(
         SimError,
-        match=r"unknown simulator 'cstrr'; use one of cstr, simple_adder, .*CartPole-v1.*invoke new-sim",
+        match=r"unknown simulator 'cstrr'; use one of balance, cstr, positioner, simple_adder, .*CartPole-v1.*invoke new-sim",
     ):
         make_env("cstrr")
 

@@ -91,10 +91,11 @@ def test_a_broken_module_under_sims_does_not_change_other_messages(user_sims: Pa
     with pytest.raises(SimError) as unrelated:
         resolve("cstrr")
     assert str(unrelated.value).startswith(
-        "unknown simulator 'cstrr'; use one of cstr, simple_adder, simple_adder_c, a Gymnasium id"
+        "unknown simulator 'cstrr'; use one of balance, cstr, positioner, simple_adder, "
+        "simple_adder_c, tank, a Gymnasium id"
     )
     assert "broken" not in str(unrelated.value)
-    assert available() == ["cstr", "simple_adder", "simple_adder_c"]
+    assert available() == ["balance", "cstr", "positioner", "simple_adder", "simple_adder_c", "tank"]
     assert resolve("cstr").label == "cstr"  # every other name still resolves
     with pytest.raises(
         SimError,

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from sims.contract import SimError
 from sims.scaffold import new_sim
@@ -22,7 +23,18 @@ def test_scaffold_writes_module_lessons_and_a_test_that_passes(tmp_path):
         "sims/lessons/my_tank.yaml",
         "sims/lessons/my_tank_scenarios.yaml",
         "tests/sims/test_my_tank.py",
+        "jobs/configs/my_tank_ppo.yaml",
+        "jobs/configs/my_tank_space.yaml",
     ]
+    # the experiment is the default recipe, stopped on the verdict; the space is Tune's
+    config = yaml.safe_load(written[4].read_text())
+    assert config["sim"] == "my_tank" and config["training"] == {}
+    assert config["stop"]["beats_baseline"] is True
+    space = yaml.safe_load(written[5].read_text())
+    assert set(space) == {
+        "training.lr", "training.train_batch_size", "training.minibatch_size",
+        "training.gae_lambda", "training.entropy_coeff",
+    }  # fmt: skip
     module = written[0].read_text()
     assert 'env_id="aml_rl/MyTank-v0"' in module
     # <Name>Sim, so that `from my_tank_model import MyTank` in the user's edit cannot collide.

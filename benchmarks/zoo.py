@@ -1,0 +1,163 @@
+"""The zoo benchmark: the default recipe on every zoo simulator and the CSTR, beside
+Stable-Baselines3's PPO with its own defaults, both judged by the project's own assessment
+on the same schedule, in env steps to the verdict (``jobs.verdict``)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ZOO = {
+    "cstr": "cstr",
+    "tank": "tank",
+    "positioner": "positioner",
+    "thermostat": "sims.thermostat:Thermostat",
+    "balance": "balance",
+}
+"""Name in the benchmark -> simulator name. None of them has settings of its own."""
+SEEDS = (0, 1, 2)
+BUDGET = 1_000_000  # env steps per run: the target is to beat the baseline within it
+ASSESS_EVERY = 40_000  # env steps: 10 iterations of the recipe's 4,000-step batches
+PEER_ENVS = 8  # as the recipe's one env runner x 8 envs
+CONFIGS = Path(__file__).resolve().parents[1] / "jobs" / "configs"
+
+
+def ours(name: str, sim: str, seed: int, budget: int, work: Path) -> dict[str, Any]:
+    """The simulator's config (``jobs/configs/<name>_ppo.yaml``: the recipe as ``invoke
+    new-sim`` writes it, stopped on the verdict): env steps to the verdict."""
+    from jobs.train import train
+    from sims.scaffold import recipe_config
+
+    work.mkdir(parents=True, exist_ok=True)
+    config = CONFIGS / f"{name}_ppo.yaml"  # each is the recipe as new-sim writes it
+    if not config.is_file():
+        config = work / f"{name}_ppo.yaml"
+        config.write_text(recipe_config(sim, config.stem))
+    summary = train(
+        config,
+        sets=[
+            f"seed={seed}",
+            f"stop.max_env_steps={budget}",
+            "stop.max_wall_s=null",  # env steps decide, whatever the machine's load
+            "trajectories.enabled=false",
+        ],
+        runs_root=work / "runs",
+    )
+    beaten = [v["env_steps"] for v in summary["verdicts"] if v["beats"]]
+    if not beaten and (summary["verdict"] or {}).get("beats"):  # the budget's last assessment
+        beaten = [summary["env_steps_sampled"]]
+    return {
+        "env_steps_to_verdict": beaten[0] if beaten else None,
+        "env_steps": summary["env_steps_sampled"],
+        "verdict": summary["verdict"],
+    }
+
+
+def peer(sim: str, seed: int, budget: int) -> dict[str, Any]:
+    """Stable-Baselines3's PPO with its defaults (``PPO("MlpPolicy", env)``) on the same
+    environment (``resolve(sim).make_env()``), 8 envs in a DummyVecEnv, assessed by the
+    project's assessment every ``ASSESS_EVERY`` env steps; stops at the first verdict."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from jobs.assess import Controller, compare, default_scenarios
+    from jobs.verdict import decide
+    from sims.registry import resolve
+
+    handle = resolve(sim)
+    scenarios = default_scenarios(handle)
+    judge_env = handle.make_env()
+    found: dict[str, Any] = {"env_steps_to_verdict": None, "verdict": None}
+
+    class Assess(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.next = ASSESS_EVERY
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps < self.next:
+                return True
+            self.next += ASSESS_EVERY
+            agent = Controller(lambda obs, info: self.model.predict(obs, deterministic=True)[0])
+            result, _ = compare(handle, judge_env, scenarios, agent)
+            verdict = decide(result.to_json(), handle)
+            found["verdict"] = verdict.to_json()
+            if verdict.beats:
+                found["env_steps_to_verdict"] = self.num_timesteps
+                return False
+            return True
+
+    vec = make_vec_env(lambda: handle.make_env(), n_envs=PEER_ENVS, seed=seed)
+    try:
+        model = PPO("MlpPolicy", vec, seed=seed, device="cpu", verbose=0)
+        model.learn(total_timesteps=budget, callback=Assess())
+        found["env_steps"] = int(model.num_timesteps)
+    finally:
+        vec.close()
+        judge_env.close()
+    return found
+
+
+def run_zoo(quick: bool, add: Any) -> str:
+    """Every simulator, every seed, ours and the peer; ``add(name, value, unit, reference,
+    target, met)`` records each figure. Returns the conditions text."""
+    import torch
+
+    torch.set_num_threads(1)  # the peer in one process on one thread, as users run it
+    try:
+        import stable_baselines3  # noqa: F401
+
+        have_peer = True
+    except ImportError:
+        have_peer = False
+    zoo = {"tank": ZOO["tank"]} if quick else ZOO
+    seeds, budget = ((0,), 40_000) if quick else (SEEDS, BUDGET)
+    work = Path(tempfile.mkdtemp(prefix="aml-rl-zoo-"))
+    records = []
+    for name, sim in zoo.items():
+        for seed in seeds:
+            mine = ours(name, sim, seed, budget, work / f"{name}-{seed}")
+            theirs = peer(sim, seed, budget) if have_peer else None
+            records.append({"sim": name, "seed": seed, "ours": mine, "peer": theirs})
+            steps, peer_steps = (
+                mine["env_steps_to_verdict"],
+                (theirs or {}).get("env_steps_to_verdict"),
+            )
+            verdict = mine["verdict"] or {}
+            no_more = (
+                None
+                if not have_peer
+                else steps is not None and (peer_steps is None or steps <= peer_steps)
+            )
+            add(
+                f"{name} seed {seed}: env steps to beat the baseline (ours)",
+                steps,
+                "steps",
+                f"SB3 PPO: {_steps(peer_steps) if have_peer else 'not installed'}",
+                f"<= {budget:,} and <= SB3's",
+                steps is not None and (no_more is not False),
+            )
+            if verdict:
+                add(
+                    f"{name} seed {seed}: {verdict['kpi']} at the verdict (ours)",
+                    verdict["agent"],
+                    verdict.get("unit", ""),
+                    f"baseline: {verdict['baseline']:.4g}",
+                    "0 constraint violations",
+                    not verdict["violations"],
+                )
+    (work / "zoo.json").write_text(json.dumps(records, indent=2, default=str))
+    return (
+        f"simulators {', '.join(zoo)}; seeds {', '.join(map(str, seeds))}; the default recipe "
+        f"(sims/templates/config.yaml.tmpl, stop.beats_baseline, assessed every 10 iterations "
+        f"= {ASSESS_EVERY:,} env steps) against Stable-Baselines3 PPO with its defaults, "
+        f"{PEER_ENVS} envs, assessed every {ASSESS_EVERY:,} env steps by the same assessment "
+        f"and verdict; {budget:,} env steps at most each; records in {work / 'zoo.json'}"
+    )
+
+
+def _steps(value: int | None) -> str:
+    return "not reached" if value is None else f"{value:,}"
