@@ -147,7 +147,8 @@ def train(
         "samples": "trials to sample (default 4; a grid multiplies them)",
         "scheduler": "asha (stops weak trials early) or fifo (runs every trial to its budget)",
         "metric": "training metric the scheduler compares (default the episode return)",
-        "kpi": "assessment KPI that ranks the finished trials (default return)",
+        "kpi": "assessment KPI that ranks the trials that do not beat the baseline (default: "
+        "the simulator's primary KPI); those that beat it rank by env steps to the verdict",
         "max_concurrent": "trials at a time (default: as many as the CPUs hold)",
         "time_budget": "seconds for the whole study; running trials then stop early",
         "resume": "continue this study folder after a kill",
@@ -161,7 +162,7 @@ def tune(
     samples: int = 4,
     scheduler: str = "asha",
     metric: str = "",
-    kpi: str = "return",
+    kpi: str = "",
     max_concurrent: int = 0,
     time_budget: float = 0.0,
     resume: str = "",

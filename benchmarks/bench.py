@@ -419,6 +419,7 @@ def _time_to_beat_pi(
         config,
         sets=[
             "trajectories.enabled=false",
+            "stop.beats_baseline=false",  # the whole budget: does it still beat PI at its end?
             f"stop.max_wall_s={budget_s}",
             "stop.max_env_steps=null",
             "stop.target_return=null",

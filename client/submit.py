@@ -408,6 +408,11 @@ def model_for_job(job: Any, run_tags: Mapping[str, str], metrics: Mapping[str, f
             "git_revision": tags.get("git_revision", ""),
             "job": job.name,
             "checkpoint": checkpoint,
+            **(
+                {"beats_baseline": run_tags["beats_baseline"]}
+                if "beats_baseline" in run_tags
+                else {}
+            ),
             **{f"final/{k}": f"{v:.6g}" for k, v in metrics.items()},
         },
     )

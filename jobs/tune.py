@@ -347,7 +347,7 @@ def run_study(
     samples: int = 4,
     scheduler: str = "asha",
     metric: str = DEFAULT_METRIC,
-    kpi: str = "return",
+    kpi: str = "",
     max_concurrent: int = 0,
     time_budget_s: float | None = None,
     runs_root: Path = Path("runs"),
@@ -466,6 +466,7 @@ def new_study(
         )
     handle = resolve(cfg.sim)
     known = ["return", *handle.kpi_units]
+    kpi = kpi or handle.primary_kpi  # the verdict's KPI unless asked otherwise
     if kpi not in known:
         raise SpaceError(f"--kpi {kpi!r}: {cfg.sim} has KPIs {', '.join(dict.fromkeys(known))}")
     return Study(
@@ -527,6 +528,21 @@ class TrialRow:
     kpi: float | None
     baseline_kpi: float | None
     stop_reason: str | None
+    beats: bool | None = None
+    """The trial's verdict (``jobs.verdict``): None where it was not assessed."""
+    beaten_at: int | None = None
+    """Env steps at the first assessment that beat the baseline."""
+
+
+def _beaten_at(summary: Mapping[str, Any]) -> int | None:
+    """Env steps at which a run first beat its baseline: its stop criterion's assessments,
+    else its final verdict."""
+    for verdict in summary.get("verdicts") or []:
+        if verdict.get("beats"):
+            return int(verdict["env_steps"])
+    if (summary.get("verdict") or {}).get("beats"):
+        return int(summary["env_steps_sampled"])
+    return None
 
 
 def trial_rows(folder: Path, study: Study) -> list[TrialRow]:
@@ -555,6 +571,8 @@ def trial_rows(folder: Path, study: Study) -> list[TrialRow]:
                 kpi=(assessment.get("agent") or {}).get(study.kpi),
                 baseline_kpi=(assessment.get("baseline") or {}).get(study.kpi),
                 stop_reason=summary.get("stop_reason"),
+                beats=(summary.get("verdict") or {}).get("beats"),
+                beaten_at=_beaten_at(summary),
             )
         )
     return rows
@@ -573,17 +591,20 @@ def _dig(data: Mapping[str, Any], dotted: str) -> Any:
 
 
 def rank(rows: list[TrialRow], study: Study, higher_kpi_better: bool) -> list[TrialRow]:
-    """Assessed trials first, by the KPI; then the rest (stopped early, failed) by the
+    """Trials that beat the baseline first, the fewest env steps to that verdict first; then
+    the other assessed trials, by the KPI; then the rest (stopped early, failed) by the
     training metric."""
     metric_sign = 1 if "loss" in study.metric else -1
     kpi_sign = -1 if higher_kpi_better else 1
 
     def key(row: TrialRow) -> tuple[int, float]:
+        if row.beaten_at is not None:
+            return (0, float(row.beaten_at))
         if row.kpi is not None and math.isfinite(row.kpi):
-            return (0, kpi_sign * row.kpi)
+            return (1, kpi_sign * row.kpi)
         if row.metric is not None and math.isfinite(row.metric):
-            return (1, metric_sign * row.metric)
-        return (2, 0.0)
+            return (2, metric_sign * row.metric)
+        return (3, 0.0)
 
     return sorted(rows, key=key)
 
@@ -603,9 +624,14 @@ def finish_study(
         )
     best = assessed[0]
     text = (folder / best.trial / "config.yaml").read_text()
+    verdict = (
+        f"beats the baseline after {best.beaten_at:,} env steps"
+        if best.beaten_at is not None
+        else "does NOT beat the baseline"
+    )
     header = (
         f"# The best trial of study {folder.name}: {best.trial}, {study.kpi} {best.kpi:.4g} "
-        f"(baseline {best.baseline_kpi:.4g})\n"
+        f"(baseline {best.baseline_kpi:.4g}); {verdict}\n"
         + "".join(f"# {k}: {v}\n" for k, v in best.params.items())
         + f"# Train it: invoke train --config {folder / BEST_FILE}\n"
     )
@@ -619,7 +645,9 @@ def finish_study(
     }
     write_json(folder / RESULTS_FILE, result)
     _close_parent(mlflow_uri, study, best, folder)
-    console.print(f"best: {best.trial} ({study.kpi} {best.kpi:.4g}); config {folder / BEST_FILE}")
+    console.print(
+        f"best: {best.trial} ({study.kpi} {best.kpi:.4g}; {verdict}); config {folder / BEST_FILE}"
+    )
     return result
 
 
@@ -654,6 +682,7 @@ def print_table(rows: list[TrialRow], params: list[Param], study: Study, title: 
         table.add_column(column, justify="right")
     table.add_column(f"{study.kpi} (assessed)", justify="right")
     table.add_column("baseline", justify="right")
+    table.add_column("beats it at (env steps)", justify="right")
     for row in rows:
         table.add_row(
             row.trial,
@@ -664,6 +693,9 @@ def print_table(rows: list[TrialRow], params: list[Param], study: Study, title: 
             _fmt(row.metric),
             _fmt(row.kpi),
             _fmt(row.baseline_kpi),
+            _fmt(row.beaten_at)
+            if row.beaten_at is not None
+            else ("no" if row.beats is False else "-"),
         )
     wide = console if console.is_terminal else Console(highlight=False, width=160)
     wide.print(table)  # a log file (Azure ML's, CI's) has no terminal width: not 80 columns
@@ -707,7 +739,9 @@ def parser() -> argparse.ArgumentParser:
     out.add_argument("--samples", type=int, default=4, help="trials to sample (default 4)")
     out.add_argument("--scheduler", default="asha", help="asha (early stopping) or fifo")
     out.add_argument("--metric", default=DEFAULT_METRIC, help="training metric for stopping")
-    out.add_argument("--kpi", default="return", help="assessment KPI for the final ranking")
+    out.add_argument(
+        "--kpi", default="", help="assessment KPI for the final ranking (default: the verdict's)"
+    )
     out.add_argument("--max-concurrent", type=int, default=0, help="0: as the CPUs hold")
     out.add_argument("--time-budget", type=float, help="seconds for the whole study")
     out.add_argument("--runs-dir", type=Path, default=Path("runs"))

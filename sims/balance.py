@@ -44,6 +44,8 @@ from sims.contract import Range, SimSpec
 from sims.process import ProcessSim
 
 F_MAX = 10.0  # N
+EPISODE_STEPS = 250  # as the simulator's STEPS
+TRACK = 2.4  # m, half the track: the error counted for every step after a fall
 
 PARAMETERS = {"start": 0.0, "target_1": 0.0, "target_2": 0.5, "switch_step": 100.0}
 
@@ -58,8 +60,11 @@ def kpis(
     states: Sequence[Mapping[str, float]], actions: Sequence[Mapping[str, float]], terminated: bool
 ) -> dict[str, float]:
     after = states[1:]
+    # a fall ends the episode early: its remaining steps count as the largest error, so that
+    # dropping the pole never looks like good tracking
+    errors = [s["x_error"] ** 2 for s in after] + [TRACK**2] * (EPISODE_STEPS - len(after))
     return {
-        "position_rms": math.sqrt(sum(s["x_error"] ** 2 for s in after) / len(after)),
+        "position_rms": math.sqrt(sum(errors) / len(errors)),
         "max_abs_angle": max(abs(s["theta"]) for s in after),
         "fall_count": float(terminated),
         "steps_up": float(len(after)),

@@ -211,9 +211,11 @@ def cstr_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def cstr_bundle(cstr_run) -> Path:
+    """The bundle of a 12,000-step run: a policy that does not beat PI, exported on purpose
+    (these tests are about the bundle's mechanics, not its quality)."""
     from client.export import export_bundle
 
-    return export_bundle(cstr_run)
+    return export_bundle(cstr_run, allow_losing=True)
 
 
 @pytest.fixture(scope="session")

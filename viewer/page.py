@@ -472,9 +472,8 @@ def _verdict_html(summary: Mapping[str, Any]) -> str:
         )
     kind = {True: "beats", False: "loses", None: "none"}[verdict.beats]
     notes = "".join(f"<li>{html.escape(note)}</li>" for note in verdict.diagnoses)
-    return (
-        f"<p class='run-verdict {kind}' id='run-verdict'>{html.escape(verdict.line())}</p>"
-        + (f"<ul class='diagnoses'>{notes}</ul>" if notes else "")
+    return f"<p class='run-verdict {kind}' id='run-verdict'>{html.escape(verdict.line())}</p>" + (
+        f"<ul class='diagnoses'>{notes}</ul>" if notes else ""
     )
 
 

@@ -115,8 +115,9 @@ def test_a_stack_without_the_endpoint_identity_says_to_run_pulumi_up(cstr_bundle
 def test_the_dry_run_writes_yaml_that_loads_back_as_the_same_release(cstr_bundle, target, tmp_path):
     messages: list[str] = []
     dep.deploy_policy(
-        target, str(cstr_bundle), dry_run=True, out=tmp_path / "yaml", echo=messages.append
-    )
+        target, str(cstr_bundle), dry_run=True, out=tmp_path / "yaml", echo=messages.append,
+        allow_losing=True,
+    )  # fmt: skip
     release = dep.release_for(cstr_bundle, target)
     endpoint = load_online_endpoint(tmp_path / "yaml" / "endpoint.yaml")
     deployment = load_online_deployment(tmp_path / "yaml" / "deployment.yaml")
@@ -133,7 +134,8 @@ def test_the_dry_run_writes_yaml_that_loads_back_as_the_same_release(cstr_bundle
 
 
 def test_a_run_folder_is_exported_to_a_bundle_on_the_way(cstr_run, cstr_bundle, target, tmp_path):
-    assert dep.bundle_from(str(cstr_bundle)) == cstr_bundle  # a bundle is used as it is
+    # a bundle is used as it is
+    assert dep.bundle_from(str(cstr_bundle), allow_losing=True) == cstr_bundle
     with pytest.raises(dep.DeployError, match=r"'brave_box_42' is not a local bundle, run or"):
         dep.bundle_from("brave_box_42")  # a job name, but no client: the dry run
     with pytest.raises(dep.DeployError, match=r"not an aml-rl checkpoint"):
@@ -278,3 +280,18 @@ def test_a_states_file_a_user_gets_wrong_is_named_before_anything_is_sent(
 def test_a_missing_states_file_is_named(tmp_path):
     with pytest.raises(dep.DeployError, match=r"nope\.json: cannot be read \(No such file"):
         dep.read_request(tmp_path / "nope.json")
+
+
+def test_a_losing_policy_is_not_deployed_unless_the_flag_says_so(cstr_run, cstr_bundle, target):
+    """The smoke-sized run does not beat PI: its verdict travels in the bundle, and deploy
+    refuses both the bundle and the run with the verdict in the message."""
+    with pytest.raises(
+        dep.DeployError,
+        match=r"the policy does not beat its baseline \(verdict: does NOT beat the baseline "
+        r"\(ca_rms .* kmol/m3 vs baseline 0\.1034 kmol/m3.*refusing to deploy it\. Train it "
+        r"further \(invoke train --resume\), or pass --allow-losing to deploy it anyway",
+    ):
+        dep.deploy_policy(target, str(cstr_bundle), dry_run=True)
+    with pytest.raises(dep.DeployError, match=r"refusing to deploy it"):
+        dep.bundle_from(str(cstr_run))
+    assert dep.bundle_from(str(cstr_bundle), allow_losing=True) == cstr_bundle

@@ -6,6 +6,8 @@ import pytest
 
 from client.report import beats_baseline, markdown
 from jobs.rundir import RunError
+from jobs.verdict import decide
+from sims.registry import resolve
 
 SUMMARY = {
     "experiment": "cstr_ppo", "run_id": "r1", "status": "completed", "algorithm": "PPO", "sim": "cstr",
@@ -14,9 +16,11 @@ SUMMARY = {
 }  # fmt: skip
 
 
-def write(tmp_path, agent, baseline):
+def write(tmp_path, agent, baseline, **summary):
+    kpis = {"agent": agent, "baseline": baseline}
+    verdict = decide({"kpis": kpis}, resolve("cstr")).to_json()  # as training writes it
     (tmp_path / "summary.json").write_text(
-        json.dumps({**SUMMARY, "assessment": {"agent": agent, "baseline": baseline}})
+        json.dumps({**SUMMARY, "assessment": kpis, "verdict": verdict, **summary})
     )
     return tmp_path
 
@@ -24,23 +28,42 @@ def write(tmp_path, agent, baseline):
 @pytest.mark.parametrize(
     ("agent", "baseline", "beats"),
     [
-        (
-            {"return": 89.0, "runaway_count": 0, "dtc_limit_count": 40},
-            {"return": 88.8, "runaway_count": 0, "dtc_limit_count": 20},
+        (  # the CSTR's verdict is on Ca RMS; steps at the dTc limit are no constraint
+            {"return": 84.0, "ca_rms": 0.085, "runaway_count": 0, "dtc_limit_count": 40},
+            {"return": 80.9, "ca_rms": 0.103, "runaway_count": 0, "dtc_limit_count": 20},
             True,
         ),
-        ({"return": 88.0, "runaway_count": 0}, {"return": 88.8, "runaway_count": 0}, False),
-        ({"return": 90.0, "runaway_count": 1}, {"return": 88.8, "runaway_count": 0}, False),
+        (  # a higher return does not decide it: Ca RMS does
+            {"return": 83.0, "ca_rms": 0.15, "runaway_count": 0},
+            {"return": 80.9, "ca_rms": 0.103, "runaway_count": 0},
+            False,
+        ),
+        (
+            {"return": 85.0, "ca_rms": 0.05, "runaway_count": 1},
+            {"return": 80.9, "ca_rms": 0.103, "runaway_count": 0},
+            False,
+        ),
     ],
-    ids=["better", "lower-return", "more-runaways"],
+    ids=["better", "higher-return-worse-rms", "more-runaways"],
 )
-def test_beats_baseline(tmp_path, agent, baseline, beats):
+def test_the_report_says_the_runs_verdict(tmp_path, agent, baseline, beats):
     run = write(tmp_path, agent, baseline)
     assert beats_baseline(run) is beats
     text = markdown(run)
     assert text.startswith("### cstr_ppo / r1: completed")
-    assert "| controller | return | runaway_count" in text
+    assert "| controller | return | ca_rms | runaway_count" in text
     assert f"Beats the baseline: {'yes' if beats else 'no'}" in text
+    said = "**verdict: beats the baseline (ca_rms " if beats else "**verdict: does NOT beat"
+    assert said in text
+
+
+def test_a_run_without_a_finite_return_still_has_a_report(tmp_path):
+    run = write(
+        tmp_path, {"return": 1.0, "ca_rms": 1.0}, {"return": 2.0, "ca_rms": 0.1},
+        episode_return_mean=None,
+    )  # fmt: skip
+    assert "final return not measured" in markdown(run)
+    assert beats_baseline(run) is False
 
 
 def test_an_unfinished_run_has_no_report(tmp_path):
@@ -49,7 +72,7 @@ def test_an_unfinished_run_has_no_report(tmp_path):
 
 
 def test_the_report_points_to_the_runs_page(tmp_path):
-    run = write(tmp_path, {"return": 1.0}, {"return": 2.0})
+    run = write(tmp_path, {"return": 1.0, "ca_rms": 1.0}, {"return": 2.0, "ca_rms": 0.1})
     assert f"`invoke view {run}` writes its page" in markdown(run)
     (run / "view.html").write_text("<html></html>")
     assert "The run's page, `view.html`" in markdown(run)

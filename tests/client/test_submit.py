@@ -459,6 +459,39 @@ def test_register_model_says_why_it_cannot(target, arm, ml, tmp_path, blobs, rea
     assert not arm.puts("/models/")
 
 
+def test_register_model_refuses_a_policy_that_does_not_beat_its_baseline(target, arm, ml, tmp_path):
+    from jobs.verdict import Verdict
+
+    created = submitted_job(target, ml, tmp_path)
+    losing = Verdict(
+        kpi="ca_rms", agent=0.156, baseline=0.1034, higher_is_better=False, margin=0.05,
+        unit="kmol/m3",
+    )  # fmt: skip
+    summary = {
+        "run_id": "r7", "checkpoint": "checkpoints/iter-000057", "episode_return_mean": 75.0,
+        "assessment": {"agent": {"return": 75.0, "ca_rms": 0.156}, "baseline": {"return": 80.9}},
+        "verdict": losing.to_json(),
+    }  # fmt: skip
+    Storage(arm, {"/outputs/cstr_ppo/r7/summary.json": json.dumps(summary).encode()})
+    session = requests.Session()
+    session.mount("https://", arm)
+    transport = RequestsTransport(session=session)
+    with pytest.raises(
+        sub.SubmitError,
+        match=rf"job {created.name}: the policy does not beat its baseline \(verdict: does NOT "
+        r"beat the baseline \(ca_rms 0\.156 kmol/m3 vs baseline 0\.1034 kmol/m3, 50\.9% worse, "
+        r"5% asked\)\); refusing to register it\. .*pass --allow-losing to register it anyway",
+    ):
+        sub.register_model(ml, created.name, credential=Token(), blob_transport=transport)
+    assert not arm.puts("/models/")
+    sub.register_model(
+        ml, created.name, credential=Token(), blob_transport=transport, allow_losing=True
+    )
+    (put,) = arm.puts("/models/")
+    assert put["properties"]["properties"]["beats_baseline"] == "false"
+    assert float(put["properties"]["properties"]["final/verdict/ca_rms_improvement"]) < 0
+
+
 USER_SPACE = "training.lr: {loguniform: [1.0e-5, 1.0e-3]}\ntraining.num_epochs: {choice: [5, 10]}\n"
 
 

@@ -123,7 +123,10 @@ def test_set_overrides_are_typed_and_nested():
             "training.lr",
             r"--set 'training\.lr': expected KEY=VALUE, e\.g\. --set training\.lr=1e-4",
         ),
-        ("training.hidden.x=1", r"training\.hidden: Input should be a valid list \(got \{'x': 1\}\)"),
+        (
+            "training.hidden.x=1",
+            r"training\.hidden: Input should be a valid list \(got \{'x': 1\}\)",
+        ),
     ],
 )
 def test_bad_set_overrides_name_the_key(item, message):
@@ -135,6 +138,44 @@ def test_unknown_extra_training_setting_is_refused():
     cfg = load_config(CONFIGS / "cstr_ppo.yaml", ["training.extra.clip_parm=0.1"])
     with pytest.raises(ConfigError, match=r"training\.extra: clip_parm not PPO training settings"):
         algorithm_config(cfg, callbacks=None)
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        (  # both passed the old hasattr check, then died in RLlib with a TypeError
+            "training.extra.model_config={fcnet_hiddens: [32]}",
+            r"training\.extra: model_config not PPO training settings \(the arguments of RLlib's "
+            r"PPOConfig\.training\(\)\); model_config: use training\.hidden, "
+            r"training\.share_layers and training\.activation",
+        ),
+        (
+            "training.extra.num_env_runners=2",
+            r"training\.extra: num_env_runners not PPO .*num_env_runners: use "
+            r"env_runners\.num_env_runners",
+        ),
+    ],
+)
+def test_settings_outside_training_are_refused_with_the_typed_key(item, message):
+    cfg = load_config(CONFIGS / "cstr_ppo.yaml", [item])
+    with pytest.raises(ConfigError, match=message):
+        algorithm_config(cfg, callbacks=None)
+
+
+def test_the_recipe_separates_policy_and_value_and_normalises_rewards():
+    config = algorithm_config(load_config(CONFIGS / "cstr_ppo.yaml"), callbacks=None)
+    assert config.model_config["vf_share_layers"] is False
+    assert config.model_config["fcnet_hiddens"] == [64, 64]
+    assert config.vf_clip_param == 10.0 and config.lambda_ == 0.95  # RLlib's clip, restored
+    assert config.env_config["normalize_rewards_gamma"] == 0.99
+    shared = load_config(CONFIGS / "cstr_ppo.yaml", ["training.share_layers=true"])
+    assert algorithm_config(shared, callbacks=None).model_config["vf_share_layers"] is True
+
+
+@pytest.mark.parametrize("hidden", ["[]", "[0]", "[64, -1]"])
+def test_empty_or_zero_width_layers_are_refused_before_ray(hidden):
+    with pytest.raises(ConfigError, match=r"training\.hidden"):
+        load_config(CONFIGS / "cstr_ppo.yaml", [f"training.hidden={hidden}"])
 
 
 def test_smoke_overrides_the_budget_only():

@@ -20,6 +20,7 @@ from client.export import ExportError, export_bundle
 from jobs.assess import AgentPolicy, Controller, default_scenarios, run_episode
 from jobs.rundir import RunError
 from jobs.trajectories import read_trajectories
+from jobs.verdict import LosingPolicy
 from policy_runtime import BundleError, load
 from sims.registry import resolve
 from tests.conftest import ROOT, train_smoke
@@ -137,6 +138,20 @@ def test_a_graph_that_does_not_match_its_metadata_is_refused(bundle, tmp_path):
         load(copy)
     with pytest.raises(BundleError, match=r"no policy\.json; export one with `invoke export RUN`"):
         load(tmp_path)
+
+
+def test_a_policy_that_does_not_beat_its_baseline_is_not_exported_unless_asked(run, tmp_path):
+    with pytest.raises(
+        LosingPolicy,
+        match=r"iter-\d+: the policy does not beat its baseline \(verdict: does NOT beat the "
+        r"baseline \(ca_rms .*\); refusing to export it\. Train it further \(invoke train "
+        r"--resume\), or pass --allow-losing to export it anyway",
+    ):
+        export_bundle(run, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+    bundle = export_bundle(run, tmp_path / "taken", allow_losing=True)
+    verdict = json.loads((bundle / "policy.json").read_text())["verdict"]
+    assert verdict["beats"] is False and verdict["kpi"] == "ca_rms"
 
 
 def test_a_policy_the_bundle_cannot_take_is_refused(user_project, tmp_path):
@@ -272,7 +287,9 @@ def test_a_discrete_policy_exports_and_chooses_as_rllib_does(tmp_path):
     run, _ = train_smoke(
         tmp_path / "runs", "--config", str(ROOT / "jobs" / "configs" / "cartpole_ppo.yaml")
     )
-    bundle = export_bundle(run)
+    notes: list[str] = []
+    bundle = export_bundle(run, echo=notes.append)  # CartPole has no baseline: no verdict to pass
+    assert len(notes) == 1 and "no baseline to compare with (return " in notes[0]
     meta = json.loads((bundle / "policy.json").read_text())
     assert meta["actions"] == [
         {"name": "a0", "unit": "", "low": 0, "high": None, "scaling": "discrete"}

@@ -95,7 +95,14 @@ def test_a_broken_module_under_sims_does_not_change_other_messages(user_sims: Pa
         "simple_adder_c, tank, a Gymnasium id"
     )
     assert "broken" not in str(unrelated.value)
-    assert available() == ["balance", "cstr", "positioner", "simple_adder", "simple_adder_c", "tank"]
+    assert available() == [
+        "balance",
+        "cstr",
+        "positioner",
+        "simple_adder",
+        "simple_adder_c",
+        "tank",
+    ]
     assert resolve("cstr").label == "cstr"  # every other name still resolves
     with pytest.raises(
         SimError,
@@ -146,3 +153,25 @@ def test_handles_carry_units_from_the_spec():
     assert handle.units["state_Ca"] == "kmol/m3" and handle.units["action_dTc"] == "K"
     assert handle.kpi_units["ca_rms"] == "kmol/m3"
     assert resolve("CartPole-v1").units == {}
+
+
+def test_rllib_env_normalises_rewards_for_the_learner_and_keeps_the_simulators_own():
+    from sims.registry import RLlibEnv
+
+    env = RLlibEnv({"sim": "positioner", "lesson": 0, "normalize_rewards_gamma": 0.99})
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    raw, seen, done = [], [], False
+    while not done:
+        _, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        raw.append(info["reward"])
+        seen.append(reward)
+        done = terminated or truncated
+    assert info["episode_return"] == pytest.approx(sum(raw))  # the simulator's units
+    assert sum(raw) < -10_000  # -1000 per metre of error, every step
+    assert abs(sum(seen)) < abs(sum(raw)) / 100  # what the learner sees is of order 1-100
+    plain = RLlibEnv({"sim": "positioner", "lesson": 0})
+    plain.reset(seed=0)
+    _, reward, *_, info = plain.step(plain.action_space.sample())
+    assert "reward" not in info  # no normalisation asked: the reward as the spec gives it
+    assert reward == pytest.approx(-1000.0 * abs(info["states"]["error"]))

@@ -1,0 +1,101 @@
+"""The verdict: decided once, on the spec's primary KPI in its direction, with constraints,
+a margin, and the constant-policy diagnosis."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from jobs.assess import Controller, compare, default_scenarios
+from jobs.verdict import Verdict, decide
+from sims import simple_adder
+from sims.handle import SimHandle
+from sims.registry import resolve
+
+# A user's spec where a count is better higher: episodes that reached the goal.
+REACHED = SimHandle(
+    name="adder_reached",
+    spec=dataclasses.replace(
+        simple_adder.SPEC, primary_kpi="reached_count", constraint_kpis=frozenset()
+    ),
+)
+
+
+def kpis(agent: dict, baseline: dict) -> dict:
+    return {"kpis": {"agent": agent, "baseline": baseline}}
+
+
+@pytest.mark.parametrize(
+    ("agent", "baseline", "margin", "beats", "said"),
+    [
+        (4.0, 5.0, 0.0, False, "reached_count 4 episodes vs baseline 5 episodes, 20.0% worse"),
+        (5.0, 5.0, 0.0, True, "reached_count 5 episodes vs baseline 5 episodes, 0.0% better"),
+        (6.0, 5.0, 0.0, True, "reached_count 6 episodes vs baseline 5 episodes, 20.0% better"),
+        (
+            5.25,
+            5.0,
+            0.1,
+            False,
+            "reached_count 5.25 episodes vs baseline 5 episodes, 5.0% better, 10% asked",
+        ),
+    ],
+)
+def test_a_count_kpi_better_higher_is_judged_in_its_direction(agent, baseline, margin, beats, said):
+    verdict = decide(
+        kpis({"return": 0.0, "reached_count": agent}, {"return": 9.0, "reached_count": baseline}),
+        REACHED,
+        margin,
+    )
+    assert verdict.beats is beats
+    assert said in verdict.line()  # the higher return of the baseline decides nothing
+
+
+def test_more_violations_than_the_baseline_lose_whatever_the_primary_kpi():
+    verdict = decide(
+        kpis(
+            {"return": 90.0, "ca_rms": 0.05, "runaway_count": 1.0},
+            {"return": 80.9, "ca_rms": 0.1034, "runaway_count": 0.0},
+        ),
+        resolve("cstr"),
+    )
+    assert verdict.beats is False
+    assert verdict.line() == (
+        "verdict: does NOT beat the baseline (ca_rms 0.05 kmol/m3 vs baseline 0.1034 kmol/m3, "
+        "51.6% better; runaway_count 1 vs baseline 0)"
+    )
+    assert Verdict.from_json(verdict.to_json()) == verdict  # as summary.json keeps it
+
+
+def test_no_baseline_decides_nothing():
+    verdict = decide({"kpis": {"agent": {"return": 480.0}}}, resolve("CartPole-v1"))
+    assert verdict.beats is None
+    assert verdict.line() == "verdict: no baseline to compare with (return 480)"
+
+
+def assessed(handle, controller):
+    env = handle.make_env()
+    try:
+        result, _ = compare(handle, env, default_scenarios(handle), controller)
+    finally:
+        env.close()
+    return decide(result.to_json(), handle)
+
+
+def test_a_policy_that_ignores_its_input_is_named_a_constant_policy():
+    handle = resolve("tank")
+    verdict = assessed(handle, Controller(lambda obs, info: np.array([0.2, -0.1])))
+    assert verdict.beats is False
+    (diagnosis,) = verdict.diagnoses
+    assert diagnosis.startswith("Constant policy: the agent's valve, heater hardly change with")
+    assert "Constant policy" in verdict.line()
+    # the baseline as the agent moves its outputs with the state: no diagnosis
+    baseline, mapping = handle.baseline(), handle.make_env()
+    moving = assessed(
+        handle,
+        Controller(
+            lambda obs, info: mapping.from_physical(baseline.act(info["states"])), baseline.reset
+        ),
+    )
+    assert moving.diagnoses == [] and moving.beats is True  # as good as itself
