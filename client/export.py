@@ -148,7 +148,7 @@ def _signals(ranges: Mapping[str, Any], scaling: str) -> list[dict[str, Any]]:
 def _observations(handle: SimHandle, env: Any, checkpoint: Path) -> list[dict[str, Any]]:
     if handle.spec is not None:  # a simulator: named states, scaled by their ranges
         return _signals(handle.spec.observations, "range")
-    if env.observation_space is not env.unwrapped.observation_space:
+    if env.flattens_observation:
         raise ExportError(
             f"{checkpoint}: {handle.name}'s observation space {env.unwrapped.observation_space} is "
             "flattened for the policy; bundles take Box observations (or a SimSpec's states)"

@@ -27,6 +27,10 @@ force and a position set point that moves once.
 Terminated when the pole leans beyond 0.5 rad or the cart leaves the track (+-2.4 m);
 truncated after 250 steps of 20 ms.
 
+## KPIs
+``position_rms`` over the whole 250 steps, a step after a fall counting as 2.4 m off (so a
+dropped pole never looks like good tracking); ``fall_count``, a constraint.
+
 ## Config (scenario parameters)
 ``start``, ``target_1``, ``target_2`` (m) and ``switch_step``.
 

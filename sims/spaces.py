@@ -262,12 +262,21 @@ class FlatEnv(gym.Wrapper):
             return np.array([round(v) - s for v, s in zip(scalars, starts, strict=True)])
         return np.asarray(scalars, dtype=np.float32)
 
+    @property
+    def flattens_observation(self) -> bool:
+        """Whether the policy's observation is the env's own flattened (Dict, Tuple, ...)."""
+        return self._flatten_obs
+
+    def scale_observation(self, flat: Any) -> Any:
+        """The policy's observation for the env's own (flat) one: scaled, where it is."""
+        if self._scale is None:
+            return flat
+        return self._scale.apply(np.asarray(flat, dtype=np.float32))
+
     def _observe(self, obs: Any) -> Any:
         if self._flatten_obs:
             obs = gym.spaces.flatten(self._obs_space, obs).astype(np.float32)
-        if self._scale is None:
-            return obs
-        return self._scale.apply(np.asarray(obs, dtype=np.float32))
+        return self.scale_observation(obs)
 
     def _info(self, info: dict[str, Any], obs: Any, action: Any) -> dict[str, Any]:
         named = dict(info)

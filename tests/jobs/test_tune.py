@@ -161,13 +161,18 @@ def test_the_table_ranks_by_the_assessment_and_the_best_config_is_written(study)
     results = json.loads((folder / "study.json").read_text())
     assessed = [t for t in results["trials"] if t["kpi"] is not None]
     assert [t["kpi"] for t in assessed] == sorted((t["kpi"] for t in assessed), reverse=True)
+    assert not any(t["beats"] for t in assessed)  # else those would rank first, by env steps
     best = results["best"]
     assert best["trial"] == assessed[0]["trial"]
     assert "final ranking" in out
     final = out[out.index("final ranking") :]
     for trial in results["trials"]:
         assert trial["trial"] in final
-    assert f"best: {best['trial']} (return {best['kpi']:.4g})" in out
+    # in the verdict's terms (the Simple Adder's baseline is the optimum: none beats it here)
+    assert results["kpi"] == "reached_count"  # the simulator's primary KPI, the verdict's
+    said = f"best: {best['trial']} (reached_count {best['kpi']:.4g}; does NOT beat the baseline)"
+    assert said in out
+    assert best["beats"] is False and best["beaten_at"] is None
     written = yaml.safe_load((folder / "best.yaml").read_text())
     trained = yaml.safe_load((folder / best["trial"] / "config.yaml").read_text())
     assert written == trained

@@ -302,5 +302,7 @@ def test_a_discrete_policy_exports_and_chooses_as_rllib_does(tmp_path):
         [dict(zip(names, map(float, o), strict=True)) for o in observations]
     )
     theirs = AgentPolicy(sorted((run / "checkpoints").iterdir())[-1])
-    assert [a["a0"] for a in ours] == [float(theirs(o)) for o in observations]
+    scale = resolve("CartPole-v1").make_env().scale_observation  # as training saw them
+    assert [a["a0"] for a in ours] == [float(theirs(scale(o))) for o in observations]
+    assert [o["scaling"] for o in meta["observations"]] == ["range", "symlog", "range", "symlog"]
     assert len(observations) > 300
