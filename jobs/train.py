@@ -88,6 +88,7 @@ def _metrics(result: Mapping[str, Any], steps_per_s: float) -> dict[str, Any]:
 
 
 METRIC_NAMES = tuple(_metrics({}, 0.0))
+RETURN_KEY = "env_runners/episode_return_mean"
 """Every metric an iteration may report (one not measured in an iteration is left out)."""
 
 
@@ -359,6 +360,7 @@ def _train(
     session_wall = progress.wall_time_s
     loop_start = time.perf_counter()
     idle, idle_since = 0, time.perf_counter()  # iterations in a row without an env step
+    last_return: float | None = None
     try:
         while reason is None:
             steps_before = progress.env_steps
@@ -378,6 +380,12 @@ def _train(
             metrics = iteration_metrics(
                 result, (progress.env_steps - steps_before) / took if took else 0.0
             )
+            # the mean over the last 100 episodes, as RLlib's own: an iteration in which no
+            # episode ended (long episodes, 960 steps) leaves it as it was, not unmeasured
+            if RETURN_KEY in metrics:
+                last_return = metrics[RETURN_KEY]
+            elif last_return is not None:
+                metrics[RETURN_KEY] = last_return
             pending.append(metrics_line(progress, metrics))
             console.print(progress_line(cfg, progress, metrics))
             reason = stop_reason(cfg, progress, metrics.get("env_runners/episode_return_mean"))
