@@ -657,7 +657,7 @@ def _close_parent(uri: str, study: Study, best: TrialRow, folder: Path) -> None:
     use_tracking_uri(uri)
     client = mlflow.tracking.MlflowClient()
     run_id = study.mlflow_run_id
-    client.log_metric(run_id, f"best/{study.kpi}", float(best.kpi or math.nan))
+    client.log_metric(run_id, f"best/{study.kpi}", math.nan if best.kpi is None else best.kpi)
     client.set_tag(run_id, "best_trial", best.trial)
     for key, value in best.params.items():
         client.set_tag(run_id, f"best.{key}", str(value))

@@ -26,6 +26,13 @@ SUMMARY_KEYS = {
 }  # fmt: skip
 
 
+def _interruptible() -> None:
+    """Ctrl-C as a terminal's foreground job gets it, even where the tests themselves run in
+    the background: a non-interactive shell starts a job with `&` with SIGINT ignored, which
+    its children inherit, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(*args: str, runs: Path, path: Path | None = None) -> subprocess.Popen:
     """The real entrypoint in its own session, so that a kill takes its Ray processes too;
     ``path`` holds a user's own simulator module."""
@@ -38,6 +45,7 @@ def start(*args: str, runs: Path, path: Path | None = None) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        preexec_fn=_interruptible,
     )
 
 

@@ -197,9 +197,11 @@ def test_mlflow_has_the_study_as_parent_and_one_child_per_trial(study):
     client = mlflow.tracking.MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
     parent = client.get_run(Study.read(folder).mlflow_run_id)
     assert parent.info.status == "FINISHED"
-    best = json.loads((folder / "study.json").read_text())["best"]
+    results = json.loads((folder / "study.json").read_text())
+    best = results["best"]
     assert parent.data.tags["best_trial"] == best["trial"]
-    assert parent.data.metrics["best/return"] == pytest.approx(best["kpi"])
+    assert results["kpi"] == "reached_count"  # the Simple Adder's primary KPI
+    assert parent.data.metrics["best/reached_count"] == pytest.approx(best["kpi"])
     artifacts = Path(parent.info.artifact_uri.removeprefix("file://"))
     assert (artifacts / "best.yaml").read_text() == (folder / "best.yaml").read_text()
     assert artifacts.is_relative_to(folder)  # not ./mlruns wherever the study ran
