@@ -207,9 +207,9 @@ def _export(
     echo: Callable[[str], None] = print,
 ) -> Path:
     try:
-        return export_bundle(path, out, allow_losing=allow_losing, echo=echo)
+        return export_bundle(path, out, allow_losing=allow_losing, action="deploy", echo=echo)
     except (ExportError, RunError, LosingPolicy) as exc:
-        raise DeployError(str(exc).replace("refusing to export", "refusing to deploy")) from None
+        raise DeployError(str(exc)) from None
 
 
 def write_yaml(release: Release, folder: Path) -> tuple[Path, Path]:

@@ -36,12 +36,14 @@ def export_bundle(
     out: Path | None = None,
     *,
     allow_losing: bool = False,
+    action: str = "export",
     echo: Callable[[str], None] = print,
 ) -> Path:
     """Export the checkpoint (or a run's newest) at ``path`` to ``out`` (default
     ``<checkpoint>/../../bundle``); written whole, then renamed. Returns the bundle folder.
     A policy whose run's verdict says it does not beat its baseline is refused
-    (:class:`LosingPolicy`) unless ``allow_losing``; the verdict travels in the metadata."""
+    (:class:`LosingPolicy`, saying it refuses to ``action`` it: deploy exports on its way) unless
+    ``allow_losing``; the verdict travels in the metadata."""
     import torch
     from ray.rllib.core.rl_module.rl_module import RLModule
 
@@ -50,7 +52,7 @@ def export_bundle(
     run = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
     summary = _summary_of(run, checkpoint)
     if not allow_losing:
-        note = refuse_losing(summary, "export", str(checkpoint), "--allow-losing")
+        note = refuse_losing(summary, action, str(checkpoint), "--allow-losing")
         if note:
             echo(note)
     handle = resolve(meta["sim"])

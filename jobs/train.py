@@ -88,8 +88,8 @@ def _metrics(result: Mapping[str, Any], steps_per_s: float) -> dict[str, Any]:
 
 
 METRIC_NAMES = tuple(_metrics({}, 0.0))
-RETURN_KEY = "env_runners/episode_return_mean"
 """Every metric an iteration may report (one not measured in an iteration is left out)."""
+RETURN_KEY = "env_runners/episode_return_mean"
 
 
 def stop_reason(
@@ -388,7 +388,7 @@ def _train(
                 metrics[RETURN_KEY] = last_return
             pending.append(metrics_line(progress, metrics))
             console.print(progress_line(cfg, progress, metrics))
-            reason = stop_reason(cfg, progress, metrics.get("env_runners/episode_return_mean"))
+            reason = stop_reason(cfg, progress, metrics.get(RETURN_KEY))
             if hooks.on_iteration is not None:
                 hooks.on_iteration(progress, metrics)
             if (

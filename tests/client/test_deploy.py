@@ -292,6 +292,8 @@ def test_a_losing_policy_is_not_deployed_unless_the_flag_says_so(cstr_run, cstr_
         r"further \(invoke train --resume\), or pass --allow-losing to deploy it anyway",
     ):
         dep.deploy_policy(target, str(cstr_bundle), dry_run=True)
-    with pytest.raises(dep.DeployError, match=r"refusing to deploy it"):
+    with pytest.raises(
+        dep.DeployError, match=r"refusing to deploy it\. .*pass --allow-losing to deploy it anyway"
+    ):
         dep.bundle_from(str(cstr_run))
     assert dep.bundle_from(str(cstr_bundle), allow_losing=True) == cstr_bundle

@@ -172,6 +172,15 @@ def test_the_recipe_separates_policy_and_value_and_normalises_rewards():
     assert algorithm_config(shared, callbacks=None).model_config["vf_share_layers"] is True
 
 
+def test_stopping_on_the_verdict_without_an_assessment_is_refused():
+    with pytest.raises(
+        ConfigError,
+        match=r"cstr_ppo\.yaml: \(top level\): stop\.beats_baseline assesses the agent: set "
+        r"assessment\.enabled: true, or stop\.beats_baseline: false",
+    ):
+        load_config(CONFIGS / "cstr_ppo.yaml", ["assessment.enabled=false"])
+
+
 @pytest.mark.parametrize("hidden", ["[]", "[0]", "[64, -1]"])
 def test_empty_or_zero_width_layers_are_refused_before_ray(hidden):
     with pytest.raises(ConfigError, match=r"training\.hidden"):

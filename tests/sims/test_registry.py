@@ -175,3 +175,17 @@ def test_rllib_env_normalises_rewards_for_the_learner_and_keeps_the_simulators_o
     _, reward, *_, info = plain.step(plain.action_space.sample())
     assert "reward" not in info  # no normalisation asked: the reward as the spec gives it
     assert reward == pytest.approx(-1000.0 * abs(info["states"]["error"]))
+
+
+def test_an_assessment_that_is_not_a_gym_assessment_is_named(user_project):
+    (user_project / "odd_env.py").write_text(
+        "import gymnasium as gym\n\n\nclass OddEnv(gym.Env):\n"
+        "    observation_space = gym.spaces.Box(-1, 1, (1,))\n"
+        "    action_space = gym.spaces.Discrete(2)\n\n\nASSESSMENT = {'baseline': None}\n"
+    )
+    with pytest.raises(
+        SimError,
+        match=r"odd_env\.py: ASSESSMENT is a dict; make it a sims\.contract\.GymAssessment\("
+        r"baseline=\.\.\., kpis=\.\.\.\) or remove it",
+    ):
+        resolve("odd_env:OddEnv")
