@@ -390,7 +390,13 @@ def _train(
             console.print(progress_line(cfg, progress, metrics))
             reason = stop_reason(cfg, progress, metrics.get(RETURN_KEY))
             if hooks.on_iteration is not None:
-                hooks.on_iteration(progress, metrics)
+                try:
+                    hooks.on_iteration(progress, metrics)
+                except StopTraining:
+                    if reason is None:
+                        raise
+                    # the scheduler's stop came on the iteration that met the run's own
+                    # stop: the run completed (its budget, its target) and is assessed
             if (
                 reason is None
                 and cfg.stop.beats_baseline

@@ -546,3 +546,29 @@ def test_a_relative_runs_dir_works_end_to_end(tmp_path):
     run = only_run(tmp_path / "runs")
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["assessment"]) == {"agent", "baseline"}
+
+
+def test_a_scheduler_stop_on_the_iteration_that_meets_the_budget_leaves_the_run_completed(
+    tmp_path,
+):
+    """Tune's ASHA stops a trial at its last rung and a study's time budget may end just
+    then: the run met its own budget in that iteration, so it is completed and assessed."""
+    from jobs.train import StopTraining, train
+
+    def stop_always(progress, metrics):
+        raise StopTraining("stopped early by the study (its scheduler or time budget)")
+
+    adder = tmp_path / "adder.yaml"
+    sets = ["training.train_batch_size=200", "training.minibatch_size=100",
+            "env_runners.num_env_runners=0", "env_runners.num_envs_per_env_runner=2",
+            "stop.beats_baseline=false", "stop.max_wall_s=300"]  # fmt: skip
+    adder.write_text("experiment: adder\nsim: simple_adder\n")
+    met = train(adder, sets=[*sets, "stop.max_env_steps=200"], runs_root=tmp_path / "a",
+                on_iteration=stop_always)  # fmt: skip
+    assert met["status"] == "completed" and met["stop_reason"] == "max_env_steps 200 reached"
+    assert met["assessment"]["agent"]["return"] is not None
+    early = train(adder, sets=[*sets, "stop.max_env_steps=400"], runs_root=tmp_path / "b",
+                  on_iteration=stop_always)  # fmt: skip
+    assert early["status"] == "stopped" and early["env_steps_sampled"] < 400
+    assert early["stop_reason"] == "stopped early by the study (its scheduler or time budget)"
+    assert early["assessment"] is None
