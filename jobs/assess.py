@@ -14,6 +14,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from jobs.checkpoints import damage, restorable
 from jobs.rundir import RunDir, RunError, read_checkpoint_meta, write_atomic, write_json
 from jobs.trajectories import Rows
 from sims.contract import SimError, SimulatorFault
@@ -359,8 +360,14 @@ def resolve_checkpoint(path: Path) -> Path:
         latest = RunDir.open(path).latest_checkpoint()
         if latest is None:
             raise RunError(f"{path}: this run has no checkpoint yet; train it further first")
-        return latest
-    read_checkpoint_meta(path)  # raises with a message when it is not a checkpoint
+        path = latest
+    meta = read_checkpoint_meta(path)  # raises with a message when it is not a checkpoint
+    broken = damage(path, meta)
+    if broken is not None:
+        run = RunDir(path.parent.parent) if path.parent.name == "checkpoints" else None
+        whole = [c.path for c in restorable(run) if c.damage is None] if run else []
+        hint = f"pass the newest whole one, {whole[0]}" if whole else "retrain it"
+        raise RunError(f"{path}: the checkpoint is damaged ({broken}); {hint}")
     return path
 
 

@@ -8,6 +8,7 @@ nothing of the iterations it rolls back except trajectory files, which it moves 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -66,17 +67,65 @@ class Progress:
         self.wall_time_s = wall_time_s
 
 
+RESTORES_WITH = (
+    "algorithm",
+    "training.hidden",
+    "training.share_layers",
+    "training.activation",
+    "training.extra.model_config",
+)
+"""The config keys a checkpoint's saved state is shaped by: a resume may change any other
+(a learning rate, a budget, the lesson), never these."""
+
+
+def restores_with(cfg: ExperimentConfig, handle: Any) -> dict[str, Any]:
+    """What a checkpoint fits, by name: the simulator, its spaces and the network the config
+    builds. Saved in every checkpoint and compared, before Ray starts, on a resume."""
+    data = cfg.model_dump(mode="json")
+    record: dict[str, Any] = {
+        "sim": cfg.sim,
+        "observation_shape": list(handle.observation_shape),
+        "actions": list(handle.actions),
+    }
+    for key in RESTORES_WITH:
+        value: Any = data
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        record[key] = value
+    return record
+
+
+def refuse_another_model(
+    checkpoint: Path, meta: Mapping[str, Any], now: Mapping[str, Any], source: str
+) -> None:
+    """A resume whose config or simulator builds something the checkpoint does not fit:
+    one message naming the key and both values, before anything starts or changes."""
+    saved = meta.get("restores_with")
+    if saved is None:  # saved by an earlier aml-rl: only the simulator was recorded
+        saved = {"sim": meta.get("sim")}
+    differ = [key for key in saved if key in now and saved[key] != now[key]]
+    if not differ:
+        return
+    what = "; ".join(f"{key} {saved[key]!r} there, {now[key]!r} now" for key in differ)
+    raise RunError(
+        f"{checkpoint} cannot be resumed with {source}: {what}. A checkpoint restores only "
+        "into the network and spaces it was trained with; drop the change, or start a new "
+        "run with it (invoke train --config ...). Nothing in the run was changed"
+    )
+
+
 def save_checkpoint(
     algo: Any,
     run: RunDir,
     cfg: ExperimentConfig,
     progress: Progress,
-    observation_shape: list[int],
+    record: Mapping[str, Any],
     metrics: list[Mapping[str, Any]] = (),
 ) -> Path:
     """Save into a hidden folder, add our metadata, the pending metrics lines and the list of
     trajectory files, then rename: a checkpoint is whole or absent (a failed save, a full disk
-    included, leaves no folder behind)."""
+    included, leaves no folder behind). The metadata lists every file's size and SHA-256, so
+    that a file cut short later is told from a checkpoint that does not fit."""
     final = run.checkpoint_path(progress.iteration)
     tmp = final.with_name(f".{final.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -84,7 +133,8 @@ def save_checkpoint(
         algo.save_to_path(str(tmp.resolve()))
         write_atomic(tmp / METRICS, "".join(json.dumps(dict(line)) + "\n" for line in metrics))
         write_json(tmp / TRAJECTORIES, _training_files(run))
-        write_json(tmp / CHECKPOINT_META, _meta(cfg, progress, observation_shape))
+        meta = {**_meta(cfg, progress, record), "files": _file_digests(tmp)}
+        write_json(tmp / CHECKPOINT_META, meta)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -95,14 +145,15 @@ def save_checkpoint(
     return final
 
 
-def _meta(cfg: ExperimentConfig, progress: Progress, observation_shape: list[int]) -> dict:
+def _meta(cfg: ExperimentConfig, progress: Progress, record: Mapping[str, Any]) -> dict:
     return {
         "sim": cfg.sim,
         "lessons": str(cfg.lessons.resolve()) if cfg.lessons else None,
         "lesson": cfg.lesson,
         "algorithm": cfg.algorithm,
         "config_digest": cfg.digest(),
-        "observation_shape": observation_shape,
+        "observation_shape": record["observation_shape"],
+        "restores_with": dict(record),
         "iteration": progress.iteration,
         "env_steps": progress.env_steps,
         "episodes": progress.episodes,
@@ -111,6 +162,33 @@ def _meta(cfg: ExperimentConfig, progress: Progress, observation_shape: list[int
         "mlflow_run_id": progress.mlflow_run_id,
         "saved_at": datetime.now(UTC).isoformat(),
     }
+
+
+def _file_digests(folder: Path) -> dict[str, list]:
+    """``{relative path: [size, sha256]}`` of every file under ``folder``."""
+    out = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        out[path.relative_to(folder).as_posix()] = [path.stat().st_size, digest]
+    return out
+
+
+def damage(checkpoint: Path, meta: Mapping[str, Any]) -> str | None:
+    """What is wrong with a checkpoint's files against the sizes and digests saved with it
+    (a file cut short, missing, changed), or None when they are whole. A checkpoint saved by
+    an earlier aml-rl has no digests: None, it cannot be told to be damaged."""
+    saved = meta.get("files")
+    if not isinstance(saved, dict):
+        return None
+    for name, (size, digest) in saved.items():
+        path = checkpoint / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} is {path.stat().st_size:,} bytes, {size:,} when saved"
+        if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            return f"{name} differs from what was saved (SHA-256)"
+    return None
 
 
 def _training_files(run: RunDir) -> list[str]:
@@ -203,15 +281,28 @@ def reconcile(run: RunDir, checkpoint: Path) -> Reconciled:
     return done
 
 
-def restorable(run: RunDir) -> list[tuple[Path, dict[str, Any] | None]]:
-    """The run's checkpoints, newest first, with their metadata (None where it cannot be read:
-    such a checkpoint is set aside when the resume gets to it)."""
-    out: list[tuple[Path, dict[str, Any] | None]] = []
+@dataclass
+class Candidate:
+    """One of a run's checkpoints as a resume finds it."""
+
+    path: Path
+    meta: dict[str, Any] | None
+    """Its metadata; None where it cannot be read."""
+    damage: str | None
+    """Why its files are not whole (checked against their saved digests); None if whole."""
+
+
+def restorable(run: RunDir) -> list[Candidate]:
+    """The run's checkpoints, newest first; a resume uses the first whole one and sets aside
+    the damaged ones before it only once that one has restored."""
+    out = []
     for checkpoint in reversed(run.checkpoint_dirs()):
         try:
-            out.append((checkpoint, read_checkpoint_meta(checkpoint)))
+            meta = read_checkpoint_meta(checkpoint)
         except RunError:
-            out.append((checkpoint, None))
+            out.append(Candidate(checkpoint, None, f"its {CHECKPOINT_META} cannot be read"))
+            continue
+        out.append(Candidate(checkpoint, meta, damage(checkpoint, meta)))
     return out
 
 

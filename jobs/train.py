@@ -24,10 +24,13 @@ import pyarrow.parquet as pq
 from jobs.assess import ScenarioError, default_scenarios, load_scenarios
 from jobs.callbacks import DISK_FULL, EPISODE_RETURN
 from jobs.checkpoints import (
+    Candidate,
     Progress,
     no_checkpoint_restores,
     reconcile,
+    refuse_another_model,
     restorable,
+    restores_with,
     save_checkpoint,
     set_aside,
 )
@@ -35,7 +38,6 @@ from jobs.cluster import node_rank, start_ray, wait_as_worker
 from jobs.config import DEFAULT_CONFIG, ConfigError, ExperimentConfig, load_config
 from jobs.console import console, print_kpis, progress_line
 from jobs.rundir import (
-    CHECKPOINT_META,
     RunDir,
     RunError,
     disk_full,
@@ -139,7 +141,7 @@ def prepare(
     resume: Path | None,
     runs_root: Path,
     run_dir: Path | None = None,
-) -> tuple[ExperimentConfig, RunDir, Progress, list[tuple[Path, dict[str, Any] | None]]]:
+) -> tuple[ExperimentConfig, RunDir, Progress, list[Candidate]]:
     """Everything that can fail on user input, before Ray starts. A resume changes nothing
     here: the run directory is only touched once it is locked and a checkpoint restored."""
     if run_dir is not None and RunDir.has_checkpoint(run_dir):
@@ -162,22 +164,30 @@ def prepare(
         )
     run = RunDir.open(resume)
     cfg = load_config(run.config, sets, smoke=smoke)
+    source = _source(run.config, sets)
     candidates = restorable(run)
-    readable = [(path, meta) for path, meta in candidates if meta is not None]
     progress = Progress()
-    if readable:
-        checkpoint, meta = readable[0]
-        if meta["sim"] != cfg.sim:
+    if candidates:
+        whole = [c for c in candidates if c.damage is None]
+        if not whole:  # nothing is set aside: the run stays as it was
+            raise no_checkpoint_restores(run, [f"{c.path.name}: {c.damage}" for c in candidates])
+        chosen = whole[0]
+        assert chosen.meta is not None
+        if chosen.meta["sim"] != cfg.sim:
             raise RunError(
-                f"{checkpoint}: trained on simulator {meta['sim']!r}, but {run.config} says "
-                f"{cfg.sim!r}; restore the run's config or start a new run"
+                f"{chosen.path}: trained on simulator {chosen.meta['sim']!r}, but {run.config} "
+                f"says {cfg.sim!r}; restore the run's config or start a new run"
             )
-        progress = Progress.from_meta(meta)
+        refuse_another_model(chosen.path, chosen.meta, restores_with(cfg, resolve(cfg.sim)), source)
+        progress = Progress.from_meta(chosen.meta)
         _refuse_if_complete(run, cfg, progress, sets)
     # after the checkpoint's simulator is compared: that mismatch is the root cause to name
-    check_before_start(cfg, _source(run.config, sets))
+    check_before_start(cfg, source)
+    if candidates:  # the damaged ones newer than it, set aside once it has restored
+        candidates = candidates[: candidates.index(chosen) + 1]
     # a session number no earlier session used, whichever checkpoint is restored
-    progress.sessions = 1 + max((meta["sessions"] for _, meta in readable), default=0)
+    readable = [c.meta for c in restorable(run) if c.meta is not None]
+    progress.sessions = 1 + max((meta["sessions"] for meta in readable), default=0)
     return cfg, run, progress, candidates
 
 
@@ -295,7 +305,7 @@ def _train(
     cfg: ExperimentConfig,
     run: RunDir,
     progress: Progress,
-    candidates: list[tuple[Path, dict[str, Any] | None]],
+    candidates: list[Candidate],
     sets: list[str],
     hooks: _Hooks,
 ) -> dict[str, Any]:
@@ -303,6 +313,7 @@ def _train(
     from jobs.callbacks import TrajectoryLogger
 
     handle = resolve(cfg.sim)
+    record = restores_with(cfg, handle)  # in every checkpoint, compared on a resume
     session = progress.sessions
     callbacks = functools.partial(
         TrajectoryLogger,
@@ -324,7 +335,7 @@ def _train(
     timeline["algorithm_built"] = time.time()
     kept = ""  # the newest whole checkpoint, relative to the run ("" before the first)
     if candidates:
-        algo, progress = _restore(algo, algo_config, run, candidates)
+        algo, progress = _restore(algo, run, candidates)
         progress.sessions = session
         console.print(
             f"resumed at iteration {progress.iteration}, {progress.env_steps:,} env steps, "
@@ -345,7 +356,7 @@ def _train(
         nonlocal kept, saved_at
         if saved_at is not None and saved_at[0] == progress.iteration:
             return saved_at[1]  # saved already (an assessment), nothing trained since
-        saved = save_checkpoint(algo, run, cfg, progress, handle.observation_shape, metrics=pending)
+        saved = save_checkpoint(algo, run, cfg, progress, record, metrics=pending)
         kept = str(saved.relative_to(run.path))
         saved_at = (progress.iteration, saved)
         commit_metrics(run, tracker, pending)
@@ -526,37 +537,33 @@ def commit_metrics(run: RunDir, tracker: Tracker, lines: list[dict[str, Any]]) -
         tracker.log(metric_values(line), step=line["iteration"])
 
 
-def _restore(
-    algo: Any,
-    algo_config: Any,
-    run: RunDir,
-    candidates: list[tuple[Path, dict[str, Any] | None]],
-) -> tuple[Any, Progress]:
-    """Restore the newest checkpoint that restores; set aside each one that does not."""
-    failures = []
-    for checkpoint, meta in candidates:
-        if meta is None:
-            failures.append(f"{checkpoint.name}: its {CHECKPOINT_META} cannot be read")
-            console.print(
-                f"{checkpoint}: its {CHECKPOINT_META} cannot be read; set aside as "
-                f"{set_aside(checkpoint).name}, trying the one before it"
-            )
-            continue
-        try:
-            algo.restore_from_path(str(checkpoint.resolve()))
-        except Exception as exc:  # a file cut short: pickle, torch and pyarrow raise their own
-            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-            failures.append(f"{checkpoint.name}: {reason}")
-            console.print(
-                f"{checkpoint} cannot be restored ({reason}); set aside as "
-                f"{set_aside(checkpoint).name}, trying the one before it"
-            )
-            algo.stop()
-            algo = algo_config.build_algo()  # a failed restore may have loaded half of it
-            continue
-        return algo, Progress.from_meta(meta)
-    algo.stop()
-    raise no_checkpoint_restores(run, failures)
+def _restore(algo: Any, run: RunDir, candidates: list[Candidate]) -> tuple[Any, Progress]:
+    """Restore the last of ``candidates`` (the newest whole checkpoint), then set aside the
+    damaged ones before it. A restore that fails changes nothing in the run: its files are
+    whole, so the cause is not the checkpoint's (a Ray or RLlib version, a changed module)."""
+    *damaged, chosen = candidates
+    assert chosen.meta is not None
+    try:
+        algo.restore_from_path(str(chosen.path.resolve()))
+    except Exception as exc:
+        algo.stop()
+        first = str(exc).splitlines()[0][:300] if str(exc) else ""
+        checked = (
+            "its files are whole (checked against the digests saved with it)"
+            if "files" in chosen.meta
+            else "it was saved by an earlier aml-rl, without file digests"
+        )
+        raise RunError(
+            f"{chosen.path} did not restore ({type(exc).__name__}: {first}); {checked}, so "
+            f"nothing in {run.path} was changed. Resume with the aml-rl, Ray and simulator "
+            "versions it was trained with, or start a new run"
+        ) from exc
+    for candidate in damaged:
+        console.print(
+            f"{candidate.path} is damaged ({candidate.damage}); set aside as "
+            f"{set_aside(candidate.path).name}, resuming from {chosen.path.name}, the one before it"
+        )
+    return algo, Progress.from_meta(chosen.meta)
 
 
 def _no_progress(run: RunDir, cfg: ExperimentConfig, iterations: int, seconds: float) -> SimError:

@@ -49,6 +49,7 @@ PACKAGE_VARIABLE = "AML_RL_SIM_PACKAGE"
 """Where the simulator package is (a folder): ``{package}`` in a command stands for it."""
 WORKDIR_VARIABLE = "AML_RL_SIM_WORKDIR"
 """Where instance working directories go (default: the system's temporary folder)."""
+CLOSE_GRACE_S = 5.0  # how long a process asked to exit has before it is killed
 STDERR_TAIL = 2000  # characters of the simulator's stderr carried by a fault
 _instances = itertools.count()
 # Linux's prctl, looked up once here: nothing may be imported between fork and exec
@@ -118,6 +119,7 @@ class ProcessSimulator(Simulator):
         self._buffer = b""
         self._poll: select.poll | None = None
         self._sent: bool | None = None  # a step request sent ahead (send_step), and whether it went
+        self._closing: subprocess.Popen | None = None  # asked to exit, not yet waited for
 
     # -- the contract ----------------------------------------------------------------------
     def reset(self, config: Mapping[str, float]) -> States:
@@ -151,19 +153,30 @@ class ProcessSimulator(Simulator):
         except OSError:
             self._sent = False
 
-    def close(self) -> None:
-        """Ask the process to exit; kill it if it has not within 5 s."""
+    def close(self, deadline: float | None = None) -> None:
+        """Ask the process to exit; kill it if it has not within 5 s (or by ``deadline``, a
+        ``time.monotonic()`` value: a vector asks all its processes first, then waits for
+        them together, so that hung ones cost one grace period, not one each)."""
+        self.ask_to_close()
+        process, self._closing = self._closing, None
+        if process is None:
+            return
+        remaining = CLOSE_GRACE_S if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            process.wait(timeout=remaining)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def ask_to_close(self) -> None:
+        """Send the close request and let go of the pipes; :meth:`close` then waits."""
         process, self.process = self.process, None
         if process is None:
             return
         with contextlib.suppress(OSError):
             os.write(self._to_sim, b'{"op":"close"}\n')
         self._close_pipes()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        self._closing = process
 
     def __getstate__(self) -> dict[str, Any]:
         """A copy (Ray ships environments pickled) starts a process of its own."""
@@ -176,14 +189,19 @@ class ProcessSimulator(Simulator):
             _buffer=b"",
             _poll=None,
             _sent=None,
+            _closing=None,
         )
         return state
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            if self.process is not None:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        # no module globals here: at interpreter exit they may already be None
+        for process in (self.__dict__.get("process"), self.__dict__.get("_closing")):
+            if process is not None:
+                try:
+                    process.kill()
+                    process.wait(timeout=5)
+                except Exception:
+                    pass
 
     # -- the process -----------------------------------------------------------------------
     @property
@@ -309,6 +327,17 @@ class PipelinedVectorEnv(gym.vector.SyncVectorEnv):
     whose simulators run as processes are sent before any answer is read: one round trip
     per vector step instead of one per sub-environment. Everything else (autoreset, infos,
     faults) is ``SyncVectorEnv``'s own, so results are identical."""
+
+    def close_extras(self, **kwargs: Any) -> None:
+        """Every process is asked to exit first, then all are waited for together."""
+        processes = [getattr(env.unwrapped, "simulator", None) for env in self.envs]
+        processes = [sim for sim in processes if isinstance(sim, ProcessSimulator)]
+        for sim in processes:
+            sim.ask_to_close()
+        deadline = time.monotonic() + CLOSE_GRACE_S
+        for sim in processes:
+            sim.close(deadline=deadline)
+        super().close_extras(**kwargs)
 
     def step(self, actions: Any) -> Any:
         actions_each = iterate(self.action_space, actions)

@@ -48,6 +48,12 @@ def sandbox_run(work: Path) -> Path:
 
 
 RUN = "runs/cstr_ppo/20261123-000000-beef"
+DAMAGED = (  # a checkpoint whose learner state was cut short after it was saved
+    (f"{RUN}/checkpoints/iter-000002/aml_rl.json", json.dumps({
+        "sim": "cstr", "iteration": 2, "files": {"learner_group/learner/state.pkl": [5000, "0" * 64]},
+    })),
+    (f"{RUN}/checkpoints/iter-000002/learner_group/learner/state.pkl", b"\x80\x04\x95"),
+)  # fmt: skip
 
 CASES = [
     # python -m jobs.train: config files
@@ -78,6 +84,8 @@ CASES = [
     Case("resume not a run", ["--resume", "."], 2, r"not a run directory \(no config\.yaml\)", "train"),
     Case("resume with --config", ["--resume", RUN, "--config", "c.yaml"], 2, r"takes its config from the run; drop --config", "train"),
     Case("resume config not text", ["--resume", "bad_run"], 2, r"bad_run/config\.yaml", "train", (("bad_run/config.yaml", PNG),)),
+    Case("resume into another network", ["--resume", RUN], 2, r"iter-000002 cannot be resumed with .*config\.yaml: training\.hidden \[32\] there, \[64, 64\] now\. A checkpoint restores only into the network and spaces it was trained with; drop the change, or start a new run", "train", ((f"{RUN}/checkpoints/iter-000002/aml_rl.json", json.dumps({"sim": "cstr", "iteration": 2, "restores_with": {"sim": "cstr", "training.hidden": [32]}})),)),
+    Case("resume every checkpoint damaged", ["--resume", RUN], 2, r"no checkpoint can be restored \(iter-000002: learner_group/learner/state\.pkl is 3 bytes, 5,000 when saved\); start a new run", "train", DAMAGED),
     # invoke: flags of the wrong type, and arguments that are not what they should be
     Case("flag not a number", ["check-sim", "--episodes", "many"], 1, r"--episodes 'many': not a valid int"),
     Case("train flag not a number", ["export-trajectories", RUN, "--csv", "--out", "x", "--bogus"], 1, r"No idea what '--bogus' is"),
@@ -87,6 +95,8 @@ CASES = [
     Case("assess scenarios missing", ["assess", RUN, "--scenarios", "nowhere.yaml"], 2, r"nowhere\.yaml"),
     Case("export missing", ["export", "runs/nope"], 2, r"runs/nope: no such (directory|checkpoint)"),
     Case("export not a checkpoint", ["export", "."], 2, r"not an aml-rl checkpoint"),
+    Case("export damaged checkpoint", ["export", RUN], 2, r"iter-000002: the checkpoint is damaged \(learner_group/learner/state\.pkl is 3 bytes, 5,000 when saved\); retrain it", "invoke", DAMAGED),
+    Case("assess damaged checkpoint", ["assess", RUN], 2, r"iter-000002: the checkpoint is damaged \(learner_group/learner/state\.pkl is 3 bytes, 5,000 when saved\); retrain it", "invoke", DAMAGED),
     Case("view missing", ["view", "runs/nope"], 2, r"runs/nope"),
     Case("view summary a list", ["view", RUN], 2, r"summary\.json: not a run summary", "invoke", ((f"{RUN}/summary.json", "[]"),)),
     Case("report no summary", ["report", RUN], 2, r"no summary\.json"),

@@ -306,18 +306,81 @@ def test_a_corrupt_newest_checkpoint_is_set_aside_and_the_one_before_used(cstr_r
     state = (
         newest / "learner_group" / "learner" / "rl_module" / "default_policy" / "module_state.pkl"
     )
+    size = state.stat().st_size
     state.write_bytes(state.read_bytes()[:100])  # cut short, as a kill during a copy leaves it
     meta = read_checkpoint_meta(previous)
     proc = start("--resume", str(run), "--set", "stop.max_env_steps=800", runs=tmp_path)
     out = " ".join(finish(proc).split())
     assert proc.returncode == 0, out[-3000:]
-    assert f"{newest} cannot be restored (" in out
-    assert f"set aside as .corrupt-{newest.name}, trying the one before it" in out
+    assert (
+        f"{newest} is damaged (learner_group/learner/rl_module/default_policy/module_state.pkl "
+        f"is 100 bytes, {size:,} when saved); set aside as .corrupt-{newest.name}, resuming "
+        f"from {previous.name}, the one before it"
+    ) in out
     assert f"resumed at iteration {meta['iteration']}" in out
     assert (run / "checkpoints" / f".corrupt-{newest.name}").is_dir(), "kept, not deleted"
     rolled_back = tuple(range(meta["iteration"] + 1, int(newest.name.split("-")[1]) + 1))
     assert f"MLflow keeps its values of the rolled-back iterations {rolled_back[0]}-" in out
     assert_exact(run, mlflow_also=rolled_back)
+
+
+def files_of(run: Path) -> dict[str, bytes]:
+    """Every file of a run, byte for byte (but the lock, which names the last session)."""
+    files = sorted(p for p in run.rglob("*") if p.is_file() and p.name != ".lock")
+    return {str(p.relative_to(run)): p.read_bytes() for p in files}
+
+
+def test_a_resume_with_another_network_is_refused_before_ray_and_changes_nothing(
+    cstr_run, tmp_path
+):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(cstr_run, run)
+    before = files_of(run)
+    newest = sorted((run / "checkpoints").glob("iter-*"))[-1]
+    # a completed run: the network is compared before the budget is
+    proc = start("--resume", str(run), "--set", "training.hidden=[128,128]", runs=tmp_path)
+    out = " ".join(finish(proc).split())
+    assert proc.returncode == 2, out[-3000:]
+    assert (
+        f"error: {newest} cannot be resumed with {run / 'config.yaml'} --set "
+        "training.hidden=[128,128]: training.hidden [64, 64] there, [128, 128] now. A checkpoint "
+        "restores only into the network and spaces it was trained with"
+    ) in out
+    assert "Nothing in the run was changed" in out
+    assert "Traceback" not in out and "Started a local Ray instance" not in out
+    assert files_of(run) == before, "a refused resume changes nothing, byte for byte"
+
+
+def test_a_checkpoint_that_fails_to_restore_for_another_reason_is_left_alone(cstr_run, tmp_path):
+    """Checkpoints saved by an earlier aml-rl record neither their network nor their files'
+    digests: a resume into another network reaches RLlib's restore, which fails, and the
+    run's checkpoints are not taken for corrupt (they were all renamed .corrupt-* before)."""
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(cstr_run, run)
+    for meta_file in (run / "checkpoints").glob("iter-*/aml_rl.json"):
+        meta = json.loads(meta_file.read_text())
+        del meta["files"], meta["restores_with"]
+        meta_file.write_text(json.dumps(meta))
+    before = files_of(run)
+    newest = sorted((run / "checkpoints").glob("iter-*"))[-1]
+    proc = start(
+        "--resume", str(run), "--set", "training.hidden=[32]",
+        "--set", "stop.max_env_steps=800", runs=tmp_path,
+    )  # fmt: skip
+    out = " ".join(finish(proc).split())
+    assert proc.returncode == 2, out[-3000:]
+    assert f"error: {newest} did not restore (" in out
+    assert (
+        f"it was saved by an earlier aml-rl, without file digests, so nothing in {run} was "
+        "changed. Resume with the aml-rl, Ray and simulator versions it was trained with, or "
+        "start a new run"
+    ) in out
+    assert not list((run / "checkpoints").glob(".corrupt-*"))
+    assert files_of(run) == before, "a failed restore changes nothing, byte for byte"
 
 
 def test_a_kill_during_a_save_or_before_its_metrics_were_written_resumes_exactly(

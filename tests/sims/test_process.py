@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -292,3 +293,22 @@ def test_a_simulator_that_dies_in_a_pipelined_step_is_that_envs_fault(c_package,
         piped.step(np.zeros((2, 1), dtype=np.float32))
     assert piped.envs[1].unwrapped.fault is not None and piped.envs[0].unwrapped.fault is None
     piped.close()
+
+
+def test_a_vector_of_hung_simulators_costs_one_grace_period_not_one_each(user_sim):
+    """A simulator that hangs hangs in every env of the vector: the fault is the first one's
+    step time-out; closing the vector (RLlib recreates it) asks every process to exit at
+    once and waits for them together, then kills them."""
+    from sims.process import CLOSE_GRACE_S, PipelinedVectorEnv
+
+    vector = PipelinedVectorEnv([lambda: user_sim("hang", step_timeout_s=1.0)] * 4)
+    vector.reset(seed=0)
+    pids = [env.unwrapped.simulator.pid for env in vector.envs]
+    with pytest.raises(SimulatorFault, match=r"did not send the step within 1 s"):
+        vector.step(np.full((4, 1), 0.5, dtype=np.float32))
+    started = time.monotonic()
+    vector.close()
+    took = time.monotonic() - started
+    assert not any(alive(pid) for pid in pids)
+    # one shared grace period: one each would be 3 x 5 s (a bound, not a timing claim)
+    assert took < 2 * CLOSE_GRACE_S, f"closing took {took:.1f} s"
