@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import collections
+import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
-from jobs.rundir import disk_full
+from jobs.faults import FAULT_RECORD, fault_log, send_fault_tracebacks_to
+from jobs.rundir import disk_full, write_atomic
 from jobs.trajectories import Rows
 from sims.registry import resolve
 
@@ -23,6 +27,10 @@ DISK_FULL = "aml_rl_disk_full"  # set when a trajectory file could not be writte
 # one sample (RLlib counts only completed steps towards it). A simulator that fails on 1% of
 # steps fails 87% of 200-step episodes: 100 in a row happens with probability 1e-6.
 MAX_FAILED_EPISODES_IN_A_ROW = 100
+# A simulator is failing while at least half of the last FAULT_WINDOW episodes on an env
+# runner ended in a fault; failing for ``stop.max_fault_s`` in a row ends the run, whatever
+# completes in between (a short episode that completes no longer starts the count again).
+FAULT_WINDOW = 20
 
 
 class SimulatorGaveUp(RuntimeError):
@@ -64,9 +72,17 @@ class TrajectoryLogger(RLlibCallback):
         session: str,
         every_k_episodes: int = 1,
         enabled: bool = True,
+        max_fault_s: float = 120.0,
+        deadline: float | None = None,
     ) -> None:
         super().__init__()
         self.folder = Path(folder)
+        self.run = self.folder.parent
+        self.max_fault_s = max_fault_s
+        self.deadline = deadline  # time.time() at which max_wall_s is reached
+        self._outcomes: collections.deque[bool] = collections.deque(maxlen=FAULT_WINDOW)
+        self._failing_since: float | None = None
+        send_fault_tracebacks_to(fault_log(self.run))
         self.units = resolve(sim).units
         self.run_id = run_id
         self.session = session
@@ -92,6 +108,7 @@ class TrajectoryLogger(RLlibCallback):
     ) -> None:
         self._episodes += 1
         self._failed_in_a_row = 0
+        self._outcome(failed=False)
         last = episode.get_infos(-1)
         if metrics_logger is not None and isinstance(last, dict) and "episode_return" in last:
             metrics_logger.log_value(EPISODE_RETURN, last["episode_return"], window=RETURN_WINDOW)
@@ -144,6 +161,8 @@ class TrajectoryLogger(RLlibCallback):
         """RLlib recreates the env after a simulator failure: record what the old one saw."""
         previous, self._env = self._env, env
         if previous is None:
+            if (self.run / FAULT_RECORD).is_file():  # a replaced env runner: given up already
+                raise SimulatorGaveUp(json.loads((self.run / FAULT_RECORD).read_text())["cause"])
             return
         faults = [getattr(sub.unwrapped, "fault", None) for sub in getattr(previous, "envs", [])]
         faults = [fault for fault in faults if fault]
@@ -165,9 +184,32 @@ class TrajectoryLogger(RLlibCallback):
             # Lifetime sum: the count must survive iterations and checkpoints alike.
             metrics_logger.log_value(FAILED_EPISODES, len(faults), reduce="lifetime_sum")
         self._failed_in_a_row += len(faults)
-        if faults and self._failed_in_a_row >= MAX_FAILED_EPISODES_IN_A_ROW:
+        for _ in faults:
+            self._outcome(failed=True)
+        cause = self._give_up(time.time()) if faults else None
+        if cause is not None:
             self.on_sample_end(env_runner=env_runner, metrics_logger=metrics_logger)  # the rows
-            raise SimulatorGaveUp(
-                f"{self._failed_in_a_row} episodes in a row failed and none completed; "
-                f"the last: {faults[-1]['error']}"
+            record = {"cause": cause, "last_fault": faults[-1], "at": time.time()}
+            write_atomic(self.run / FAULT_RECORD, json.dumps(record))
+            raise SimulatorGaveUp(cause)
+
+    def _outcome(self, *, failed: bool) -> None:
+        self._outcomes.append(failed)
+        failing = 2 * sum(self._outcomes) >= len(self._outcomes)
+        if not failing:
+            self._failing_since = None
+        elif self._failing_since is None:
+            self._failing_since = time.time()
+
+    def _give_up(self, now: float) -> str | None:
+        """Why this env runner stops sampling a simulator that keeps failing, or None."""
+        if self._failed_in_a_row >= MAX_FAILED_EPISODES_IN_A_ROW:
+            return f"{self._failed_in_a_row} episodes in a row failed and none completed"
+        if self._failing_since is not None and now - self._failing_since >= self.max_fault_s:
+            return (
+                f"most episodes failed for {now - self._failing_since:.0f} s "
+                f"(stop.max_fault_s {self.max_fault_s:g})"
             )
+        if self._failing_since is not None and self.deadline is not None and now >= self.deadline:
+            return "the simulator was still failing when max_wall_s was reached"
+        return None

@@ -98,6 +98,9 @@ class Stop(_Strict):
     assessment scenarios every ``assess_every_iterations``; the budgets above are caps."""
     assess_every_iterations: int = Field(10, ge=1)
     """How often ``beats_baseline`` assesses (each time saves a checkpoint)."""
+    max_fault_s: float = Field(120.0, gt=0)
+    """Stop the run as failed once its simulator has kept failing this long: at least half
+    of an env runner's last 20 episodes ended in a fault (or 100 in a row, sooner)."""
 
     @model_validator(mode="after")
     def _something_stops(self) -> Stop:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pyarrow.parquet as pq
 
 from jobs.assess import ScenarioError, default_scenarios, load_scenarios
@@ -37,6 +38,16 @@ from jobs.checkpoints import (
 from jobs.cluster import node_rank, start_ray, wait_as_worker
 from jobs.config import DEFAULT_CONFIG, ConfigError, ExperimentConfig, load_config
 from jobs.console import console, print_kpis, progress_line
+from jobs.faults import (
+    FAULT_LOGS,
+    FaultWatch,
+    SimulatorStopped,
+    fault_kinds,
+    fault_log,
+    read_record,
+    send_fault_tracebacks_to,
+    set_aside_record,
+)
 from jobs.rundir import (
     RunDir,
     RunError,
@@ -323,8 +334,16 @@ def _train(
         session=f"s{progress.sessions:02d}",
         every_k_episodes=cfg.trajectories.every_k_episodes,
         enabled=cfg.trajectories.enabled,
+        max_fault_s=cfg.stop.max_fault_s,
+        # faults that go on past max_wall_s end the run there, even inside an iteration
+        deadline=(
+            time.time() + cfg.stop.max_wall_s - progress.wall_time_s
+            if cfg.stop.max_wall_s is not None
+            else None
+        ),
     )
     algo_config = algorithm_config(cfg, callbacks)  # raises ConfigError before Ray starts
+    set_aside_record(run.path, session)
     console.print(f"run {run.path} ({'resuming' if candidates else 'new'})")
 
     started = time.perf_counter()
@@ -372,71 +391,118 @@ def _train(
     loop_start = time.perf_counter()
     idle, idle_since = 0, time.perf_counter()  # iterations in a row without an env step
     last_return: float | None = None
+
+    def summary_of(status: str, reason: str | None, checkpoint: str | None) -> dict[str, Any]:
+        return {
+            "run_id": run.run_id,
+            "experiment": cfg.experiment,
+            "sim": cfg.sim,
+            "algorithm": cfg.algorithm,
+            "status": status,
+            "stop_reason": reason,
+            "iterations": progress.iteration,
+            "env_steps_sampled": progress.env_steps,
+            "episodes_total": progress.episodes,
+            "wall_time_s": round(progress.wall_time_s, 3),
+            "session_wall_time_s": round(time.perf_counter() - started, 3),
+            "sessions": progress.sessions,
+            "episode_return_mean": metrics.get("env_runners/episode_return_mean"),
+            "env_step_failures": metrics.get("env_runners/env_step_failures", 0.0),
+            "failed_episodes": metrics.get("env_runners/failed_episodes", 0.0),
+            "checkpoint": checkpoint,
+            "trajectories": _trajectory_summary(run),
+            "assessment": None,
+            "verdict": None,
+            "verdicts": verdicts,
+            "units": {"trajectories": handle.units, "kpis": handle.kpi_units},
+            "config_digest": cfg.digest(),
+            "mlflow_run_id": progress.mlflow_run_id,
+            "timeline": timeline,
+        }
+
+    def fail(cause: str, record: dict[str, Any] | None) -> SimError:
+        """The simulator kept failing: the run ends as failed, with its summary, at its last
+        good checkpoint (nothing is saved from the iteration the faults cut short)."""
+        algo.stop()
+        tracker.close("failed", kept)
+        write_json(run.summary, {**summary_of("failed", cause, kept or None), "fault": record})
+        return SimError(_failure_message(cfg, run, cause, record, kept))
+
+    send_fault_tracebacks_to(fault_log(run.path))  # the driver's, and a local env runner's
+    watch = FaultWatch(run.path, algo)
     try:
-        while reason is None:
-            steps_before = progress.env_steps
-            tick = time.perf_counter()
-            result = algo.train()
-            took = time.perf_counter() - tick
-            if result.get("env_runners", {}).get(DISK_FULL):
-                raise OSError(errno.ENOSPC, "no space left for the trajectory files")
-            timeline.setdefault("first_iteration", time.time())
-            progress.advance(result, wall_time_s=session_wall + time.perf_counter() - loop_start)
-            if progress.env_steps > steps_before:
-                idle, idle_since = 0, time.perf_counter()
-            else:
-                idle += 1
-            if idle >= IDLE_ITERATIONS and time.perf_counter() - idle_since >= IDLE_SECONDS:
-                raise _no_progress(run, cfg, idle, time.perf_counter() - idle_since)
-            metrics = iteration_metrics(
-                result, (progress.env_steps - steps_before) / took if took else 0.0
-            )
-            # the mean over the last 100 episodes, as RLlib's own: an iteration in which no
-            # episode ended (long episodes, 960 steps) leaves it as it was, not unmeasured
-            if RETURN_KEY in metrics:
-                last_return = metrics[RETURN_KEY]
-            elif last_return is not None:
-                metrics[RETURN_KEY] = last_return
-            pending.append(metrics_line(progress, metrics))
-            console.print(progress_line(cfg, progress, metrics))
-            reason = stop_reason(cfg, progress, metrics.get(RETURN_KEY))
-            if hooks.on_iteration is not None:
-                try:
-                    hooks.on_iteration(progress, metrics)
-                except StopTraining:
-                    if reason is None:
-                        raise
-                    # the scheduler's stop came on the iteration that met the run's own
-                    # stop: the run completed (its budget, its target) and is assessed
-            if (
-                reason is None
-                and cfg.stop.beats_baseline
-                and (progress.iteration % cfg.stop.assess_every_iterations == 0)
-            ):
-                saved = checkpoint_now()
-                verdict = _assess_in_loop(cfg, run, handle, saved)
-                verdicts.append({"env_steps": progress.env_steps, **verdict.to_json()})
-                console.print(
-                    f"assessment at {progress.env_steps:,} env steps: {verdict.distance()}"
+        with watch:
+            while reason is None:
+                steps_before = progress.env_steps
+                tick = time.perf_counter()
+                result = algo.train()
+                took = time.perf_counter() - tick
+                if result.get("env_runners", {}).get(DISK_FULL):
+                    raise OSError(errno.ENOSPC, "no space left for the trajectory files")
+                timeline.setdefault("first_iteration", time.time())
+                progress.advance(
+                    result, wall_time_s=session_wall + time.perf_counter() - loop_start
                 )
-                if verdict.beats:
-                    reason = f"beats the baseline at {progress.env_steps:,} env steps"
-            elif reason is None and progress.iteration % cfg.checkpoints.every_iterations == 0:
-                checkpoint_now()
-        last_checkpoint = checkpoint_now()
+                if progress.env_steps > steps_before:
+                    idle, idle_since = 0, time.perf_counter()
+                else:
+                    idle += 1
+                if idle >= IDLE_ITERATIONS and time.perf_counter() - idle_since >= IDLE_SECONDS:
+                    raise _no_progress(cfg, idle, time.perf_counter() - idle_since)
+                metrics = iteration_metrics(
+                    result, (progress.env_steps - steps_before) / took if took else 0.0
+                )
+                # the mean over the last 100 episodes, as RLlib's own: an iteration in which
+                # no episode ended (long episodes, 960 steps) leaves it as it was
+                if RETURN_KEY in metrics:
+                    last_return = metrics[RETURN_KEY]
+                elif last_return is not None:
+                    metrics[RETURN_KEY] = last_return
+                pending.append(metrics_line(progress, metrics))
+                console.print(progress_line(cfg, progress, metrics))
+                reason = stop_reason(cfg, progress, metrics.get(RETURN_KEY))
+                if hooks.on_iteration is not None:
+                    try:
+                        hooks.on_iteration(progress, metrics)
+                    except StopTraining:
+                        if reason is None:
+                            raise
+                        # the scheduler's stop came on the iteration that met the run's own
+                        # stop: the run completed (its budget, its target) and is assessed
+                if (
+                    reason is None
+                    and cfg.stop.beats_baseline
+                    and (progress.iteration % cfg.stop.assess_every_iterations == 0)
+                ):
+                    saved = checkpoint_now()
+                    verdict = _assess_in_loop(cfg, run, handle, saved)
+                    verdicts.append({"env_steps": progress.env_steps, **verdict.to_json()})
+                    console.print(
+                        f"assessment at {progress.env_steps:,} env steps: {verdict.distance()}"
+                    )
+                    if verdict.beats:
+                        reason = f"beats the baseline at {progress.env_steps:,} env steps"
+                elif reason is None and progress.iteration % cfg.checkpoints.every_iterations == 0:
+                    checkpoint_now()
+            last_checkpoint = checkpoint_now()
     except StopTraining as stop:
         status, reason = "stopped", stop.reason
         console.print(f"stopping: {reason}")
         last_checkpoint = checkpoint_now()
+    except SimulatorStopped:
+        record = read_record(run.path)
+        raise fail(record["cause"] if record else "an env runner gave up", record) from None
     except KeyboardInterrupt:
         status, reason = "interrupted", "interrupted (Ctrl-C)"
         console.print("interrupted: saving a checkpoint before exiting")
         last_checkpoint = checkpoint_now()
-    except SimError:
-        algo.stop()
-        tracker.close("failed", kept)
-        raise
+    except SimError as exc:
+        record = read_record(run.path)
+        raise fail(record["cause"] if record else str(exc), record) from None
     except Exception as exc:
+        record = read_record(run.path)  # an env runner in this process gave up
+        if record is not None:
+            raise fail(record["cause"], record) from None
         if not disk_full(exc):
             raise
         algo.stop()
@@ -463,36 +529,22 @@ def _train(
         verdict = {**final.to_json(), "diagnoses": [*final.diagnoses, *notes]}
 
     summary = {
-        "run_id": run.run_id,
-        "experiment": cfg.experiment,
-        "sim": cfg.sim,
-        "algorithm": cfg.algorithm,
-        "status": status,
-        "stop_reason": reason,
-        "iterations": progress.iteration,
-        "env_steps_sampled": progress.env_steps,
-        "episodes_total": progress.episodes,
-        "wall_time_s": round(progress.wall_time_s, 3),
-        "session_wall_time_s": round(time.perf_counter() - started, 3),
-        "sessions": progress.sessions,
-        "episode_return_mean": metrics.get("env_runners/episode_return_mean"),
-        "env_step_failures": metrics.get("env_runners/env_step_failures", 0.0),
-        "failed_episodes": metrics.get("env_runners/failed_episodes", 0.0),
-        "checkpoint": str(last_checkpoint.relative_to(run.path)),
-        "trajectories": _trajectory_summary(run),
+        **summary_of(status, reason, str(last_checkpoint.relative_to(run.path))),
         "assessment": assessment,
         "verdict": verdict,
-        "verdicts": verdicts,
-        "units": {"trajectories": handle.units, "kpis": handle.kpi_units},
-        "config_digest": cfg.digest(),
-        "mlflow_run_id": progress.mlflow_run_id,
-        "timeline": timeline,
     }
     write_json(run.summary, summary)
     if verdict is not None:
         console.print(Verdict.from_json(verdict).line(), markup=False, highlight=False)
         for note in verdict["diagnoses"][len(final.diagnoses) :]:
             console.print(note, markup=False, highlight=False)
+    faults = _logged_faults(run)
+    if len(faults):
+        console.print(
+            f"simulator faults: {fault_kinds(faults)}; tracebacks in {run.path / FAULT_LOGS}",
+            markup=False,
+            highlight=False,
+        )
     console.print(f"summary: {run.summary}")
     console.print(f"see it: invoke view {run.path}")
     if status == "interrupted":
@@ -566,20 +618,38 @@ def _restore(algo: Any, run: RunDir, candidates: list[Candidate]) -> tuple[Any, 
     return algo, Progress.from_meta(chosen.meta)
 
 
-def _no_progress(run: RunDir, cfg: ExperimentConfig, iterations: int, seconds: float) -> SimError:
-    """The run's simulator fails on every episode (or answers slower than RLlib waits)."""
-    try:
-        errors = read_trajectories(run.path).dropna(subset=["error"])["error"]
-    except (KeyError, ValueError, OSError):  # no trajectory file, or none with an error
-        errors = []
-    if len(errors):
-        cause = f"{len(errors)} simulator failures are logged; the last: {errors.iloc[-1]}"
-    else:
-        cause = "no failure is logged: does a step take longer than RLlib's sample timeout, 60 s?"
+def _no_progress(cfg: ExperimentConfig, iterations: int, seconds: float) -> SimError:
+    """The run's simulator produced no step for a while (it hangs, or answers slower than
+    RLlib waits): what ``fail`` ends the run with when no env runner gave up first."""
     return SimError(
         f"simulator {cfg.sim!r} produced no env step in {iterations} iterations in a row "
-        f"({seconds:.0f} s), so the run stopped ({cause}). Reproduce it with "
-        f"`invoke check-sim --sim {cfg.sim}`; the run keeps its checkpoints"
+        f"({seconds:.0f} s)"
+    )
+
+
+def _logged_faults(run: RunDir) -> pd.Series:
+    """The errors of the simulator faults logged as trajectory rows (empty if none)."""
+    try:
+        return read_trajectories(run.path).dropna(subset=["error"])["error"]
+    except (KeyError, ValueError, OSError):  # no trajectory file, or none with an error
+        return pd.Series([], dtype=str)
+
+
+def _failure_message(
+    cfg: ExperimentConfig, run: RunDir, cause: str, record: dict[str, Any] | None, kept: str
+) -> str:
+    faults = _logged_faults(run)
+    last = record["last_fault"]["error"] if record else (faults.iloc[-1] if len(faults) else None)
+    if len(faults):
+        seen = f"{len(faults)} simulator faults are logged ({fault_kinds(faults)})"
+    else:
+        seen = "no fault is logged: does a step take longer than RLlib's sample timeout, 60 s?"
+    where = f"its last good checkpoint is {kept}" if kept else "it has no checkpoint yet"
+    return (
+        f"simulator {cfg.sim!r} kept failing, so the run stopped: {cause}"
+        + (f"; the last fault: {last}" if last else "")
+        + f". {seen}; {where}; summary {run.summary} (status failed), tracebacks in "
+        f"{run.path / FAULT_LOGS}. Reproduce it with `invoke check-sim --sim {cfg.sim}`"
     )
 
 
