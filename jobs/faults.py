@@ -113,7 +113,11 @@ class FaultWatch:
         self._previous: Any = None
 
     def __enter__(self) -> FaultWatch:
-        self._previous = signal.signal(self.SIGNAL, self._stop)
+        # a study's trial trains in a thread, which takes no signal: there the driver sees
+        # the record when the iteration the ended env runners cut short returns
+        self._signals = threading.current_thread() is threading.main_thread()
+        if self._signals:
+            self._previous = signal.signal(self.SIGNAL, self._stop)
         self._main = threading.get_ident()
         self._thread.start()
         return self
@@ -123,7 +127,8 @@ class FaultWatch:
     ) -> None:
         self._done.set()
         self._thread.join()
-        signal.signal(self.SIGNAL, self._previous)
+        if self._signals:
+            signal.signal(self.SIGNAL, self._previous)
 
     def _stop(self, signum: int, frame: Any) -> None:
         raise SimulatorStopped(str(self.run / FAULT_RECORD))
@@ -131,7 +136,8 @@ class FaultWatch:
     def _watch(self) -> None:
         while not self._done.wait(self._every):
             if (self.run / FAULT_RECORD).is_file():
-                signal.pthread_kill(self._main, self.SIGNAL)
+                if self._signals:
+                    signal.pthread_kill(self._main, self.SIGNAL)
                 # Ray's wait() looks at signals only when it returns (RLlib waits up to its
                 # sample time-out, 60 s, on env runners that keep being replaced): the env
                 # runners go, for good, so that it returns now

@@ -12,13 +12,16 @@ import functools
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
@@ -59,17 +62,18 @@ from jobs.rundir import (
 from jobs.tracking import Tracker, metric_values
 from jobs.trajectories import read_trajectories, trajectory_files
 from jobs.verdict import Verdict, decide, diagnose
-from sims.contract import SimError
+from sims.contract import SimError, SimulatorFault
 from sims.package import use_package
 from sims.registry import resolve
 
 USER_ERRORS = (ConfigError, RunError, ScenarioError, SimError)
+"""What a user can fix: shown as one message, never a traceback."""
 # A run stops when this many iterations in a row, over at least this long, sampled no env
 # step (its simulator fails every episode, or hangs). Both: an asynchronous algorithm (APPO)
 # has quick iterations without steps while its env runners warm up.
 IDLE_ITERATIONS = 3
 IDLE_SECONDS = 60.0
-"""What a user can fix: shown as one message, never a traceback."""
+LESSON_TRIES = 3  # a lesson value is refused when reset and one step fail this many times
 _ENTRY = time.time()  # when this module finished importing its dependencies
 
 
@@ -235,12 +239,16 @@ def check_before_start(cfg: ExperimentConfig, source: str) -> None:
             raise ConfigError(f"{source}: {exc}") from None
     handle = resolve(cfg.sim)
     try:
-        handle.make_env(lessons=cfg.lessons, lesson=cfg.lesson).close()
+        env = handle.make_env(lessons=cfg.lessons, lesson=cfg.lesson)
     except SimError as exc:
         lessons = cfg.lessons or "(the simulator's own)"
         raise ConfigError(
             f"{source}: sim {cfg.sim!r}, lessons {lessons}, lesson {cfg.lesson!r}: {exc}"
         ) from None
+    try:
+        try_lessons(env, cfg.lessons or getattr(handle.spec, "lessons", None), source)
+    finally:
+        env.close()
     if cfg.assessment.enabled:
         if cfg.assessment.scenarios is not None:
             load_scenarios(cfg.assessment.scenarios, handle)
@@ -255,6 +263,34 @@ def check_before_start(cfg: ExperimentConfig, source: str) -> None:
             f"machine has {cpus}; set it to {cpus} or fewer (raise "
             "env_runners.num_envs_per_env_runner for more parallel envs), or train on a cluster"
         )
+
+
+def try_lessons(env: Any, lessons: Path | None, source: str) -> None:
+    """Reset the simulator with every value each lesson can draw (a choice's values, a
+    range's ends) and step it once: a value the simulator refuses is named before Ray
+    starts, not after thousands of faults on the env runners. A value is refused only when
+    it fails :data:`LESSON_TRIES` times: a fault from outside the model (a licence server)
+    is training's to survive, not a reason to refuse the run."""
+    plan = getattr(env, "plan", None)
+    if plan is None:  # a plain Gymnasium environment: no lessons
+        return
+    for index, lesson in enumerate(plan.lessons):
+        for name, parameter in lesson.parameters.items():
+            for value in parameter.extremes():
+                for attempt in range(LESSON_TRIES):
+                    try:
+                        env.reset(
+                            seed=attempt, options={"lesson": index, "scenario": {name: value}}
+                        )
+                        env.step(np.zeros(env.action_space.shape, dtype=np.float32))
+                        break
+                    except (SimError, SimulatorFault) as exc:
+                        error = exc
+                else:
+                    raise ConfigError(
+                        f"{source}: lessons {lessons}: lessons[{index}] ({lesson.name}): "
+                        f"{name}: the simulator refuses {value:g}: {error}"
+                    ) from None
 
 
 def _source(config: Path, sets: list[str]) -> str:
@@ -349,6 +385,9 @@ def _train(
     started = time.perf_counter()
     timeline = {"entry": _ENTRY, "prepared": time.time()}  # wall-clock, for start-up benchmarks
     start_ray()
+    if threading.current_thread() is threading.main_thread():  # a study's trials: threads
+        # after Ray's own (sys.exit): a container runtime's or a scheduler's stop is Ctrl-C's
+        signal.signal(signal.SIGTERM, _terminated)
     timeline["ray_started"] = time.time()
     algo = algo_config.build_algo()
     timeline["algorithm_built"] = time.time()
@@ -437,6 +476,8 @@ def _train(
                 tick = time.perf_counter()
                 result = algo.train()
                 took = time.perf_counter() - tick
+                if read_record(run.path) is not None:  # an env runner gave up meanwhile
+                    raise SimulatorStopped(str(run.path))
                 if result.get("env_runners", {}).get(DISK_FULL):
                     raise OSError(errno.ENOSPC, "no space left for the trajectory files")
                 timeline.setdefault("first_iteration", time.time())
@@ -492,8 +533,11 @@ def _train(
     except SimulatorStopped:
         record = read_record(run.path)
         raise fail(record["cause"] if record else "an env runner gave up", record) from None
-    except KeyboardInterrupt:
-        status, reason = "interrupted", "interrupted (Ctrl-C)"
+    except KeyboardInterrupt as interrupt:
+        status = "interrupted"
+        reason = (
+            "terminated (SIGTERM)" if isinstance(interrupt, Terminated) else "interrupted (Ctrl-C)"
+        )
         console.print("interrupted: saving a checkpoint before exiting")
         last_checkpoint = checkpoint_now()
     except SimError as exc:
@@ -548,8 +592,16 @@ def _train(
     console.print(f"summary: {run.summary}")
     console.print(f"see it: invoke view {run.path}")
     if status == "interrupted":
-        raise KeyboardInterrupt
+        raise Terminated if reason == "terminated (SIGTERM)" else KeyboardInterrupt
     return summary
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: a checkpoint and the summary, then exit code 143."""
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise Terminated
 
 
 def _assess_in_loop(cfg: ExperimentConfig, run: RunDir, handle: Any, checkpoint: Path) -> Verdict:
@@ -722,6 +774,8 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         return 130
     return 0

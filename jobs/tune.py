@@ -29,13 +29,14 @@ from typing import Any
 import yaml
 from ray import tune
 
+from jobs.assess import ScenarioError
 from jobs.checkpoints import Progress
 from jobs.cluster import node_rank, start_ray, wait_as_worker
 from jobs.config import DEFAULT_CONFIG, ConfigError, ExperimentConfig, check_key, load_config
 from jobs.console import console
 from jobs.rundir import RunDir, RunError, new_run_id, read_summary, write_atomic, write_json
 from jobs.tracking import tracking_uri, use_tracking_uri
-from jobs.train import METRIC_NAMES, USER_ERRORS, StopTraining
+from jobs.train import METRIC_NAMES, USER_ERRORS, StopTraining, check_before_start
 from sims.contract import SimError
 from sims.lessons import read_yaml
 from sims.registry import resolve
@@ -103,16 +104,25 @@ def load_space(path: Path, config: Path) -> list[Param]:
         raise SpaceError(
             f"{path}: expected a mapping of config keys to distributions, got {type(data).__name__}"
         )
+    from jobs.algorithms import algorithm_config
+
     params = [_param(path, str(key), value) for key, value in data.items()]
     for param in params:
         for value in param.corners():
-            try:
-                load_config(config, [f"{param.key}={json.dumps(value)}"])
+            try:  # the config's own checks, and RLlib's (training.extra: names and kinds)
+                algorithm_config(load_config(config, [f"{param.key}={json.dumps(value)}"]), None)
             except ConfigError as exc:
                 detail = str(exc).split(": ", 2)[-1]
                 raise SpaceError(
                     f"{path}: {param.key}: the value {value!r} is refused by the config: {detail}"
                 ) from None
+    # the first trial's config, as a run checks it before Ray starts (simulator, lessons,
+    # scenarios, env runners): a study whose every trial would fail is refused here
+    first = [f"{param.key}={json.dumps(param.corners()[0])}" for param in params]
+    try:
+        check_before_start(load_config(config, first), f"{path} (its first trial)")
+    except (ConfigError, SimError, ScenarioError) as exc:
+        raise SpaceError(str(exc)) from None
     return params
 
 

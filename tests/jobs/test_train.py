@@ -623,7 +623,13 @@ def test_a_simulator_that_keeps_failing_ends_the_run_within_its_fault_budget(tmp
     assert took < 240, f"a 10 s fault budget took {took:.0f} s (bound for slow machines)"
 
 
-def test_ctrl_c_saves_a_checkpoint_before_exiting(tmp_path):
+@pytest.mark.parametrize(
+    ("how", "code", "reason"),
+    [(signal.SIGINT, 130, "interrupted (Ctrl-C)"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_before_exiting(tmp_path, how, code, reason):
+    """SIGTERM is what a container runtime or a scheduler sends to stop a job."""
     proc = start(
         "--smoke",
         "--set",
@@ -633,12 +639,12 @@ def test_ctrl_c_saves_a_checkpoint_before_exiting(tmp_path):
         runs=tmp_path,
     )
     wait_for(lambda: any(tmp_path.rglob("train-*.parquet")), proc)  # training is under way
-    os.kill(proc.pid, signal.SIGINT)  # the driver only, as a terminal's Ctrl-C reaches it
+    os.kill(proc.pid, how)  # the driver only, as a terminal's Ctrl-C reaches it
     out = finish(proc, timeout=120)
-    assert proc.returncode == 130, out[-3000:]
+    assert proc.returncode == code, out[-3000:]
     run = only_run(tmp_path)
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "interrupted"
+    assert summary["status"] == "interrupted" and summary["stop_reason"] == reason
     assert read_checkpoint_meta(run / summary["checkpoint"])["iteration"] == summary["iterations"]
 
 
