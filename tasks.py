@@ -51,6 +51,10 @@ def check_sim(c: Context, sim: str = "cstr", lessons: str = "", episodes: int = 
     from sims.check import check_sim as run_checks
     from sims.check import render
 
+    if episodes < 1:
+        raise Exit(
+            f"check-sim: --episodes {episodes}: give 1 or more random-policy episodes", code=2
+        )
     report = run_checks(sim, lessons=Path(lessons) if lessons else None, episodes=episodes)
     render(report)
     if not report.ok:
@@ -215,6 +219,8 @@ def assess(c: Context, checkpoint: str, scenarios: str = "", out: str = "") -> N
         )
     except USER_ERRORS as exc:
         raise Exit(f"assess: {exc}", code=2) from None
+    except OSError as exc:
+        raise _os_error("assess", exc) from None
     print_kpis(result.table, title=f"assessment of {ckpt}", units=result.units)
     print(f"wrote {target}/kpis.csv, kpis.json and trajectories/")
 
@@ -241,6 +247,8 @@ def export_trajectories(c: Context, run: str, csv: bool = False, out: str = "") 
         path = export_csv(Path(run), Path(out) if out else None)
     except RunError as exc:
         raise Exit(f"export-trajectories: {exc}", code=2) from None
+    except OSError as exc:
+        raise _os_error("export-trajectories", exc) from None
     print(f"wrote {path}")
 
 
@@ -257,11 +265,24 @@ def view(c: Context, run: str, out: str = "", episodes: int = 12) -> None:
     from jobs.rundir import RunError
     from viewer.page import build_page
 
+    if episodes < 1:
+        raise Exit(f"view: --episodes {episodes}: give 1 or more episodes per lesson", code=2)
     try:
         page = build_page(Path(run), Path(out) if out else None, episodes=episodes)
     except RunError as exc:
         raise Exit(f"view: {exc}", code=2) from None
+    except OSError as exc:
+        raise _os_error("view", exc) from None
     print(f"wrote {page} ({page.stat().st_size / 1e6:.1f} MB); open it in a browser")
+
+
+def _os_error(name: str, exc: OSError) -> Exit:
+    """A file the task could not read or write (an unwritable --out): one line naming it."""
+    return Exit(
+        f"{name}: {exc.filename or 'a file'}: {exc.strerror or exc}; check the path and its "
+        "permissions (--out: a folder you can write)",
+        code=2,
+    )
 
 
 ALLOW_LOSING = "take a policy whose verdict says it does not beat its baseline (default: refuse)"

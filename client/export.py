@@ -22,7 +22,7 @@ from images.build import git_revision
 from jobs.assess import MODULE_PATH, resolve_checkpoint
 from jobs.rundir import read_checkpoint_meta, write_json
 from jobs.verdict import refuse_losing
-from policy_runtime.bundle import GRAPH, METADATA, SCHEMA
+from policy_runtime.bundle import GRAPH, METADATA, SCHEMA, policy_digest
 from sims.handle import SimHandle
 from sims.registry import resolve
 
@@ -97,6 +97,7 @@ def export_bundle(
             "verdict": summary.get("verdict"),
             "action_space": str(env.action_space),
         }
+        metadata["policy_sha256"] = policy_digest((tmp / GRAPH).read_bytes(), metadata)
         write_json(tmp / METADATA, metadata)
         # a bundle is for others to read (a serving image's user, a colleague); the temporary
         # folder and the atomic write create owner-only files

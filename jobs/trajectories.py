@@ -96,7 +96,7 @@ def trajectory_units(run_or_folder: Path | str) -> dict[str, str]:
     """Units by column, from the schema metadata of a run's trajectory files."""
     units: dict[str, str] = {}
     for path in trajectory_files(_folder(Path(run_or_folder))):
-        metadata = pq.read_schema(path).metadata or {}
+        metadata = read_schema(path).metadata or {}
         units.update(json.loads(metadata.get(UNITS_KEY.encode(), b"{}")))
     return units
 
@@ -104,6 +104,30 @@ def trajectory_units(run_or_folder: Path | str) -> dict[str, str]:
 def _folder(run_or_folder: Path) -> Path:
     nested = run_or_folder / "trajectories"
     return nested if nested.is_dir() else run_or_folder
+
+
+def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """One trajectory file; a file that is not whole Parquet (cut short by a copy or a
+    kill) is named in a :class:`RunError`, with what to do."""
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as exc:
+        raise _not_parquet(path, exc) from None
+
+
+def read_schema(path: Path) -> pa.Schema:
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise _not_parquet(path, exc) from None
+
+
+def _not_parquet(path: Path, exc: BaseException) -> RunError:
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return RunError(
+        f"{path}: not a whole Parquet file ({type(exc).__name__}: {first}); move it out of "
+        f"{path.parent.name}/ (a copy or a kill cut it short) and try again"
+    )
 
 
 def trajectory_files(folder: Path) -> list[Path]:
@@ -118,7 +142,7 @@ def read_trajectories(run_or_folder: Path | str, phase: str | None = None) -> pd
         raise RunError(
             f"{folder}: no trajectory files (*.parquet); was trajectory logging enabled?"
         )
-    tables = [pq.read_table(path) for path in files]
+    tables = [read_table(path) for path in files]
     frame = pa.concat_tables(tables, promote_options="permissive").to_pandas()
     prefixes = ("scenario_", "state_", "action_")
     ordered = [c for c in COLUMNS if c in frame] + sorted(

@@ -18,9 +18,23 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-SCHEMA = 1
+SCHEMA = 2
+"""2: ``policy_sha256`` covers the graph and the observation and action specs together."""
 GRAPH = "policy.onnx"
 METADATA = "policy.json"
+REQUIRED = ("schema", "sim", "observations", "actions", "graph_sha256", "policy_sha256")
+SPEC_KEYS = ("name", "scaling")  # in every observation and action spec
+
+
+def policy_digest(graph: bytes, metadata: Mapping[str, Any]) -> str:
+    """SHA-256 of what decides an action: the graph, and the order, names, ranges and
+    scaling of the observations and actions (two swapped observations change it)."""
+    specs = json.dumps(
+        {"observations": metadata["observations"], "actions": metadata["actions"]},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(graph + specs.encode()).hexdigest()
 
 
 class BundleError(ValueError):
@@ -36,12 +50,7 @@ class Policy:
         for path in (meta_path, graph_path):
             if not path.is_file():
                 raise BundleError(f"{folder}: no {path.name}; export one with `invoke export RUN`")
-        self.metadata: dict[str, Any] = json.loads(meta_path.read_text())
-        if self.metadata.get("schema") != SCHEMA:
-            raise BundleError(
-                f"{meta_path}: schema {self.metadata.get('schema')!r}, this runtime reads "
-                f"{SCHEMA}; export the bundle again with this version"
-            )
+        self.metadata = _read_metadata(meta_path)
         graph = graph_path.read_bytes()
         digest = hashlib.sha256(graph).hexdigest()
         if digest != self.metadata["graph_sha256"]:
@@ -49,7 +58,19 @@ class Policy:
                 f"{graph_path} does not match {meta_path} (sha256 {digest[:12]} != "
                 f"{self.metadata['graph_sha256'][:12]}); the two must come from one export"
             )
-        self.session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+        if policy_digest(graph, self.metadata) != self.metadata["policy_sha256"]:
+            raise BundleError(
+                f"{meta_path}: its observations or actions were changed after the export "
+                "(policy_sha256 does not match); the graph reads them in the order and scaling "
+                "it was exported with: export the bundle again"
+            )
+        try:
+            self.session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own kinds for a file it cannot load
+            raise BundleError(
+                f"{graph_path}: onnxruntime cannot load it ({type(exc).__name__}); export the "
+                "bundle again"
+            ) from None
         self.observations: list[dict[str, Any]] = self.metadata["observations"]
         self.actions: list[dict[str, Any]] = self.metadata["actions"]
         width = self.session.get_inputs()[0].shape[1]
@@ -99,6 +120,38 @@ class Policy:
             spec["name"]: _scale_out(float(v), spec)
             for spec, v in zip(self.actions, row, strict=True)
         }
+
+
+def _read_metadata(path: Path) -> dict[str, Any]:
+    """``policy.json``, whole and with every key the runtime reads, or one message."""
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(
+            f"{path}: not JSON ({type(exc).__name__}: {exc}); the file is cut short or edited: "
+            "export the bundle again"
+        ) from None
+    if not isinstance(metadata, dict):
+        raise BundleError(f"{path}: not a bundle's metadata (a JSON object); export it again")
+    if metadata.get("schema") != SCHEMA:
+        raise BundleError(
+            f"{path}: schema {metadata.get('schema')!r}, this runtime reads {SCHEMA}; export "
+            "the bundle again with this version"
+        )
+    missing = [key for key in REQUIRED if key not in metadata]
+    for kind in ("observations", "actions"):
+        specs = metadata.get(kind)
+        if kind in metadata and (
+            not isinstance(specs, list)
+            or not all(isinstance(x, dict) and all(k in x for k in SPEC_KEYS) for x in specs)
+        ):
+            missing.append(f"{kind}[].{'/'.join(SPEC_KEYS)}")
+    if missing:
+        raise BundleError(
+            f"{path}: lacks {', '.join(missing)}; the file is cut short or edited: export the "
+            "bundle again"
+        )
+    return metadata
 
 
 def _scale_in(value: float, spec: Mapping[str, Any]) -> float:

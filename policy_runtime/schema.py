@@ -3,7 +3,12 @@ accept, and what `invoke predict` checks a states file against before sending it
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
+
+State = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+"""A JSON number, finite: ``true`` or ``"8.57"`` is refused, as the in-process runtime does."""
 
 
 class PredictRequest(BaseModel):
@@ -11,8 +16,8 @@ class PredictRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    states: dict[str, float] | None = None
-    batch: list[dict[str, float]] | None = Field(None, min_length=1)
+    states: dict[str, State] | None = None
+    batch: list[dict[str, State]] | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
     def _one_form(self) -> PredictRequest:

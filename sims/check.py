@@ -401,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lessons", type=Path, help="a lessons YAML to check instead")
     parser.add_argument("--episodes", type=int, default=30, help="random-policy episodes")
     args = parser.parse_args(argv)
+    if args.episodes < 1:
+        parser.error(f"--episodes {args.episodes}: give 1 or more random-policy episodes")
     report = check_sim(args.sim, lessons=args.lessons, episodes=args.episodes)
     render(report)
     return 0 if report.ok else 1

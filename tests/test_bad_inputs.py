@@ -48,6 +48,24 @@ def sandbox_run(work: Path) -> Path:
 
 
 RUN = "runs/cstr_ppo/20261123-000000-beef"
+
+
+def _parquet() -> bytes:
+    """A trajectory file as training writes it: one episode of two steps."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(pa.table({
+        "run_id": ["beef"] * 2, "phase": ["train"] * 2, "controller": ["agent"] * 2,
+        "env_runner": [1, 1], "episode_id": ["e1", "e1"], "lesson": ["transition"] * 2,
+        "step": [0, 1], "reward": [None, 1.0], "terminated": [False, True],
+        "truncated": [False, False], "state_Ca": [8.5, 8.6], "action_dTc": [None, 0.5],
+    }), sink)  # fmt: skip
+    return sink.getvalue()
+
+
+PARQUET = _parquet()
 DAMAGED = (  # a checkpoint whose learner state was cut short after it was saved
     (f"{RUN}/checkpoints/iter-000002/aml_rl.json", json.dumps({
         "sim": "cstr", "iteration": 2, "files": {"learner_group/learner/state.pkl": [5000, "0" * 64]},
@@ -90,6 +108,12 @@ CASES = [
     # invoke: flags of the wrong type, and arguments that are not what they should be
     Case("flag not a number", ["check-sim", "--episodes", "many"], 1, r"--episodes 'many': not a valid int"),
     Case("train flag not a number", ["export-trajectories", RUN, "--csv", "--out", "x", "--bogus"], 1, r"No idea what '--bogus' is"),
+    Case("check-sim negative episodes", ["check-sim", "--episodes", "-5"], 2, r"check-sim: --episodes -5: give 1 or more random-policy episodes"),
+    Case("view negative episodes", ["view", RUN, "--episodes", "-3"], 2, r"view: --episodes -3: give 1 or more episodes per lesson"),
+    Case("view out under a file", ["view", RUN, "--out", "c.yaml/view.html"], 2, r"view: c\.yaml: (File exists|Not a directory); check the path and its permissions \(--out: a folder you can write\)", "invoke", (("c.yaml", "sim: cstr\n"), (f"{RUN}/trajectories/train-s01-r001-1-000000.parquet", PARQUET))),
+    Case("view truncated parquet", ["view", RUN], 2, r"train-s01-r001-1-000001\.parquet: not a whole Parquet file \(ArrowInvalid: .*\); move it out of trajectories/ \(a copy or a kill cut it short\) and try again", "invoke", ((f"{RUN}/trajectories/train-s01-r001-1-000001.parquet", PARQUET[:300]),)),
+    Case("export-trajectories truncated parquet", ["export-trajectories", RUN, "--csv", "--out", "t.csv"], 2, r"train-s01-r001-1-000001\.parquet: not a whole Parquet file", "invoke", ((f"{RUN}/trajectories/train-s01-r001-1-000001.parquet", PARQUET[:300]),)),
+    Case("export-trajectories out under a file", ["export-trajectories", RUN, "--csv", "--out", "c.yaml/t.csv"], 2, r"export-trajectories: c\.yaml: (File exists|Not a directory); check the path", "invoke", (("c.yaml", "sim: cstr\n"), (f"{RUN}/trajectories/train-s01-r001-1-000000.parquet", PARQUET))),
     Case("check-sim unknown", ["check-sim", "--sim", "tank_v9"], 1, r"unknown simulator 'tank_v9'"),
     Case("check-sim lessons missing", ["check-sim", "--lessons", "nowhere.yaml"], 1, r"nowhere\.yaml"),
     Case("assess missing", ["assess", "runs/nope"], 2, r"runs/nope: no such (directory|checkpoint)"),
@@ -131,6 +155,8 @@ CASES = [
     Case("tune resume not a study", ["tune", "--resume", RUN], 2, r"not a study \(no study\.yaml\)"),
     Case("tune resume with a space", ["tune", "--resume", RUN, "--space", "s.yaml"], 2, r"takes its settings from the study; drop --space s\.yaml"),
     Case("predict states not JSON", ["predict", "--endpoint", "cstr-1", "--states", "s.json", "--outputs", "o.json"], 2, r"s\.json: not JSON", "invoke", (("s.json", "Ca: 8.5\n"), ("o.json", "GOOD_OUTPUTS"))),
+    Case("predict state a boolean", ["predict", "--endpoint", "cstr-1", "--states", "s.json", "--outputs", "o.json"], 2, r"s\.json: states\.Ca: Input should be a valid number", "invoke", (("s.json", '{"Ca": true}'), ("o.json", "GOOD_OUTPUTS"))),
+    Case("predict state NaN", ["predict", "--endpoint", "cstr-1", "--states", "s.json", "--outputs", "o.json"], 2, r"s\.json: states\.Ca: Input should be a finite number", "invoke", (("s.json", '{"Ca": NaN}'), ("o.json", "GOOD_OUTPUTS"))),
     Case("predict state not a number", ["predict", "--endpoint", "cstr-1", "--states", "s.json", "--outputs", "o.json"], 2, r"s\.json: states\.Ca: Input should be a valid number", "invoke", (("s.json", '{"Ca": "high"}'), ("o.json", "GOOD_OUTPUTS"))),
 ]  # fmt: skip
 

@@ -25,13 +25,12 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pyarrow as pa
-import pyarrow.parquet as pq
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from jobs.console import kpi_header
 from jobs.rundir import CHECKPOINT_PREFIX, RunDir, RunError, read_summary, write_atomic
-from jobs.trajectories import trajectory_files, trajectory_units
+from jobs.trajectories import read_schema, read_table, trajectory_files, trajectory_units
 from jobs.verdict import read_verdict
 from sims.handle import SimHandle
 from sims.registry import resolve
@@ -134,8 +133,8 @@ def select_episodes(run: RunDir, per_lesson: int) -> Selection:
         raise RunError(f"{run.path}: no trajectory files; train with trajectories.enabled")
     index_tables = []
     for order, path in enumerate(files):
-        names = pq.read_schema(path).names
-        table = pq.read_table(path, columns=[c for c in INDEX_COLUMNS if c in names])
+        names = read_schema(path).names
+        table = read_table(path, columns=[c for c in INDEX_COLUMNS if c in names])
         index_tables.append(table.append_column("file", pa.array([order] * table.num_rows)))
     index = pa.concat_tables(index_tables, promote_options="permissive").to_pandas()
     failures = int(index["error"].notna().sum()) if "error" in index else 0
@@ -166,7 +165,7 @@ def select_episodes(run: RunDir, per_lesson: int) -> Selection:
     episodes = pd.concat(chosen, ignore_index=True)
     wanted = set(episodes["episode_id"])
     needed = sorted(set(episodes["file"]))
-    tables = [pq.read_table(files[i]) for i in needed]
+    tables = [read_table(files[i]) for i in needed]
     rows = pa.concat_tables(tables, promote_options="permissive").to_pandas()
     rows = rows[rows["episode_id"].isin(wanted)].sort_values(["episode_id", "step"])
     shown_training = len(episodes) - len(assessed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -140,6 +141,48 @@ def test_a_graph_that_does_not_match_its_metadata_is_refused(bundle, tmp_path):
         load(tmp_path)
 
 
+def test_a_bundle_whose_observations_were_swapped_is_refused(bundle, tmp_path):
+    """The graph reads observations by position: two swapped in policy.json would be served,
+    silently answering another action, if only the graph were checksummed."""
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    meta = json.loads((copy / "policy.json").read_text())
+    meta["observations"][0], meta["observations"][1] = (
+        meta["observations"][1], meta["observations"][0],
+    )  # fmt: skip
+    (copy / "policy.json").write_text(json.dumps(meta))
+    with pytest.raises(
+        BundleError,
+        match=r"policy\.json: its observations or actions were changed after the export",
+    ):
+        load(copy)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda text: text[: len(text) // 2], r"policy\.json: not JSON \(JSONDecodeError: .*cut short or edited"),
+        (lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k != "actions"}),
+         r"policy\.json: lacks actions; the file is cut short or edited: export the bundle again"),
+        (lambda text: json.dumps({**json.loads(text), "schema": 1}), r"schema 1, this runtime reads 2"),
+    ],
+    ids=["truncated", "lacks a key", "older schema"],
+)  # fmt: skip
+def test_a_damaged_policy_json_is_refused_in_one_message(bundle, tmp_path, edit, message):
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    meta = copy / "policy.json"
+    meta.write_text(edit(meta.read_text()))
+    with pytest.raises(BundleError, match=message):
+        load(copy)
+    proc = subprocess.run(
+        [sys.executable, "-m", "policy_runtime", str(copy), "--port", str(free_port())],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert re.search(message, proc.stderr), proc.stderr[-2000:]
+
+
 def test_a_policy_that_does_not_beat_its_baseline_is_not_exported_unless_asked(run, tmp_path):
     with pytest.raises(
         LosingPolicy,
@@ -220,6 +263,13 @@ def test_the_service_names_the_bad_field_in_a_422(service):
     assert missing.status_code == 422 and "missing T" in missing.json()["detail"]
     neither = requests.post(f"{service}/v1/predict", json={}, timeout=5)
     assert neither.status_code == 422 and "either 'states' or 'batch'" in neither.text
+    # JSON numbers only, as the in-process runtime takes: no booleans, no numeric strings
+    for value in (True, "8.57"):
+        lax = requests.post(
+            f"{service}/v1/predict", json={"states": {**STATES, "Ca": value}}, timeout=5
+        )
+        assert lax.status_code == 422, (value, lax.text)
+        assert lax.json()["detail"][0]["loc"] == ["body", "states", "Ca"]
 
 
 @pytest.mark.docker
