@@ -15,6 +15,7 @@ import shutil
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 from sims.contract import SimError
@@ -104,8 +105,12 @@ def _extract(archive: Path, into: Path) -> None:
         else:
             with tarfile.open(archive) as tf:
                 tf.extractall(into, filter="data")
-    except (tarfile.TarError, zipfile.BadZipFile, OSError) as exc:
-        raise SimError(f"sim_package {archive}: cannot be extracted ({exc})") from None
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+        # a gzip stream cut short raises EOFError, a damaged one zlib.error
+        raise SimError(
+            f"sim_package {archive}: cannot be extracted ({type(exc).__name__}: {exc}); the "
+            "archive is damaged or cut short: make it again (tar -czf NAME.tar.gz -C FOLDER .)"
+        ) from None
 
 
 def use_package(source: str | Path, sha256: str | None = None) -> Path:

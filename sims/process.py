@@ -94,14 +94,28 @@ class ProcessSim:
 
     def argv(self) -> list[str]:
         package = os.environ.get(PACKAGE_VARIABLE) or self.package
+        if not package and any("{package}" in part for part in self.command):
+            raise SimError(
+                f"simulator {self.name}: its command {' '.join(self.command)} names "
+                "{package}, but no package is set; set sim_package in the experiment config "
+                "(a folder or an archive), or package= in the spec's ProcessSim as its default"
+            )
         argv = [part.replace("{package}", package) for part in self.command]
         executable = Path(argv[0])
         if "/" in argv[0] and not (executable.is_file() and os.access(executable, os.X_OK)):
-            where = f"the package {package}" if package else "no package (sim_package unset)"
             raise SimError(
-                f"simulator {self.name}: no executable {argv[0]} ({where}); set sim_package "
-                "in the experiment config to the folder or archive that holds it, or build it"
+                f"simulator {self.name}: no executable {argv[0]} (the package {package}); set "
+                "sim_package in the experiment config to the folder or archive that holds it, "
+                "or build it"
             )
+        # an interpreter's script (node {package}/sim.js): the file must be in the package
+        for part, given in zip(argv[1:], self.command[1:], strict=True):
+            if given.startswith("{package}") and not Path(part).exists():
+                raise SimError(
+                    f"simulator {self.name}: {part} (in its command {' '.join(self.command)}) "
+                    f"is not in the package {package}; set sim_package to the folder or archive "
+                    "that holds it"
+                )
         return argv
 
 

@@ -5,6 +5,7 @@ nonsense); each fault named with the stderr tail, and no process left behind."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import shutil
 import stat
@@ -201,6 +202,22 @@ def test_a_missing_executable_is_named_when_the_env_is_made(tmp_path, monkeypatc
         resolve("simple_adder_c").make_env()
 
 
+def test_a_command_naming_the_package_is_checked_beyond_its_first_word(tmp_path, monkeypatch):
+    """`node {package}/sim.js`: the interpreter is on PATH, the script must be in the
+    package; and `{package}` with no package set is named, not replaced by nothing."""
+    monkeypatch.delenv(PACKAGE_VARIABLE, raising=False)
+    script = ProcessSim(name="nodesim", command=("node", "{package}/sim.js"))
+    with pytest.raises(SimError, match=r"nodesim: its command node \{package\}/sim\.js names "
+                       r"\{package\}, but no package is set; set sim_package"):  # fmt: skip
+        script.argv()
+    monkeypatch.setenv(PACKAGE_VARIABLE, str(tmp_path))
+    with pytest.raises(SimError, match=rf"nodesim: {tmp_path}/sim\.js \(in its command node "
+                       r"\{package\}/sim\.js\) is not in the package"):  # fmt: skip
+        script.argv()
+    (tmp_path / "sim.js").write_text("// the user's simulator\n")
+    assert script.argv() == ["node", f"{tmp_path}/sim.js"]
+
+
 def test_an_archive_is_checked_and_extracted_once(c_package, tmp_path, monkeypatch):
     monkeypatch.setenv("AML_RL_SIM_CACHE", str(tmp_path / "cache"))
     archive = tmp_path / "adder.tar.gz"
@@ -235,11 +252,23 @@ def test_a_zip_keeps_the_executable_bit(c_package, tmp_path, monkeypatch):
         ("nowhere", r"sim_package nowhere: no such file or folder"),
         ("notes.txt", r"sim_package .*notes\.txt: not a folder or an archive"),
         ("azureml://datastores/sims/paths/adder/", r"mounted by the job that `invoke submit`"),
+        (
+            "cut.tar.gz",
+            r"sim_package .*cut\.tar\.gz: cannot be extracted \(EOFError: .*\); the "
+            r"archive is damaged or cut short: make it again",
+        ),
     ],
 )
 def test_bad_packages_are_named(tmp_path, monkeypatch, source, message):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text("x")
+    whole = tmp_path / "whole.tar.gz"
+    with tarfile.open(whole, "w:gz") as tf:  # a package too large for gzip to end early
+        data = np.random.default_rng(0).bytes(200_000)
+        info = tarfile.TarInfo("sim")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    (tmp_path / "cut.tar.gz").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     with pytest.raises(SimError, match=message):
         materialise(source)
 
