@@ -207,7 +207,9 @@ def _export(
     echo: Callable[[str], None] = print,
 ) -> Path:
     try:
-        return export_bundle(path, out, allow_losing=allow_losing, action="deploy", echo=echo)
+        return export_bundle(
+            path, out, allow_losing=allow_losing, action="deploy", echo=echo, reuse=True
+        )
     except (ExportError, RunError, LosingPolicy) as exc:
         raise DeployError(str(exc)) from None
 

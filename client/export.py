@@ -38,12 +38,15 @@ def export_bundle(
     allow_losing: bool = False,
     action: str = "export",
     echo: Callable[[str], None] = print,
+    reuse: bool = False,
 ) -> Path:
     """Export the checkpoint (or a run's newest) at ``path`` to ``out`` (default
     ``<checkpoint>/../../bundle``); written whole, then renamed. Returns the bundle folder.
     A policy whose run's verdict says it does not beat its baseline is refused
     (:class:`LosingPolicy`, saying it refuses to ``action`` it: deploy exports on its way) unless
-    ``allow_losing``; the verdict travels in the metadata."""
+    ``allow_losing``; the verdict travels in the metadata. An existing bundle there is
+    replaced, and ``echo`` says so; with ``reuse`` (deploy), one exported from this same
+    checkpoint is used as it is."""
     import torch
     from ray.rllib.core.rl_module.rl_module import RLModule
 
@@ -55,6 +58,11 @@ def export_bundle(
         note = refuse_losing(summary, action, str(checkpoint), "--allow-losing")
         if note:
             echo(note)
+    target = Path(out) if out else (run or checkpoint.parent) / "bundle"
+    earlier = _exported_from(target)
+    if reuse and earlier is not None and Path(earlier).parts[-3:] == checkpoint.parts[-3:]:
+        echo(f"{action}: {target} was exported from {checkpoint.name}; using it as it is")
+        return target
     handle = resolve(meta["sim"])
     module = RLModule.from_checkpoint((checkpoint / MODULE_PATH).resolve())
     if not isinstance(module, torch.nn.Module):
@@ -70,7 +78,6 @@ def export_bundle(
     actions, discrete = _actions(handle, env.action_space, checkpoint)
     graph = _Deterministic(module, len(actions), discrete)
 
-    target = Path(out) if out else (run or checkpoint.parent) / "bundle"
     tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=target.parent))
     try:
         example = torch.zeros(1, len(observations))
@@ -107,6 +114,8 @@ def export_bundle(
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)
+        if earlier is not None:
+            echo(f"{action}: replaced the bundle {target} (exported from {earlier})")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -180,6 +189,18 @@ def _actions(handle: SimHandle, space: Any, checkpoint: Path) -> tuple[list[dict
         f"{checkpoint}: the policy's action space {space} is not exported yet; bundles take a "
         "SimSpec's actions, a flat Box or a Discrete"
     )
+
+
+def _exported_from(bundle: Path) -> str | None:
+    """The checkpoint a bundle folder was exported from; None where there is no whole one."""
+    from policy_runtime.bundle import BundleError, load
+
+    if not (bundle / METADATA).is_file():
+        return None
+    try:
+        return str(load(bundle).metadata.get("checkpoint"))
+    except BundleError:
+        return "a bundle that no longer loads"
 
 
 def _summary_of(run: Path | None, checkpoint: Path) -> dict[str, Any]:

@@ -297,3 +297,31 @@ def test_a_losing_policy_is_not_deployed_unless_the_flag_says_so(cstr_run, cstr_
     ):
         dep.bundle_from(str(cstr_run))
     assert dep.bundle_from(str(cstr_bundle), allow_losing=True) == cstr_bundle
+
+
+def test_deploy_uses_the_runs_bundle_of_the_same_checkpoint_and_export_says_it_replaces(
+    cstr_run, tmp_path
+):
+    """`deploy --dry-run RUN` exported again and overwrote the run's bundle without a word."""
+    import shutil
+
+    from client.export import export_bundle
+
+    run = tmp_path / cstr_run.name
+    shutil.copytree(cstr_run, run)
+    shutil.rmtree(run / "bundle", ignore_errors=True)
+    said: list[str] = []
+    bundle = export_bundle(run, allow_losing=True, echo=said.append)
+    assert not any("replaced" in line for line in said), said
+    before = (bundle / "policy.json").read_bytes(), (bundle / "policy.json").stat().st_mtime_ns
+    said.clear()
+    assert dep.bundle_from(str(run), allow_losing=True, echo=said.append) == bundle
+    newest = sorted((run / "checkpoints").glob("iter-*"))[-1].name
+    assert f"deploy: {bundle} was exported from {newest}; using it as it is" in said
+    after = (bundle / "policy.json").read_bytes(), (bundle / "policy.json").stat().st_mtime_ns
+    assert after == before, "the run's bundle is left as it was"
+    said.clear()
+    export_bundle(run, allow_losing=True, echo=said.append)
+    assert any(
+        line.startswith(f"export: replaced the bundle {bundle} (exported from ") for line in said
+    )
