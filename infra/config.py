@@ -35,6 +35,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from pulumi import RunError
+
 from infra.regions import REGIONS
 
 PROJECT = "aml-rl"
@@ -49,8 +51,10 @@ KEYS = (
 """Every ``aml-rl:<key>`` the program reads."""
 
 
-class InfraConfigError(ValueError):
-    """A stack setting that Azure would reject; names the key, the value and the rule."""
+class InfraConfigError(RunError, ValueError):
+    """A stack setting that Azure would reject; names the key, the value and the rule. A
+    ``pulumi.RunError``: `pulumi up` prints it as a message, where any other exception
+    comes with the Python traceback of the program."""
 
 
 # Azure's naming rules, by resource kind: (pattern, rule in words).

@@ -52,6 +52,13 @@ def test_names_that_break_azures_rules_fail_before_any_resource(key, value, rule
         load_values({**BASE, key: value}, "dev")
 
 
+def test_a_config_error_reaches_pulumi_up_as_a_message_not_a_traceback():
+    """Pulumi's Python host prints a pulumi.RunError as its message; any other exception
+    (a ValueError) with the program's traceback."""
+    with pytest.raises(pulumi.RunError, match=r"aml-rl:prefix = 'My-Team'"):
+        load_values({**BASE, "prefix": "My-Team"}, "dev")
+
+
 def test_a_prefix_that_would_make_invalid_names_is_refused():
     with pytest.raises(
         InfraConfigError,
