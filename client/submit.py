@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -478,6 +479,8 @@ def submit_experiment(
         created = submit(job, ml_client(target), wait=wait, yaml_path=staging / run_id / "job.yaml")
     except SubmitError:
         shutil.rmtree(staging / run_id, ignore_errors=True)  # nothing of a refused submission
+        with contextlib.suppress(OSError):  # nor the staging folder it may have created
+            staging.rmdir()
         raise
     echo(f"job {created.name}: {created.status}; {created.studio_url}")
     if record is not None:

@@ -209,7 +209,8 @@ def test_a_bad_input_gets_one_message_and_changes_nothing(case, tmp_path, monkey
             path.write_text(content)
     monkeypatch.chdir(work)
     before = snapshot(work)
-    staged = set((ROOT / ".aml").glob("*")) if (ROOT / ".aml").is_dir() else set()
+    had_staging = (ROOT / ".aml").is_dir()
+    staged = set((ROOT / ".aml").glob("*")) if had_staging else set()
     code, out = run_entry(case, work)
     assert "Traceback" not in out, out[-3000:]
     assert code == case.code, out[-3000:]
@@ -218,3 +219,4 @@ def test_a_bad_input_gets_one_message_and_changes_nothing(case, tmp_path, monkey
     assert snapshot(work) == before, "nothing may be created or changed"
     now = set((ROOT / ".aml").glob("*")) if (ROOT / ".aml").is_dir() else set()
     assert now == staged, f"a refused submission left staged code: {sorted(now - staged)}"
+    assert had_staging or not (ROOT / ".aml").exists(), "a refused submission left .aml/"

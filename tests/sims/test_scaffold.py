@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -77,3 +78,21 @@ def test_unusable_names_are_refused_with_the_rule(tmp_path, name):
     ):
         new_sim(name, tmp_path)
     assert not (tmp_path / "sims").exists()
+
+
+def test_lint_leaves_the_declared_vendor_package_alone(model_project):
+    """The README's model-package section: the vendor's files are theirs, not ours to lint
+    or to reformat (`invoke lint --fix` rewrote them)."""
+    shutil.copy(ROOT / "pyproject.toml", model_project / "pyproject.toml")
+    (model_project / "sims" / "tank.py").unlink()  # the fixture's own sim: not under test here
+    vendor = model_project / "vendor" / "reactor_model" / "units.py"
+    vendor.write_text("import os,sys\ndef   k( x ):\n  return x*2\n")  # their style, not ours
+    before = vendor.read_text()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for args in (["lint"], ["lint", "--fix"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "invoke", "--search-root", str(ROOT), *args],
+            cwd=model_project, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert vendor.read_text() == before
