@@ -29,6 +29,7 @@ import itertools
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -50,6 +51,7 @@ PACKAGE_VARIABLE = "AML_RL_SIM_PACKAGE"
 WORKDIR_VARIABLE = "AML_RL_SIM_WORKDIR"
 """Where instance working directories go (default: the system's temporary folder)."""
 CLOSE_GRACE_S = 5.0  # how long a process asked to exit has before it is killed
+LOG_CAP_BYTES = 10_000_000  # stdout.log and stderr.log each, rotated once between episodes
 STDERR_TAIL = 2000  # characters of the simulator's stderr carried by a fault
 _instances = itertools.count()
 # Linux's prctl, looked up once here: nothing may be imported between fork and exec
@@ -140,6 +142,8 @@ class ProcessSimulator(Simulator):
         self._sent = None
         if self.process is None:
             self._start()
+        else:
+            self._rotate_logs()
         seed = int(self.np_random.integers(2**31))
         return self._exchange({"op": "reset", "config": dict(config), "seed": seed}, "reset")
 
@@ -181,6 +185,11 @@ class ProcessSimulator(Simulator):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        # a process that ended well leaves nothing behind; a failed one keeps its folder,
+        # which its fault names (_fail)
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
 
     def ask_to_close(self) -> None:
         """Send the close request and let go of the pipes; :meth:`close` then waits."""
@@ -326,6 +335,19 @@ class ProcessSimulator(Simulator):
             f"simulator process {self.factory.name} ({' '.join(self.argv)}, pid "
             f"{process.pid if process else '?'}, in {self.workdir}) {what}{tail}"
         )
+
+    def _rotate_logs(self) -> None:
+        """Keep ``stdout.log`` and ``stderr.log`` under :data:`LOG_CAP_BYTES`: between
+        episodes, one over it is copied to ``NAME.1`` and emptied (the process writes in
+        append mode, so it carries on at the start of the emptied file)."""
+        if self.workdir is None:
+            return
+        for name in ("stdout.log", "stderr.log"):
+            path = self.workdir / name
+            with contextlib.suppress(OSError):
+                if path.stat().st_size > LOG_CAP_BYTES:
+                    shutil.copyfile(path, path.with_name(f"{name}.1"))
+                    os.truncate(path, 0)
 
     def _close_pipes(self) -> None:
         for fd in (self._to_sim, self._from_sim):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -160,9 +161,39 @@ def test_a_simulator_that_prints_on_stdout_still_speaks_the_protocol(user_sim):
     for _ in range(5):
         env.step(np.array([0.3], dtype=np.float32))
     workdir = env.simulator.workdir
-    env.close()
     assert "a banner on stdout" in (workdir / "stdout.log").read_text()
     assert "step to" in (workdir / "stdout.log").read_text()
+    env.close()
+    assert not workdir.exists(), "a process that ended well leaves no folder behind"
+
+
+def test_a_failed_simulators_folder_is_kept_and_named(user_sim):
+    env = user_sim("crash")
+    with pytest.raises(SimulatorFault, match=r"in (/\S+)\) exited") as caught:
+        env.reset(seed=0)
+        env.step(np.array([0.5], dtype=np.float32))
+    workdir = Path(re.search(r"in (/\S+)\) exited", str(caught.value)).group(1))
+    env.close()
+    assert "the model diverged" in (workdir / "stderr.log").read_text(), "kept for the post-mortem"
+
+
+def test_a_chatty_simulators_logs_are_capped_between_episodes(user_sim, monkeypatch):
+    import sims.process
+
+    monkeypatch.setattr(sims.process, "LOG_CAP_BYTES", 500)
+    env = user_sim("good")
+    for episode in range(30):  # each step prints a line: ~45 bytes per episode
+        env.reset(seed=episode)
+        for _ in range(3):
+            env.step(np.array([0.3], dtype=np.float32))
+    workdir = env.simulator.workdir
+    log, kept = workdir / "stdout.log", workdir / "stdout.log.1"
+    assert kept.is_file() and kept.stat().st_size > 500
+    assert log.stat().st_size <= 500 + 100, "emptied when over the cap, written on from there"
+    env.reset(seed=99)
+    env.step(np.array([0.3], dtype=np.float32))
+    assert "step to" in log.read_text(), "the process carries on writing to the emptied file"
+    env.close()
 
 
 @pytest.mark.parametrize(
