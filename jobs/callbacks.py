@@ -11,7 +11,13 @@ from typing import Any
 
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
-from jobs.faults import FAULT_RECORD, fault_log, send_fault_tracebacks_to
+from jobs.faults import (
+    FAULT_RECORD,
+    fault_log,
+    ray_log,
+    send_fault_tracebacks_to,
+    send_ray_notes_to,
+)
 from jobs.rundir import disk_full, write_atomic
 from jobs.trajectories import Rows
 from sims.registry import resolve
@@ -83,6 +89,7 @@ class TrajectoryLogger(RLlibCallback):
         self._outcomes: collections.deque[bool] = collections.deque(maxlen=FAULT_WINDOW)
         self._failing_since: float | None = None
         send_fault_tracebacks_to(fault_log(self.run))
+        send_ray_notes_to(ray_log(self.run))
         self.units = resolve(sim).units
         self.run_id = run_id
         self.session = session

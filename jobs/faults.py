@@ -42,6 +42,11 @@ def fault_log(run: Path) -> Path:
     return run / FAULT_LOGS / f"faults-{os.getpid()}.log"
 
 
+def ray_log(run: Path) -> Path:
+    """Where this process writes Ray's and RLlib's warnings."""
+    return run / FAULT_LOGS / f"ray-{os.getpid()}.log"
+
+
 class _FaultsToFile(logging.Filter):
     """Takes RLlib's records of simulator faults off the console, into one file."""
 
@@ -72,6 +77,33 @@ def send_fault_tracebacks_to(path: Path) -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _FaultsToFile) for f in logger.filters):
             logger.addFilter(_FaultsToFile(path))
+
+
+class _BelowErrorToFile(logging.Filter):
+    """On Ray's console handler: warnings and notes (deprecations, token authentication, a
+    missing gputil) go to the run's log; errors still reach the console."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.handler = logging.FileHandler(path, delay=True)
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            return True
+        self.handler.handle(record)
+        return False
+
+
+def send_ray_notes_to(path: Path) -> None:
+    """Ray's and RLlib's warnings in this process, off the console and into ``path``."""
+    import ray.rllib  # noqa: F401 - RLlib sets up its own console handler when imported
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for name in ("ray", "ray.rllib"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, _BelowErrorToFile) for f in handler.filters):
+                handler.addFilter(_BelowErrorToFile(path))
 
 
 def read_record(run: Path) -> dict[str, Any] | None:

@@ -47,8 +47,10 @@ from jobs.faults import (
     SimulatorStopped,
     fault_kinds,
     fault_log,
+    ray_log,
     read_record,
     send_fault_tracebacks_to,
+    send_ray_notes_to,
     set_aside_record,
 )
 from jobs.rundir import (
@@ -378,6 +380,8 @@ def _train(
             else None
         ),
     )
+    send_ray_notes_to(ray_log(run.path))  # Ray's and RLlib's warnings: to the run's log
+    send_fault_tracebacks_to(fault_log(run.path))  # the driver's, and a local env runner's
     algo_config = algorithm_config(cfg, callbacks)  # raises ConfigError before Ray starts
     set_aside_record(run.path, session)
     console.print(f"run {run.path} ({'resuming' if candidates else 'new'})")
@@ -467,7 +471,6 @@ def _train(
         write_json(run.summary, {**summary_of("failed", cause, kept or None), "fault": record})
         return SimError(_failure_message(cfg, run, cause, record, kept))
 
-    send_fault_tracebacks_to(fault_log(run.path))  # the driver's, and a local env runner's
     watch = FaultWatch(run.path, algo)
     try:
         with watch:
