@@ -364,16 +364,52 @@ def ml_client(target: Target, cred: Any = None, **kwargs: Any) -> Any:
     )
 
 
+class JobFailed(SubmitError):
+    """``--wait`` on a job that did not complete: the job as the service has it now."""
+
+    def __init__(self, message: str, job: Any) -> None:
+        super().__init__(message)
+        self.job = job
+
+
 def submit(job: Any, client: Any, wait: bool = False, yaml_path: Path | None = None) -> Any:
-    """Submit through the same YAML that --dry-run writes: what can be read is what is sent."""
+    """Submit through the same YAML that --dry-run writes: what can be read is what is sent.
+    With ``wait``, a job that fails is :class:`JobFailed`, naming its error and its logs."""
     from azure.ai.ml import load_job
+    from azure.ai.ml.exceptions import JobException
 
     path = write_yaml(job, yaml_path or STAGING / job.tags.get("run_id", "job") / "job.yaml")
     created = client.jobs.create_or_update(load_job(path))
     if wait:
-        client.jobs.stream(created.name)
+        try:
+            client.jobs.stream(created.name)
+        except JobException as exc:
+            ended = client.jobs.get(created.name)
+            raise JobFailed(
+                f"job {ended.name} ended {_status(ended)}: {_job_error(str(exc))}. Its logs: "
+                f"`az ml job download --name {ended.name} --all`; its page: {ended.studio_url}",
+                ended,
+            ) from None
         created = client.jobs.get(created.name)
     return created
+
+
+def _status(job: Any) -> str:
+    """``Failed``, not ``JobStatus.FAILED``: azure-ai-ml hands some statuses as enums."""
+    return str(getattr(job.status, "value", job.status))
+
+
+def _job_error(text: str) -> str:
+    """The message of azure-ai-ml's ``JobException`` text (``Exception : {json}``)."""
+    try:
+        error = json.loads(text.split(":", 1)[1])
+    except (IndexError, ValueError):
+        return text.strip()
+    while isinstance(error, dict) and isinstance(error.get("error"), dict):
+        error = error["error"]
+    if isinstance(error, dict) and error.get("message"):
+        return f"{error.get('code', 'error')}: {error['message']}"
+    return text.strip()
 
 
 def download_run(client: Any, name: str, to: Path) -> Path:
@@ -476,22 +512,28 @@ def submit_experiment(
             path = write_yaml(job, out or staging / run_id / "job.yaml")
             echo(f"wrote {path}; submit it with `az ml job create -f {path}`")
             return None
-        created = submit(job, ml_client(target), wait=wait, yaml_path=staging / run_id / "job.yaml")
+        created = submit(
+            job, client or ml_client(target), wait=wait, yaml_path=staging / run_id / "job.yaml"
+        )
+    except JobFailed as failed:  # sent, and it failed: the workflow fetches its logs by name
+        _record(record, failed.job, run_id, cfg.experiment)
+        raise
     except SubmitError:
         shutil.rmtree(staging / run_id, ignore_errors=True)  # nothing of a refused submission
         with contextlib.suppress(OSError):  # nor the staging folder it may have created
             staging.rmdir()
         raise
-    echo(f"job {created.name}: {created.status}; {created.studio_url}")
-    if record is not None:
-        entry = {
-            "name": created.name,
-            "status": created.status,
-            "run_id": run_id,
-            "experiment": cfg.experiment,
-        }
-        record.write_text(json.dumps(entry, indent=2) + "\n")
+    echo(f"job {created.name}: {_status(created)}; {created.studio_url}")
+    _record(record, created, run_id, cfg.experiment)
     return created
+
+
+def _record(record: Path | None, job: Any, run_id: str, experiment: str) -> None:
+    """``--record job.json``: the job's name and status, for the workflow's next steps."""
+    if record is None:
+        return
+    entry = {"name": job.name, "status": _status(job), "run_id": run_id, "experiment": experiment}
+    write_atomic(record, json.dumps(entry, indent=2) + "\n")
 
 
 def read_job_summary(

@@ -70,6 +70,13 @@ class FakeArm(BaseAdapter):
                 properties.setdefault("scaleSettings", {"scaleType": "Default"})
             if "/models/" in path:
                 properties.setdefault("flavors", {})
+            if "/jobs/" in path:  # queued, with its studio page, as the service answers
+                properties.setdefault("status", "Queued")
+                studio = {
+                    "jobServiceType": "Studio",
+                    "endpoint": f"https://ml.azure.com/runs/{name}",
+                }
+                properties.setdefault("services", {"Studio": studio})
             self.resources[path] = {**body, "id": path, "name": name, "properties": properties}
             return self._answer(request, 200, self.resources[path])
         if request.method == "GET":

@@ -168,6 +168,63 @@ def test_submission_sends_the_job_to_the_workspace(target, arm, ml, tmp_path):
     }
 
 
+def failing_run_history(arm, message: str) -> None:
+    """The service as a job that failed looks from --wait: its run history says Failed."""
+    arm.resources[WORKSPACE]["properties"]["discoveryUrl"] = (
+        "https://westeurope.api.azureml.ms/discovery"
+    )
+    api = "https://westeurope.api.azureml.ms"
+
+    def answer(request):
+        url = request.url.split("?")[0]
+        if url.endswith("/discovery"):
+            return 200, {"api": api, "history": api}
+        if "/history/" in url and url.endswith("/details"):
+            name = url.split("/runs/")[1].split("/")[0]
+            arm.resources[f"{WORKSPACE}/jobs/{name}"]["properties"]["status"] = "Failed"
+            error = {"error": {"code": "UserError", "message": message}}
+            return 200, {"runId": name, "status": "Failed", "error": error, "logFiles": {}}
+        return 404, {"detail": "not here"}
+
+    arm.score = answer
+
+
+def test_wait_on_a_job_that_fails_names_its_error_and_logs(target, arm, ml, tmp_path, capsys):
+    failing_run_history(arm, "simulator 'tank' kept failing, so the run stopped")
+    job = sub.build_job(
+        cstr(), target, nodes=1, run_id="r5", code=f"{WORKSPACE}/codes/aml-rl/versions/1"
+    )
+    with pytest.raises(sub.JobFailed) as failed:
+        sub.submit(job, ml, wait=True, yaml_path=tmp_path / "job.yaml")
+    name = failed.value.job.name
+    assert str(failed.value) == (
+        f"job {name} ended Failed: UserError: simulator 'tank' kept failing, so the run stopped. "
+        f"Its logs: `az ml job download --name {name} --all`; its page: "
+        f"https://ml.azure.com/runs/{name}"
+    )
+
+
+def test_submit_wait_records_a_failed_job_for_the_workflow(target, monkeypatch, tmp_path):
+    """`invoke submit --wait --record job.json` on a job that fails: one message, exit 2,
+    and job.json written, which the workflow needs to fetch the job's logs."""
+    from types import SimpleNamespace
+
+    failed = SimpleNamespace(name="polite_carrot", status="Failed", studio_url="https://ml/x")
+
+    def fails(job, client, wait=False, yaml_path=None):
+        raise sub.JobFailed("job polite_carrot ended Failed: UserError: boom", failed)
+
+    monkeypatch.setattr(sub, "submit", fails)
+    record = tmp_path / "job.json"
+    with pytest.raises(sub.SubmitError, match=r"job polite_carrot ended Failed: UserError: boom"):
+        sub.submit_experiment(
+            target, wait=True, record=record, staging=tmp_path / "staging",
+            image="acr.azurecr.io/aml-rl:1", client=object(),
+        )  # fmt: skip
+    assert json.loads(record.read_text())["name"] == "polite_carrot"
+    assert json.loads(record.read_text())["status"] == "Failed"
+
+
 @pytest.mark.parametrize(
     ("environ", "rank", "variable"),
     [
@@ -538,7 +595,7 @@ def test_a_study_with_a_bad_space_is_refused_before_anything_is_staged(target, t
         sub.submit_experiment(
             target, tune=space, dry_run=True, staging=staging, echo=lambda _: None
         )
-    assert not any(staging.iterdir())
+    assert not staging.exists(), "a refused submission leaves no staging folder"
 
 
 def adder_c_config(tmp_path: Path, package: str, sha256: str | None = None) -> Path:
