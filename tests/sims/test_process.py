@@ -372,3 +372,27 @@ def test_a_vector_of_hung_simulators_costs_one_grace_period_not_one_each(user_si
     assert not any(alive(pid) for pid in pids)
     # one shared grace period: one each would be 3 x 5 s (a bound, not a timing claim)
     assert took < 2 * CLOSE_GRACE_S, f"closing took {took:.1f} s"
+
+
+def test_an_env_left_open_at_exit_ends_its_process_quietly(c_package, tmp_path):
+    """A script that never closes its env: the interpreter's shutdown ends the simulator,
+    and prints nothing about it. (The 'Exception ignored in ProcessSimulator.__del__' a user
+    saw at exit, module globals already None, does not reproduce in this plain script; the
+    destructor no longer uses module globals at all.)"""
+    script = (
+        "from sims.registry import resolve\n"
+        "env = resolve('simple_adder_c').make_env()\n"
+        "env.reset(seed=0)\n"
+        "print(env.unwrapped.simulator.pid, flush=True)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, PACKAGE_VARIABLE: str(c_package), "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Exception ignored" not in proc.stderr, proc.stderr
+    pid = int(proc.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(pid)
