@@ -36,7 +36,12 @@ def use_tracking_uri(uri: str) -> None:
 
 class Tracker:
     """MLflow: a SQLite store in the run directory, or the URI in MLFLOW_TRACKING_URI
-    (Azure ML sets it to the workspace's)."""
+    (Azure ML sets it to the workspace's, and ``MLFLOW_RUN_ID`` to the job's own run).
+
+    Through ``MlflowClient`` only, never MLflow's active-run state: the job's run keeps the
+    name Azure ML gave it (``start_run(run_name=...)`` on an existing run renames it), and
+    only a run this tracker created is ended by it; Azure ML ends its job's run itself
+    (MLflow's fluent API would end it at exit, FINISHED, whatever the job did)."""
 
     def __init__(
         self,
@@ -47,23 +52,42 @@ class Tracker:
         uri: str | None = None,
     ) -> None:
         import mlflow
+        from mlflow.entities import Param, RunTag
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
-        self.mlflow = mlflow
         use_tracking_uri(uri or tracking_uri(run.mlflow_uri))
-        mlflow.set_experiment(cfg.experiment)
-        active = mlflow.start_run(run_id=progress.mlflow_run_id, run_name=run.run_id)
-        progress.mlflow_run_id = active.info.run_id
+        self.client = mlflow.tracking.MlflowClient()
+        given = os.environ.get("MLFLOW_RUN_ID")  # the job's run on Azure ML
+        if progress.mlflow_run_id or given:
+            self.run_id = progress.mlflow_run_id or given
+        else:
+            experiment = mlflow.set_experiment(cfg.experiment)
+            self.run_id = self.client.create_run(
+                experiment.experiment_id, run_name=run.run_id
+            ).info.run_id
+        self.owned = self.run_id != given
+        if self.owned:  # a resumed session: the run is running again
+            self.client.update_run(self.run_id, status="RUNNING")
+        progress.mlflow_run_id = self.run_id
         if progress.sessions == 1:
-            mlflow.log_params(_flatten(cfg.model_dump(mode="json")))
+            params = _flatten(cfg.model_dump(mode="json"))
             tags = {"sim": cfg.sim, "algorithm": cfg.algorithm, "config_digest": cfg.digest()}
             if parent:  # a study's trial: MLflow shows it under the study's run
                 tags["mlflow.parentRunId"] = parent
-            mlflow.set_tags(tags)
+            self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            values = [Param(k, str(v)) for k, v in params.items()]
+            for i in range(0, len(values), 100):  # MLflow takes 100 parameters per batch
+                self.client.log_batch(self.run_id, params=values[i : i + 100])
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
-        self.mlflow.log_metrics(dict(metrics), step=step)
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        values = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=values)
 
     def catch_up(self, metrics_file: os.PathLike) -> None:
         """Log the lines of ``metrics_file`` past MLflow's last step (a kill between a
@@ -74,9 +98,7 @@ class Tracker:
         path = Path(metrics_file)
         if not path.is_file():
             return
-        client = self.mlflow.tracking.MlflowClient()
-        run_id = self.mlflow.active_run().info.run_id
-        history = client.get_metric_history(run_id, STEP_KEY)
+        history = self.client.get_metric_history(self.run_id, STEP_KEY)
         last = max((m.step for m in history), default=0)
         for text in path.read_text().splitlines():
             line = json.loads(text)
@@ -84,15 +106,15 @@ class Tracker:
                 self.log(metric_values(line), step=line["iteration"])
 
     def close(self, status: str, final_checkpoint: str) -> None:
-        """End the MLflow run with ``status``, then tag it. The end comes first: it updates a
-        row in place, which a store on a full disk can still do, where new tags may not fit."""
-        run_id = self.mlflow.active_run().info.run_id
-        ended = {"completed": "FINISHED", "failed": "FAILED"}.get(status, "KILLED")
-        self.mlflow.end_run(status=ended)
+        """End the MLflow run with ``status`` (one this tracker created: Azure ML ends its
+        job's run), then tag it. The end comes first: it updates a row in place, which a
+        store on a full disk can still do, where new tags may not fit."""
+        if self.owned:
+            ended = {"completed": "FINISHED", "failed": "FAILED"}.get(status, "KILLED")
+            self.client.set_terminated(self.run_id, ended)
         # On Azure ML the job is this MLflow run: `invoke register-model` reads these tags.
-        client = self.mlflow.tracking.MlflowClient()
-        client.set_tag(run_id, "final_checkpoint", final_checkpoint)
-        client.set_tag(run_id, "status", status)
+        self.client.set_tag(self.run_id, "final_checkpoint", final_checkpoint)
+        self.client.set_tag(self.run_id, "status", status)
 
 
 def metric_values(line: Mapping[str, Any]) -> dict[str, float]:

@@ -280,18 +280,23 @@ def try_lessons(env: Any, lessons: Path | None, source: str) -> None:
         for name, parameter in lesson.parameters.items():
             for value in parameter.extremes():
                 for attempt in range(LESSON_TRIES):
+                    stage = "reset"
                     try:
                         env.reset(
                             seed=attempt, options={"lesson": index, "scenario": {name: value}}
                         )
+                        stage = "step"
                         env.step(np.zeros(env.action_space.shape, dtype=np.float32))
                         break
                     except (SimError, SimulatorFault) as exc:
                         error = exc
                 else:
+                    where = f"{source}: lessons {lessons}: lessons[{index}] ({lesson.name})"
                     raise ConfigError(
-                        f"{source}: lessons {lessons}: lessons[{index}] ({lesson.name}): "
-                        f"{name}: the simulator refuses {value:g}: {error}"
+                        f"{where}: {name}: the simulator refuses {value:g}: {error}"
+                        if stage == "reset"
+                        else f"{where}: {name} {value:g}: the simulator fails at its first "
+                        f"step ({LESSON_TRIES} tries): {error}"
                     ) from None
 
 

@@ -59,6 +59,25 @@ def finish(proc: subprocess.Popen, timeout: float = 400) -> str:
     return out
 
 
+def left_in_session(sid: int, grace_s: float = 10.0) -> list[str]:
+    """The processes still in session ``sid`` (a driver started with start_new_session)
+    after a grace for Ray's daemons to see their driver gone."""
+    deadline = time.monotonic() + grace_s
+    while True:
+        left = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                text = stat.read_text()
+            except OSError:
+                continue
+            fields = text.rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp sid
+            if int(fields[3]) == sid and fields[0] != "Z":
+                left.append(text.split(")", 1)[0] + ")")
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.5)
+
+
 def only_run(runs: Path) -> Path:
     (run,) = [p.parent for p in runs.rglob("config.yaml")]
     return run
@@ -521,15 +540,39 @@ import dataclasses
 from sims import cstr
 
 
-class BrokenTank(cstr.CSTR):
+class BrokenTank(cstr.CSTR):  # its licence server answers an episode's first step only
+
+    def reset(self, config):
+        self.n = 0
+        return super().reset(config)
+
     def step(self, action):
-        raise ConnectionError("licence server unreachable")
+        self.n += 1
+        if self.n > 1:
+            raise ConnectionError("licence server unreachable")
+        return super().step(action)
 
 
 SPEC = dataclasses.replace(
     cstr.SPEC, name="broken_tank", env_id="user/BrokenTank-v0", simulator=BrokenTank
 )
 """
+
+
+def test_a_simulator_whose_every_step_fails_is_refused_before_ray(tmp_path):
+    """The lessons' check steps the simulator once per lesson value before Ray starts."""
+    (tmp_path / "dead_tank.py").write_text(
+        BROKEN_TANK.replace("self.n > 1", "self.n > 0").replace("broken_tank", "dead_tank")
+    )
+    proc = start("--smoke", "--set", "sim=dead_tank", runs=tmp_path / "runs", path=tmp_path)
+    flat = " ".join(finish(proc).split())
+    assert proc.returncode == 2, flat[-3000:]
+    assert (
+        "lessons[0] (transition): Cref_signal 1: the simulator fails at its first step (3 "
+        "tries): dead_tank.step() at step 0 of scenario"
+    ) in flat
+    assert "raised ConnectionError: licence server unreachable" in flat
+    assert not (tmp_path / "runs").exists(), "refused before a run directory exists"
 
 
 def test_a_simulator_that_fails_every_episode_stops_the_run_with_its_error(tmp_path):
@@ -542,7 +585,7 @@ def test_a_simulator_that_fails_every_episode_stops_the_run_with_its_error(tmp_p
     run = only_run(runs)
     assert (
         "error: simulator 'broken_tank' kept failing, so the run stopped: 100 episodes in a row "
-        "failed and none completed; the last fault: broken_tank.step() at step 0 of scenario"
+        "failed and none completed; the last fault: broken_tank.step() at step 1 of scenario"
     ) in flat
     assert "raised ConnectionError: licence server unreachable." in flat
     logged = read_trajectories(run).dropna(subset=["error"])
@@ -624,6 +667,7 @@ def test_a_simulator_that_keeps_failing_ends_the_run_within_its_fault_budget(tmp
     assert f"its last good checkpoint is {summary['checkpoint']}" in flat
     assert "Traceback" not in out and out.count("licence server dropped") == 2, out[-3000:]
     assert took < 240, f"a 10 s fault budget took {took:.0f} s (bound for slow machines)"
+    assert not left_in_session(proc.pid), "no simulator, env runner or Ray process is left"
 
 
 @pytest.mark.parametrize(
