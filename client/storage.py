@@ -14,7 +14,10 @@ def datastore_blob(
     from azure.storage.blob import BlobClient
 
     store = client.datastores.get(datastore)
-    url = f"{store.protocol}://{store.account_name}.blob.{store.endpoint}"
+    # the service passes null through for a datastore made without them (as ours were):
+    # Azure's own defaults then, the public cloud's
+    protocol, endpoint = store.protocol or "https", store.endpoint or "core.windows.net"
+    url = f"{protocol}://{store.account_name}.blob.{endpoint}"
     kwargs = {"transport": transport} if transport is not None else {}
     where = f"{store.account_name}/{store.container_name}"
     return BlobClient(url, store.container_name, blob, credential=credential, **kwargs), where

@@ -430,7 +430,7 @@ def model_for_job(job: Any, run_tags: Mapping[str, str], metrics: Mapping[str, f
     checkpoint = run_tags.get("final_checkpoint")
     if not checkpoint:
         raise SubmitError(
-            f"job {job.name} recorded no final checkpoint (status {job.status}); register a job "
+            f"job {job.name} recorded no final checkpoint (status {_status(job)}); register a job "
             "that finished training"
         )
     tags = dict(job.tags or {})
@@ -557,7 +557,7 @@ def read_job_summary(
         data = blob.download_blob().readall()
     except ResourceNotFoundError:
         raise SubmitError(
-            f"job {job.name} (status {job.status}) wrote no summary.json under {path}; register "
+            f"job {job.name} (status {_status(job)}) wrote no summary.json under {path}; register "
             "a job that finished training"
         ) from None
     except HttpResponseError as exc:

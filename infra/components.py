@@ -261,6 +261,9 @@ class Datastore(pulumi.ComponentResource):
                 datastore_type="AzureBlob",
                 account_name=f.storage.name,
                 container_name=f.outputs_container.name,
+                # stated, not left to the service: it passes null through to azure-ai-ml
+                protocol="https",
+                endpoint="core.windows.net",
                 credentials=ml.NoneDatastoreCredentialsArgs(credentials_type="None"),
                 service_data_access_auth_identity="WorkspaceSystemAssignedIdentity",
                 description="Run directories: checkpoints, trajectories, metrics, summaries.",

@@ -436,15 +436,20 @@ def test_dry_run_of_the_default_config_writes_a_job_that_loads_back(target, tmp_
 class Storage:
     """Blob storage behind the fake ARM: blobs by path, refused (403) when not readable."""
 
-    def __init__(self, arm, blobs: dict[str, bytes], readable: bool = True) -> None:
+    def __init__(
+        self, arm, blobs: dict[str, bytes], readable: bool = True, service_fills_in: bool = True
+    ) -> None:
         self.arm, self.blobs, self.readable = arm, blobs, readable
         arm.resources[f"{WORKSPACE}/datastores/outputs"] = {
             "id": f"{WORKSPACE}/datastores/outputs", "name": "outputs",
             "properties": {
                 "datastoreType": "AzureBlob", "accountName": "amlrldevst", "containerName": "outputs",
-                "endpoint": "core.windows.net", "protocol": "https", "credentials": {"credentialsType": "None"},
+                "credentials": {"credentialsType": "None"},
             },
         }  # fmt: skip
+        if service_fills_in:  # else as a datastore made without them: the service passes null
+            properties = arm.resources[f"{WORKSPACE}/datastores/outputs"]["properties"]
+            properties.update(endpoint="core.windows.net", protocol="https")
         arm.score = self.answer
 
     def answer(self, request):
@@ -473,15 +478,17 @@ def submitted_job(target, ml, tmp_path):
     return sub.submit(job, ml, yaml_path=tmp_path / "job.yaml")
 
 
+@pytest.mark.parametrize("service_fills_in", [True, False], ids=["https", "protocol null"])
 def test_register_model_reads_the_jobs_summary_from_the_datastore_without_mlflow(
-    target, arm, ml, tmp_path
+    target, arm, ml, tmp_path, service_fills_in
 ):
     created = submitted_job(target, ml, tmp_path)
     summary = {
         "run_id": "r7", "checkpoint": "checkpoints/iter-000250", "episode_return_mean": 88.5,
         "assessment": {"agent": {"return": 90.25, "ca_rms": 0.08}, "baseline": {"return": 80.9}},
     }  # fmt: skip
-    Storage(arm, {"/outputs/cstr_ppo/r7/summary.json": json.dumps(summary).encode()})
+    blobs = {"/outputs/cstr_ppo/r7/summary.json": json.dumps(summary).encode()}
+    Storage(arm, blobs, service_fills_in=service_fills_in)
     session = requests.Session()
     session.mount("https://", arm)
     model = sub.register_model(

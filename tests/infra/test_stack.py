@@ -261,3 +261,9 @@ def test_global_names_differ_between_subscriptions_and_stacks_and_stay_put():
         load_values({**BASE, "registryName": "myacr01"}, "dev", SUBSCRIPTION).registry_name
         == "myacr01"
     )
+
+
+def test_the_datastore_states_its_protocol_and_endpoint(default_stack):
+    """Left out, the service answers null for both, and clients built a None:// URL."""
+    properties = default_stack.one("machinelearningservices:Datastore").inputs["properties"]
+    assert (properties["protocol"], properties["endpoint"]) == ("https", "core.windows.net")
