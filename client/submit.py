@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -341,6 +342,9 @@ def credential() -> Any:
     from client.credentials import azure_credential
 
     cred = azure_credential()
+    identity = logging.getLogger("azure.identity")
+    level = identity.level
+    identity.setLevel(logging.ERROR)  # its warning per credential tried: 13 lines, said below
     try:
         cred.get_token("https://management.azure.com/.default")
     except ClientAuthenticationError as exc:
@@ -348,6 +352,8 @@ def credential() -> Any:
             "not logged in to Azure: run `az login` (or, in CI, azure/login with OpenID Connect) "
             f"and try again ({str(exc).splitlines()[0][:160]})"
         ) from None
+    finally:
+        identity.setLevel(level)
     return cred
 
 

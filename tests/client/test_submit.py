@@ -119,6 +119,26 @@ def test_a_missing_workspace_says_where_to_set_it(tmp_path):
         sub.build_job(cstr(), target, code=tmp_path)  # no --datastore flag exists to suggest
 
 
+def test_without_a_login_a_task_prints_one_line_not_azure_identitys_warnings(tmp_path):
+    """azure-identity warns once per credential it tries (13 lines); the task's own line says
+    all of it."""
+    import subprocess
+    import sys
+
+    from tests.client.conftest import OUTPUTS
+
+    (tmp_path / "o.json").write_text(json.dumps(OUTPUTS))
+    bare = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "invoke", "--search-root", str(ROOT), "status", "job1",
+         "--outputs", "o.json"],
+        cwd=tmp_path, env=bare, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    out = (proc.stdout + proc.stderr).strip()
+    assert proc.returncode == 2, out
+    assert out.splitlines() == [out] and out.startswith("not logged in to Azure: run `az login`")
+
+
 def test_missing_credentials_say_how_to_log_in(monkeypatch):
     class NoLogin:
         def get_token(self, *scopes, **kwargs):
@@ -657,3 +677,15 @@ def test_a_package_that_is_not_there_is_named_before_staging(target, tmp_path):
             dry_run=True, staging=tmp_path / "staging", echo=lambda _: None,
         )  # fmt: skip
     assert not any((tmp_path / "staging").glob("*"))
+
+
+def test_the_sample_outputs_file_runs_the_dry_runs_without_azure(tmp_path):
+    """README: try `invoke submit --dry-run` before any `pulumi up`."""
+    example = ROOT / "infra" / "outputs.example.json"
+    target = sub.resolve_target(example, environ={})
+    sub.submit_experiment(
+        target, dry_run=True, out=tmp_path / "job.yaml", staging=tmp_path / ".aml",
+        echo=lambda _: None,
+    )  # fmt: skip
+    assert load_job(tmp_path / "job.yaml").compute == "cpu-cluster"
+    assert "infra/outputs.example.json" in (ROOT / "README.md").read_text()
