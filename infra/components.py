@@ -295,7 +295,10 @@ def role_definition(subscription_id: pulumi.Input[str], role: str) -> pulumi.Out
 
 
 class Access(pulumi.ComponentResource):
-    """Least privilege: Blob Data Contributor on the outputs container; for the stack's data
+    """Least privilege: Blob Data Contributor on the outputs container; for the clusters also on
+    the workspace's default datastore container (the job's code snapshot, its logs and MLflow
+    artifacts: Azure ML's "the compute identity needs permission to the storage resource,
+    instead of the identity of the user who submitted the job"); for the stack's data
     principals, Blob Data Contributor on the default datastore container (code upload) and the
     outputs container (download), nothing broader.
 
@@ -336,6 +339,13 @@ class Access(pulumi.ComponentResource):
                 f"{label}-outputs-rw", principal, "ServicePrincipal",
                 STORAGE_BLOB_DATA_CONTRIBUTOR, outputs,
             )  # fmt: skip
+            if label.endswith("-cluster"):
+                # a job reads its code snapshot and sim_package there, and writes its logs
+                # and MLflow artifacts: with shared keys off, as the compute's own identity
+                grant(
+                    f"{label}-code-rw", principal, "ServicePrincipal",
+                    STORAGE_BLOB_DATA_CONTRIBUTOR, blobstore,
+                )  # fmt: skip
         for object_id, kind in args.data_principals:
             for what, scope in (("code-rw", blobstore), ("outputs-rw", outputs)):
                 grant(

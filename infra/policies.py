@@ -405,5 +405,39 @@ def cluster_acr_pull(resources: list[Resource]) -> list[Violation]:
     return out
 
 
+@policy("clusters reach the workspace's storage")
+def cluster_storage(resources: list[Resource]) -> list[Violation]:
+    """Shared keys are off and the datastores use identities, so a job reads its code
+    snapshot and ``sim_package`` and writes its logs and MLflow artifacts in the workspace's
+    default datastore as the cluster's identity ("Data administration": the compute identity
+    needs permission to the storage resource): Blob Data Contributor on that container, and
+    on the outputs container for the run directory."""
+    name = "clusters reach the workspace's storage"
+    outputs = [c.inputs.get("containerName") for c in of_type(resources, "storage:BlobContainer")]
+    blobstores = [
+        f"azureml-blobstore-{w.outputs.get('workspaceId')}"
+        for w in of_type(resources, "machinelearningservices:Workspace")
+    ]
+    out = []
+    for cluster in _compute(resources):
+        principal = _get(cluster.outputs, "identity.principalId")
+        grants = {
+            a.inputs.get("scope")
+            for a in of_type(resources, "authorization:RoleAssignment")
+            if a.inputs.get("principalId") == principal
+            and _role(a) == STORAGE_BLOB_DATA_CONTRIBUTOR
+        }
+        for what, names in (("default datastore", blobstores), ("outputs", outputs)):
+            if not grants & _containers(resources, names):
+                out.append(
+                    Violation(
+                        name,
+                        cluster.urn,
+                        f"no Storage Blob Data Contributor on the {what} container",
+                    )
+                )
+    return out
+
+
 def check(resources: list[Resource]) -> list[Violation]:
     return [v for fn in POLICIES.values() for v in fn(resources)]

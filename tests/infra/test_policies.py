@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
 import pytest
 
@@ -202,6 +203,7 @@ def test_every_policy_has_a_negative_test():
         "roles are least privilege",
         "endpoints can pull the serving image",
         "clusters get AcrPull from Azure ML, once",
+        "clusters reach the workspace's storage",
     }
     assert {e[0] for e in EDITS} | {c[0] for c in CONFIGS} | tested_below == set(POLICIES)
 
@@ -214,19 +216,48 @@ def grants_of(stack, principal):
     }
 
 
-def test_clusters_and_the_workspace_get_the_outputs_container_and_nothing_else(default_stack):
+def test_clusters_get_the_outputs_and_default_datastore_containers_and_nothing_else(
+    default_stack,
+):
     account = default_stack.one("storage:StorageAccount").outputs["id"]
-    container = f"{account}/blobServices/default/containers/outputs"
+    workspace_id = default_stack.one("machinelearningservices:Workspace").outputs["workspaceId"]
+    containers = f"{account}/blobServices/default/containers"
+    outputs, blobstore = f"{containers}/outputs", f"{containers}/azureml-blobstore-{workspace_id}"
     for r in default_stack.of_type("authorization:RoleAssignment"):
         assert r.inputs["roleDefinitionId"].startswith(
             f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Authorization/roleDefinitions/"
         )
         assert r.inputs["principalType"] == "ServicePrincipal"
-    # the two clusters share the mock principal name "compute"
-    for principal in ("compute-principal", "workspace-principal"):
-        assert grants_of(default_stack, principal) == {(STORAGE_BLOB_DATA_CONTRIBUTOR, container)}
-    # 3 identities x 1 role, and the endpoints' 2
-    assert len(default_stack.of_type("authorization:RoleAssignment")) == 3 + 2
+    # the two clusters share the mock principal name "compute": the job's code, logs and
+    # MLflow artifacts in the default datastore, the run directory in outputs
+    assert grants_of(default_stack, "compute-principal") == {
+        (STORAGE_BLOB_DATA_CONTRIBUTOR, outputs),
+        (STORAGE_BLOB_DATA_CONTRIBUTOR, blobstore),
+    }
+    assert grants_of(default_stack, "workspace-principal") == {
+        (STORAGE_BLOB_DATA_CONTRIBUTOR, outputs)
+    }
+    # 2 clusters x 2, the workspace's 1, and the endpoints' 2
+    assert len(default_stack.of_type("authorization:RoleAssignment")) == 4 + 1 + 2
+
+
+@pytest.mark.parametrize(("grant", "what"), [("code", "default datastore"), ("outputs", "outputs")])
+def test_a_cluster_that_cannot_reach_the_workspaces_storage_is_caught(default_stack, grant, what):
+    """Shared keys off, identity datastores: without these the first job cannot read its own
+    code snapshot or write its run directory. (The mock gives both clusters one principal:
+    both lose the grant.)"""
+    resources = default_stack.resources
+    for kind in ("cpu", "gpu"):
+        stack = SimpleNamespace(resources=resources)
+        resources, _ = breach(
+            stack, "authorization:RoleAssignment", f"{kind}-cluster-{grant}-rw", "principalId",
+            "someone-else",
+        )  # fmt: skip
+    found = POLICIES["clusters reach the workspace's storage"](resources)
+    assert [v.detail for v in found] == [
+        f"no Storage Blob Data Contributor on the {what} container"
+    ] * 2
+    assert POLICIES["clusters reach the workspace's storage"](default_stack.resources) == []
 
 
 def test_a_cluster_given_acr_pull_by_the_program_is_caught(default_stack):

@@ -177,8 +177,8 @@ def test_gpu_cluster_can_be_left_out():
         "cpu-cluster"
     ]
     assert stack.outputs["gpu_cluster"] == ""
-    # the cpu cluster and the workspace, and the endpoints' two
-    assert len(stack.of_type("authorization:RoleAssignment")) == 2 + 2
+    # the cpu cluster's two, the workspace's one, and the endpoints' two
+    assert len(stack.of_type("authorization:RoleAssignment")) == 2 + 1 + 2
 
 
 def test_budget_alerts_the_configured_addresses():
