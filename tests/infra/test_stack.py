@@ -267,3 +267,25 @@ def test_the_datastore_states_its_protocol_and_endpoint(default_stack):
     """Left out, the service answers null for both, and clients built a None:// URL."""
     properties = default_stack.one("machinelearningservices:Datastore").inputs["properties"]
     assert (properties["protocol"], properties["endpoint"]) == ("https", "core.windows.net")
+
+
+# The provider namespace of each pulumi-azure-native module the program uses.
+NAMESPACES = {
+    "applicationinsights": "Microsoft.Insights", "authorization": "Microsoft.Authorization",
+    "consumption": "Microsoft.Consumption", "containerregistry": "Microsoft.ContainerRegistry",
+    "keyvault": "Microsoft.KeyVault", "machinelearningservices": "Microsoft.MachineLearningServices",
+    "managedidentity": "Microsoft.ManagedIdentity", "operationalinsights": "Microsoft.OperationalInsights",
+    "resources": "Microsoft.Resources", "storage": "Microsoft.Storage",
+}  # fmt: skip
+
+
+def test_the_readme_lists_every_resource_provider_the_program_needs():
+    """A fresh subscription without one fails the first `pulumi up` part-way through."""
+    stack = run_stack({"budgetAmount": "100", "budgetEmails": "team@example.com"})
+    modules = {r.typ.split(":")[1] for r in stack.resources if r.typ.startswith("azure-native:")}
+    assert modules <= set(NAMESPACES), f"map {sorted(modules - set(NAMESPACES))} to a provider"
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("**Resource providers.**") : readme.index("Every setting, its")]
+    needed = {NAMESPACES[m] for m in modules} | {"Microsoft.Network"}  # the managed network
+    missing = [ns for ns in sorted(needed) if f"`{ns}`" not in section]
+    assert not missing, f"README's resource providers lack {missing}"
