@@ -166,3 +166,19 @@ def test_the_tasks_can_renew_azure_tokens_for_the_whole_job():
     assert workflow["permissions"]["id-token"] == "write"
     for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID"):
         assert workflow["env"][name] == f"${{{{ vars.{name} }}}}", name
+
+
+def test_the_pulumi_state_is_read_with_a_token_that_outlives_the_job():
+    """az login's token cannot be renewed; a long first `pulumi up`, then `pulumi stack
+    output`, would fail with AADSTS700024 reading the azblob state."""
+    infra = load(DEPLOY)["jobs"]["infra"]
+    names = [s.get("name", s.get("uses", "")) for s in infra["steps"]]
+    (sas,) = [s for s in infra["steps"] if "generate-sas" in s.get("run", "")]
+    first_pulumi = min(i for i, n in enumerate(names) if n.startswith("pulumi/actions@"))
+    assert names.index(sas["name"]) < first_pulumi, "before the state is first read"
+    assert names.index(sas["name"]) > names.index("azure/login@v3"), "made with the identity"
+    run = sas["run"]
+    assert "--as-user" in run and "--auth-mode login" in run, "a user delegation SAS, no key"
+    assert "::add-mask::" in run and "AZURE_STORAGE_SAS_TOKEN" in run
+    minutes = int(re.search(r"\+(\d+) minutes", run).group(1))
+    assert minutes >= infra["timeout-minutes"], "it lasts as long as the job may"
