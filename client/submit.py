@@ -203,8 +203,71 @@ else:
         use_package(cfg.sim_package, cfg.sim_package_sha256)
     env = resolve(cfg.sim).make_env(lessons=cfg.lessons, lesson=cfg.lesson)
     env.reset(seed=cfg.seed)
+    env.action_space.seed(cfg.seed)
+    env.step(env.action_space.sample())
     env.close()
 """
+
+
+def check_in_image(code: Path, cfg: ExperimentConfig, image: str, client: Any = None) -> str:
+    """The staged check again, inside the training image the job will run (its Python, its
+    packages, its runtimes), with the staged folder mounted read-only and a local
+    ``sim_package`` where the config names it. Returns what was checked, or why it could
+    not be (never a silent pass); :class:`SubmitError` when the simulator fails there."""
+    from images.build import ImageError, docker_client
+    from sims.package import is_remote
+
+    if client is None:
+        try:
+            client = docker_client(timeout=300)
+        except ImageError as exc:
+            return f"not checked in the training image: {exc}"
+    flavour = image.rsplit(":", 1)[-1]
+    local = next((tag for tag in (image, f"aml-rl:{flavour}") if _has_image(client, tag)), None)
+    if local is None:
+        return (
+            f"not checked in the training image: {image} is not on this machine (build it with "
+            "`invoke build`, and the simulator is checked in it before every submission)"
+        )
+    volumes = {str(code.resolve()): {"bind": "/job", "mode": "ro"}}
+    if cfg.sim_package and not is_remote(cfg.sim_package):
+        package = Path(cfg.sim_package).resolve()
+        volumes[str(package)] = {"bind": str(package), "mode": "ro"}
+    container = client.containers.run(
+        local,
+        ["python", "-c", _STAGED_CHECK],
+        volumes=volumes,
+        working_dir="/job",
+        environment={"PYTHONPATH": ""},  # the staged code, not the image's own copy
+        user=f"{os.getuid()}:{os.getgid()}",  # staged files are the submitter's own
+        network_disabled=True,
+        detach=True,
+    )
+    try:
+        status = container.wait(timeout=300)["StatusCode"]
+        output = container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True)
+    if status != 0:
+        lines = [line for line in output.strip().splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"exit code {status}"
+        raise SubmitError(
+            f"in the training image {local}, the job's code cannot run simulator {cfg.sim!r}: "
+            f"{reason}. The image lacks what the simulator needs (an interpreter, a Python "
+            "package, a binary built for it): add it to the image (README: 'A runtime for "
+            "your simulator') and `invoke build` again"
+        )
+    return f"checked in the training image {local}: the simulator loads, resets and steps"
+
+
+def _has_image(client: Any, tag: str) -> bool:
+    from docker.errors import ImageNotFound
+
+    try:
+        client.images.get(tag)
+    except ImageNotFound:
+        return False
+    return True
 
 
 def check_staged_simulator(code: Path, cfg: ExperimentConfig) -> None:
@@ -507,6 +570,16 @@ def submit_experiment(
             raise SubmitError(f"the workspace is not ready: {', '.join(failed)} (see above)")
     run_id = new_run_id()
     code = stage_code(cfg, run_id, root=staging)
+    try:
+        flavour = "cuda" if gpu else "cpu"
+        registry = target.values.get("registry_login_server")
+        job_image = image or (training_image(target, gpu) if registry else f"aml-rl:{flavour}")
+        echo(check_in_image(code, cfg, job_image))
+    except SubmitError:
+        shutil.rmtree(code.parent, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            staging.rmdir()
+        raise
     try:
         if tune is not None:
             stage_space(tune, code, samples)

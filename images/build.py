@@ -102,6 +102,16 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+def _declared(root: Path):  # -> sims.external.External
+    from sims import external
+    from sims.contract import SimError
+
+    try:
+        return external.load(root)
+    except SimError as exc:
+        raise ImageError(str(exc)) from None
+
+
 def _code_files(root: Path) -> Iterable[Path]:
     """sims/, jobs/ and what sims/external.yaml declares, relative to ``root``."""
     from sims import external
@@ -241,6 +251,8 @@ def build_image(
         "TORCH_VERSION": importlib.metadata.version("torch").split("+")[0],
         "RAY_VERSION": versions["ray"],
         "TORCH_PIP_ARGS": torch_args,
+        # a runtime the simulators need (sims/external.yaml's apt: nodejs, a JRE)
+        "APT_PACKAGES": " ".join(_declared(options.root).apt),
         "VERSION": importlib.metadata.version("aml-rl"),
         # the full revision, as OCI's revision label expects
         "REVISION": options.revision or git_revision(),

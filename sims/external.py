@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path, PurePosixPath
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -27,6 +28,11 @@ class External(BaseModel):
     """Files and folders shipped with sims/ and jobs/ (relative to the project root)."""
     python_path: list[str] = Field(default_factory=list)
     """Folders put on sys.path in every process (relative to the project root)."""
+    apt: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.-]+$")]] = Field(
+        default_factory=list
+    )
+    """Debian packages the simulator needs at run time in the training image (an
+    interpreter such as ``nodejs``, a shared library): `invoke build` installs them."""
 
     @field_validator("include", "python_path")
     @classmethod

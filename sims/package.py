@@ -90,6 +90,24 @@ def materialise(source: str | Path, sha256: str | None = None) -> Path:
     return target
 
 
+def _safe_members(tf: tarfile.TarFile, into: Path, archive: Path) -> list[tarfile.TarInfo]:
+    """What the "data" filter allows, where the interpreter has no filters: files, folders
+    and links that stay inside ``into``; no devices, no absolute or escaping paths."""
+    root = into.resolve()
+    members = []
+    for member in tf.getmembers():
+        target = (root / member.name).resolve()
+        link = (target.parent / member.linkname).resolve() if member.issym() else None
+        if member.islnk():
+            link = (root / member.linkname).resolve()
+        if not target.is_relative_to(root) or (link is not None and not link.is_relative_to(root)):
+            raise SimError(f"sim_package {archive}: {member.name} leaves the archive")
+        if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+            raise SimError(f"sim_package {archive}: {member.name} is not a file or a folder")
+        members.append(member)
+    return members
+
+
 def _extract(archive: Path, into: Path) -> None:
     try:
         if archive.name.endswith(".zip"):
@@ -104,7 +122,10 @@ def _extract(archive: Path, into: Path) -> None:
                         os.chmod(dest, mode & 0o777)
         else:
             with tarfile.open(archive) as tf:
-                tf.extractall(into, filter="data")
+                if hasattr(tarfile, "data_filter"):
+                    tf.extractall(into, filter="data")
+                else:  # Python before 3.11.4 (Debian 12's 3.11.2, in an offline-built image)
+                    tf.extractall(into, members=_safe_members(tf, into, archive))
     except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
         # a gzip stream cut short raises EOFError, a damaged one zlib.error
         raise SimError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -320,3 +321,75 @@ def test_a_simulator_with_model_code_outside_sims_runs_in_the_image(image, clien
         client.images.remove(tag, force=True)
     assert code == 0, out
     assert "tank: PASS" in out
+
+
+NODE_SIM = """\
+const fs = require("fs");
+const readline = require("readline");
+const out = (message) => fs.writeSync(4, JSON.stringify(message) + "\\n");
+out({protocol: 1, name: "nodesim"});
+let value = 0;
+readline.createInterface({input: fs.createReadStream(null, {fd: 3})}).on("line", (line) => {
+  const message = JSON.parse(line);
+  if (message.op === "close") process.exit(0);
+  if (message.op === "reset") value = Math.round(message.config.initial_value);
+  else value += Math.round(message.action.addend);
+  out({states: {value: value}, terminated: false, truncated: false});
+});
+"""
+
+NODE_SPEC = """\
+import dataclasses
+
+from sims import simple_adder
+from sims.process import ProcessSim
+
+SPEC = dataclasses.replace(
+    simple_adder.SPEC, name="nodesim", env_id="user/NodeSim-v0",
+    simulator=ProcessSim(name="nodesim", command=("node", "{package}/sim.js"),
+                         parameters={"initial_value": 25.0}),
+)
+"""
+
+
+@pytest.mark.skipif(not shutil.which("node"), reason="the client side needs node for this case")
+def test_a_simulator_whose_runtime_the_image_lacks_is_named_before_the_job(
+    image, client, model_project, tmp_path
+):
+    """A Node simulator passes every check on a workstation that has node; the training
+    image has none, and the job would fail at every reset."""
+    from client.submit import SubmitError, check_in_image, stage_code
+
+    package = tmp_path / "nodesim"
+    package.mkdir()
+    (package / "sim.js").write_text(NODE_SIM)
+    (model_project / "sims" / "nodesim.py").write_text(NODE_SPEC)
+    (model_project / "sims" / "lessons" / "nodesim.yaml").write_text(
+        (ROOT / "sims" / "lessons" / "simple_adder.yaml").read_text()
+    )
+    cfg = load_config(ROOT / "jobs" / "configs" / "simple_adder_ppo.yaml",
+                      ["sim=nodesim", f"sim_package={package}"])  # fmt: skip
+    code = stage_code(cfg, "r-node", root=tmp_path / ".aml", project=model_project)  # host: ok
+    with pytest.raises(
+        SubmitError,
+        match=r"in the training image aml-rl:test, the job's code cannot run simulator 'nodesim': "
+        r".*cannot start node: No such file or directory.*add it to the image",
+    ):
+        check_in_image(code, cfg, TAG, client=client)
+
+
+def test_the_c_simulator_is_checked_in_the_image_and_passes(image, client, tmp_path):
+    from client.submit import check_in_image, stage_code
+    from tests.sims.test_process import build_c_adder
+
+    build_c_adder(tmp_path / "pkg")
+    cfg = load_config(ROOT / "jobs" / "configs" / "simple_adder_ppo.yaml",
+                      ["sim=simple_adder_c", f"sim_package={tmp_path / 'pkg'}"])  # fmt: skip
+    code = stage_code(cfg, "r-c", root=tmp_path / ".aml")
+    said = check_in_image(code, cfg, TAG, client=client)
+    assert said == f"checked in the training image {TAG}: the simulator loads, resets and steps"
+    assert check_in_image(code, cfg, "nowhere.azurecr.io/aml-rl:rocm", client=client) == (
+        "not checked in the training image: nowhere.azurecr.io/aml-rl:rocm is not on this "
+        "machine (build it with `invoke build`, and the simulator is checked in it before "
+        "every submission)"
+    )

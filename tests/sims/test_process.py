@@ -396,3 +396,24 @@ def test_an_env_left_open_at_exit_ends_its_process_quietly(c_package, tmp_path):
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive(pid)
+
+
+def test_an_archive_extracts_safely_on_a_python_without_tar_filters(tmp_path, monkeypatch):
+    """Debian 12's Python 3.11.2 (the offline-built training image's) has no
+    ``extractall(filter=)``: the check staged in that image failed on every .tar.gz."""
+    import sims.package
+
+    monkeypatch.delattr(tarfile, "data_filter")
+    good, escaping = tmp_path / "good.tar.gz", tmp_path / "escaping.tar.gz"
+    for archive, name in ((good, "bin/sim"), (escaping, "../outside")):
+        with tarfile.open(archive, "w:gz") as tf:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = 10, 0o755
+            tf.addfile(info, io.BytesIO(b"#!/bin/sh\n"))
+    (tmp_path / "a").mkdir()
+    sims.package._extract(good, tmp_path / "a")
+    assert os.access(tmp_path / "a" / "bin" / "sim", os.X_OK)
+    (tmp_path / "b").mkdir()
+    with pytest.raises(SimError, match=r"escaping\.tar\.gz: \.\./outside leaves the archive"):
+        sims.package._extract(escaping, tmp_path / "b")
+    assert not (tmp_path / "outside").exists()
