@@ -13,6 +13,7 @@ from ray.rllib.callbacks.callbacks import RLlibCallback
 
 from jobs.faults import (
     FAULT_RECORD,
+    SimulatorGaveUp,
     fault_log,
     ray_log,
     send_fault_tracebacks_to,
@@ -37,10 +38,6 @@ MAX_FAILED_EPISODES_IN_A_ROW = 100
 # runner ended in a fault; failing for ``stop.max_fault_s`` in a row ends the run, whatever
 # completes in between (a short episode that completes no longer starts the count again).
 FAULT_WINDOW = 20
-
-
-class SimulatorGaveUp(RuntimeError):
-    """Raised on an env runner when the simulator fails episode after episode."""
 
 
 def _episode_steps(chunks: list[Any]) -> tuple[list[dict], list[float]]:

@@ -56,7 +56,6 @@ class _FaultsToFile(logging.Filter):
         self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from jobs.callbacks import SimulatorGaveUp
         from sims.contract import SimulatorFault
 
         error = record.exc_info[1] if record.exc_info else None
@@ -121,6 +120,10 @@ def set_aside_record(run: Path, session: int) -> None:
     if record.is_file():
         (run / FAULT_LOGS).mkdir(exist_ok=True)
         os.replace(record, run / FAULT_LOGS / f"fault-before-session-{session:02d}.json")
+
+
+class SimulatorGaveUp(RuntimeError):
+    """Raised on an env runner when the simulator fails episode after episode."""
 
 
 class SimulatorStopped(BaseException):
