@@ -344,8 +344,12 @@ def test_a_corrupt_newest_checkpoint_is_set_aside_and_the_one_before_used(cstr_r
 
 
 def files_of(run: Path) -> dict[str, bytes]:
-    """Every file of a run, byte for byte (but the lock, which names the last session)."""
-    files = sorted(p for p in run.rglob("*") if p.is_file() and p.name != ".lock")
+    """Every file of a run, byte for byte, but the lock (it names the last session) and the
+    session's logs (RUN/logs/: Ray's notes of the attempt itself, kept for its diagnosis)."""
+    files = sorted(
+        p for p in run.rglob("*")
+        if p.is_file() and p.name != ".lock" and p.relative_to(run).parts[0] != "logs"
+    )  # fmt: skip
     return {str(p.relative_to(run)): p.read_bytes() for p in files}
 
 
