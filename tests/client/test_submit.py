@@ -446,7 +446,9 @@ def test_dry_run_of_the_default_config_writes_a_job_that_loads_back(target, tmp_
         echo=messages.append,
     )
     checked, wrote = messages
-    assert checked.startswith(("checked in the training image ", "not checked in the training image: "))
+    assert checked.startswith(
+        ("checked in the training image ", "not checked in the training image: ")
+    )
     assert wrote == (
         f"wrote {tmp_path / 'job.yaml'}; submit it with `az ml job create -f {tmp_path / 'job.yaml'}`"
     )

@@ -40,5 +40,7 @@ def test_nothing_declared_installs_nothing(monkeypatch):
 def test_a_package_name_apt_would_refuse_is_named(model_project, monkeypatch):
     declaration = model_project / "sims" / "external.yaml"
     declaration.write_text(declaration.read_text() + "apt: ['nodejs; rm -rf /']\n")
-    with pytest.raises(ImageError, match=r"sims/external\.yaml: apt\[0\]: String should match pattern"):
+    with pytest.raises(
+        ImageError, match=r"sims/external\.yaml: apt\[0\]: String should match pattern"
+    ):
         declared_build_args(model_project, monkeypatch)
