@@ -38,10 +38,12 @@ def markdown(run: Path) -> str:
     kpis = s.get("assessment") or {}
     if kpis:
         names = list(next(iter(kpis.values())))
-        lines += ["| controller | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        units = (s.get("units") or {}).get("kpis") or {}  # as printed KPI tables carry them
+        header = [f"{n} [{units[n]}]" if units.get(n) else n for n in names]
+        lines += ["| controller | " + " | ".join(header) + " |", "|---" * (len(names) + 1) + "|"]
         for controller, values in kpis.items():
             lines.append(
-                f"| {controller} | " + " | ".join(f"{values[n]:.4g}" for n in names) + " |"
+                f"| {controller} | " + " | ".join(_number(values.get(n)) for n in names) + " |"
             )
         lines += ["", f"Beats the baseline: {'yes' if beats_baseline(run) else 'no'}"]
     if (run / "view.html").is_file():

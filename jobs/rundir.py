@@ -39,15 +39,27 @@ def disk_full(exc: BaseException) -> bool:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and a rename: never half-written."""
+    """Write ``text`` to ``path`` via a temporary file and a rename: never half-written.
+    Readable as any file the user writes is (the umask's, not the temporary file's
+    owner-only 0600): a team's artifact server or a colleague reads runs."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(
         "w", dir=path.parent, prefix=f".{path.name}.", delete=False
     ) as tmp:
         tmp.write(text)
         tmp.flush()
+        os.fchmod(tmp.fileno(), 0o666 & ~_UMASK)
         os.fsync(tmp.fileno())
     os.replace(tmp.name, path)
+
+
+def _umask() -> int:
+    mask = os.umask(0o077)  # the only way to read it is to set it (strict, for the instant)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()  # read once, at import: os.umask is process-wide, threads write files too
 
 
 def write_json(path: Path, data: Any) -> None:

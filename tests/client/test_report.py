@@ -76,3 +76,18 @@ def test_the_report_points_to_the_runs_page(tmp_path):
     assert f"`invoke view {run}` writes its page" in markdown(run)
     (run / "view.html").write_text("<html></html>")
     assert "The run's page, `view.html`" in markdown(run)
+
+
+def test_the_kpi_table_carries_units_and_says_what_was_not_measured(tmp_path):
+    """As every printed KPI table does; a KPI the assessment could not measure is said, not
+    a TypeError (`invoke report` is a step of the deploy-and-train workflow)."""
+    units = {"kpis": {"ca_rms": "kmol/m3", "t_rms": "K", "runaway_count": "episodes"}}
+    run = write(
+        tmp_path, {"return": 84.0, "ca_rms": 0.09, "t_rms": None, "runaway_count": 0},
+        {"return": 80.9, "ca_rms": 0.103, "t_rms": 0.58, "runaway_count": 0}, units=units,
+    )  # fmt: skip
+    text = markdown(run)
+    assert (
+        "| controller | return | ca_rms [kmol/m3] | t_rms [K] | runaway_count [episodes] |" in text
+    )
+    assert "| agent | 84 | 0.09 | not measured | 0 |" in text

@@ -758,3 +758,19 @@ def test_a_scheduler_stop_on_the_iteration_that_meets_the_budget_leaves_the_run_
     assert early["status"] == "stopped" and early["env_steps_sampled"] < 400
     assert early["stop_reason"] == "stopped early by the study (its scheduler or time budget)"
     assert early["assessment"] is None
+
+
+def test_run_files_are_readable_as_the_umask_says(tmp_path):
+    """summary.json, config.yaml and view.html were owner-only (0600) whatever the umask:
+    a team's artifact server or a colleague could not read them."""
+    script = (
+        "import os, sys\n"
+        "os.umask(int(sys.argv[2], 8))\n"
+        "from pathlib import Path\n"
+        "from jobs.rundir import write_json\n"
+        "write_json(Path(sys.argv[1]), {'status': 'completed'})\n"
+    )
+    for umask, mode in (("022", 0o644), ("027", 0o640), ("077", 0o600)):
+        path = tmp_path / f"summary-{umask}.json"
+        subprocess.run([sys.executable, "-c", script, str(path), umask], cwd=ROOT, check=True)
+        assert path.stat().st_mode & 0o777 == mode, (umask, oct(path.stat().st_mode))
