@@ -37,6 +37,7 @@ from jobs.console import console
 from jobs.rundir import RunDir, RunError, new_run_id, read_summary, write_atomic, write_json
 from jobs.tracking import tracking_uri, use_tracking_uri
 from jobs.train import METRIC_NAMES, USER_ERRORS, StopTraining, check_before_start
+from jobs.verdict import beaten_at
 from sims.contract import SimError
 from sims.lessons import read_yaml
 from sims.registry import resolve
@@ -192,6 +193,10 @@ class Study:
     seed: int = field(default_factory=lambda: secrets.randbelow(2**31))
     """The sampler's seed: a resume that finds no Tune state samples the same trials again."""
     space: dict[str, Any] = field(default_factory=dict)
+    given: dict[str, Any] | None = None
+    """The config's own values of the space's keys: the first trial trains them unchanged, so
+    that the study says whether it found anything better than what it was given. None where
+    the config leaves a key of the space unset (a ``training.extra`` name)."""
 
     @classmethod
     def read(cls, folder: Path) -> Study:
@@ -416,6 +421,11 @@ def run_study(
         f"{study.kpi!r}; each trial takes {len(per_trial)} CPU(s) (1 driver + "
         f"{len(per_trial) - 1} env runner(s)); {concurrent} at a time on {cpus} CPU(s)"
         + ("" if study.max_concurrent else " (more as nodes join)" if _on_cluster() else "")
+        + (
+            "; the first trial trains the config as given, the others sampled values"
+            if study.given
+            else "; every trial samples values (the config leaves a key of the space unset)"
+        )
     )
     trainable = tune.with_resources(Trial, tune.PlacementGroupFactory(per_trial))
     storage = str(folder)
@@ -436,7 +446,10 @@ def run_study(
                 metric=study.metric,
                 mode="min" if "loss" in study.metric else "max",
                 num_samples=study.samples,
-                search_alg=BasicVariantGenerator(random_state=study.seed),
+                search_alg=BasicVariantGenerator(
+                    points_to_evaluate=[dict(study.given)] if study.given else None,
+                    random_state=study.seed,
+                ),
                 max_concurrent_trials=study.max_concurrent or None,
                 time_budget_s=study.time_budget_s,
                 scheduler=_scheduler(study.scheduler, cfg),
@@ -486,7 +499,15 @@ def new_study(
         kpi=kpi,
         max_concurrent=max_concurrent,
         space={p.key: [p.distribution, list(p.args)] for p in params},
+        given=given_values(params, cfg),
     )
+
+
+def given_values(params: list[Param], cfg: ExperimentConfig) -> dict[str, Any] | None:
+    """The config's values of the space's keys, or None where one is unset."""
+    data = cfg.model_dump(mode="json")
+    values = {p.key: _dig(data, p.key) for p in params}
+    return None if any(v is None for v in values.values()) else values
 
 
 def _scheduler(name: str, cfg: ExperimentConfig) -> Any:
@@ -542,17 +563,8 @@ class TrialRow:
     """The trial's verdict (``jobs.verdict``): None where it was not assessed."""
     beaten_at: int | None = None
     """Env steps at the first assessment that beat the baseline."""
-
-
-def _beaten_at(summary: Mapping[str, Any]) -> int | None:
-    """Env steps at which a run first beat its baseline: its stop criterion's assessments,
-    else its final verdict."""
-    for verdict in summary.get("verdicts") or []:
-        if verdict.get("beats"):
-            return int(verdict["env_steps"])
-    if (summary.get("verdict") or {}).get("beats"):
-        return int(summary["env_steps_sampled"])
-    return None
+    given: bool = False
+    """The trial trained the config's own values (``Study.given``)."""
 
 
 def trial_rows(folder: Path, study: Study) -> list[TrialRow]:
@@ -582,7 +594,8 @@ def trial_rows(folder: Path, study: Study) -> list[TrialRow]:
                 baseline_kpi=(assessment.get("baseline") or {}).get(study.kpi),
                 stop_reason=summary.get("stop_reason"),
                 beats=(summary.get("verdict") or {}).get("beats"),
-                beaten_at=_beaten_at(summary),
+                beaten_at=beaten_at(summary),
+                given=study.given is not None and params == study.given,
             )
         )
     return rows
@@ -634,14 +647,12 @@ def finish_study(
         )
     best = assessed[0]
     text = (folder / best.trial / "config.yaml").read_text()
-    verdict = (
-        f"beats the baseline after {best.beaten_at:,} env steps"
-        if best.beaten_at is not None
-        else "does NOT beat the baseline"
-    )
+    verdict = _verdict_words(best)
+    against = against_given(best, rows)
     header = (
         f"# The best trial of study {folder.name}: {best.trial}, {study.kpi} {best.kpi:.4g} "
         f"(baseline {best.baseline_kpi:.4g}); {verdict}\n"
+        + (f"# {against}\n" if against else "")
         + "".join(f"# {k}: {v}\n" for k, v in best.params.items())
         + f"# Train it: invoke train --config {folder / BEST_FILE}\n"
     )
@@ -651,6 +662,7 @@ def finish_study(
         "metric": study.metric,
         "kpi": study.kpi,
         "best": {**asdict(best), "config": BEST_FILE},
+        "against_given": against,
         "trials": [asdict(r) for r in rows],
     }
     write_json(folder / RESULTS_FILE, result)
@@ -658,7 +670,39 @@ def finish_study(
     console.print(
         f"best: {best.trial} ({study.kpi} {best.kpi:.4g}; {verdict}); config {folder / BEST_FILE}"
     )
+    if against:
+        console.print(against)
     return result
+
+
+def _verdict_words(row: TrialRow) -> str:
+    if row.beaten_at is not None:
+        return f"beats the baseline after {row.beaten_at:,} env steps"
+    if row.kpi is None:
+        return f"stopped early at {_fmt(row.env_steps)} env steps, not assessed"
+    return "does NOT beat the baseline"
+
+
+def against_given(best: TrialRow, rows: list[TrialRow]) -> str:
+    """The best trial against the config as given, in the verdict's terms; empty where the
+    study had no such trial."""
+    given = next((r for r in rows if r.given), None)
+    if given is None:
+        return ""
+    if given is best:
+        return (
+            f"no sampled trial did better than the config as given ({given.trial}, which "
+            f"{_verdict_words(given)})"
+        )
+    said = f"the config as given ({given.trial}) {_verdict_words(given)}"
+    if best.beaten_at is None:
+        return f"{said}; neither it nor any sampled trial beat the baseline"
+    if given.beaten_at is None:
+        return f"{said}; {best.trial} beats it after {best.beaten_at:,} env steps"
+    return (
+        f"{said}; {best.trial} after {best.beaten_at:,}: "
+        f"{given.beaten_at / best.beaten_at:.2f}x fewer env steps to the verdict"
+    )
 
 
 def _close_parent(uri: str, study: Study, best: TrialRow, folder: Path) -> None:
@@ -695,7 +739,7 @@ def print_table(rows: list[TrialRow], params: list[Param], study: Study, title: 
     table.add_column("beats it at (env steps)", justify="right")
     for row in rows:
         table.add_row(
-            row.trial,
+            row.trial + (" (as given)" if row.given else ""),
             row.status,
             *(escape(_fmt(row.params.get(p.key))) for p in params),
             _fmt(row.iterations),

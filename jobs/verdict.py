@@ -146,6 +146,17 @@ def read_verdict(summary: Mapping[str, Any]) -> Verdict | None:
     return Verdict.from_json(data) if isinstance(data, Mapping) else None
 
 
+def beaten_at(summary: Mapping[str, Any]) -> int | None:
+    """Env steps at which a run first beat its baseline: its stop criterion's assessments,
+    else its final verdict; None where it never did."""
+    for verdict in summary.get("verdicts") or []:
+        if verdict.get("beats"):
+            return int(verdict["env_steps"])
+    if (summary.get("verdict") or {}).get("beats"):
+        return int(summary["env_steps_sampled"])
+    return None
+
+
 def refuse_losing(summary: Mapping[str, Any], what: str, where: str, flag: str) -> str | None:
     """Raise :class:`LosingPolicy` unless the run's policy beats its baseline; returns a note
     to print where it passes for want of a verdict or a baseline."""

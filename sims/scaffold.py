@@ -50,3 +50,9 @@ def recipe_config(sim: str, experiment: str) -> str:
     template = Template((TEMPLATES / "config.yaml.tmpl").read_text())
     name = experiment.removesuffix("_ppo")
     return template.substitute({"name": name, "sim": sim, "title": sim})
+
+
+def recipe_space(name: str) -> str:
+    """The search space that ``new-sim`` writes beside ``<name>_ppo.yaml``: the recipe's
+    main knobs."""
+    return Template((TEMPLATES / "space.yaml.tmpl").read_text()).substitute({"name": name})

@@ -132,14 +132,19 @@ def study(tmp_path_factory) -> tuple[Path, str]:
 def test_every_trial_is_an_ordinary_run_with_its_sampled_values(study):
     folder, out = study
     summaries = check_trials_exact(folder, samples=4)
-    for trial in sorted(folder.glob("trial-*")):
+    given, *sampled = sorted(folder.glob("trial-*"))
+    cfg = load_config(given / "config.yaml")  # the first trial: the config's own values
+    assert (cfg.training.lr, cfg.training.num_epochs) == (0.0003, 2)
+    for trial in sampled:
         cfg = load_config(trial / "config.yaml")  # the run's own config, as --resume reads it
         assert 1e-5 <= cfg.training.lr <= 1e-3
         assert cfg.training.num_epochs in (1, 3)
         assert cfg.sim == "simple_adder" and cfg.training.train_batch_size == 200
+    for trial in (given, *sampled):
         assert (trial / "checkpoints").is_dir() and any((trial / "trajectories").iterdir())
     assert len({s["run_id"] for s in summaries}) == 4
     assert "each trial takes 1 CPU(s) (1 driver + 0 env runner(s)); 2 at a time on" in out
+    assert "the first trial trains the config as given, the others sampled values" in out
 
 
 def test_asha_stops_weak_trials_as_runs_that_still_write_their_summary(study):
@@ -173,6 +178,15 @@ def test_the_table_ranks_by_the_assessment_and_the_best_config_is_written(study)
     said = f"best: {best['trial']} (reached_count {best['kpi']:.4g}; does NOT beat the baseline)"
     assert said in out
     assert best["beats"] is False and best["beaten_at"] is None
+    # and against what the user gave it, in the same terms
+    given = next(t for t in results["trials"] if t["given"])
+    assert given["trial"] == "trial-000" and "trial-000 (as given)" in final
+    if best["trial"] == "trial-000":
+        against = "no sampled trial did better than the config as given (trial-000, which "
+    else:
+        against = "the config as given (trial-000) "
+    assert results["against_given"].startswith(against) and results["against_given"] in out
+    assert f"# {results['against_given']}\n" in (folder / "best.yaml").read_text()
     written = yaml.safe_load((folder / "best.yaml").read_text())
     trained = yaml.safe_load((folder / best["trial"] / "config.yaml").read_text())
     assert written == trained
