@@ -20,11 +20,10 @@ from typing import Any
 
 from images.build import git_revision
 from jobs.assess import MODULE_PATH, resolve_checkpoint
-from jobs.rundir import read_checkpoint_meta, write_json
+from jobs.rundir import RunDir, read_checkpoint_meta, write_json
+from jobs.snapshot import SNAPSHOT_FILE, SimSnapshot, read_snapshot
 from jobs.verdict import refuse_losing
 from policy_runtime.bundle import GRAPH, METADATA, SCHEMA, policy_digest
-from sims.handle import SimHandle
-from sims.registry import resolve
 
 
 class ExportError(ValueError):
@@ -63,7 +62,7 @@ def export_bundle(
     if reuse and earlier is not None and Path(earlier).parts[-3:] == checkpoint.parts[-3:]:
         echo(f"{action}: {target} was exported from {checkpoint.name}; using it as it is")
         return target
-    handle = resolve(meta["sim"])
+    sim = _snapshot(run, meta["sim"])  # the run's record: the simulator need not import
     module = RLModule.from_checkpoint((checkpoint / MODULE_PATH).resolve())
     if not isinstance(module, torch.nn.Module):
         raise ExportError(f"{checkpoint}: the policy is not a torch module; only torch exports")
@@ -73,9 +72,8 @@ def export_bundle(
             "exports stateless policies only"
         )
     module.eval()
-    env = handle.make_env()
-    observations = _observations(handle, env, checkpoint)
-    actions, discrete = _actions(handle, env.action_space, checkpoint)
+    observations = _observations(sim, checkpoint)
+    actions, discrete = _actions(sim, checkpoint)
     graph = _Deterministic(module, len(actions), discrete)
 
     tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=target.parent))
@@ -102,7 +100,7 @@ def export_bundle(
             "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "kpis": summary.get("assessment"),
             "verdict": summary.get("verdict"),
-            "action_space": str(env.action_space),
+            "action_space": sim.action_space,
         }
         metadata["policy_sha256"] = policy_digest((tmp / GRAPH).read_bytes(), metadata)
         write_json(tmp / METADATA, metadata)
@@ -157,37 +155,57 @@ def _signals(ranges: Mapping[str, Any], scaling: str) -> list[dict[str, Any]]:
     ]
 
 
-def _observations(handle: SimHandle, env: Any, checkpoint: Path) -> list[dict[str, Any]]:
-    if handle.spec is not None:  # a simulator: named states, scaled by their ranges
-        return _signals(handle.spec.observations, "range")
-    if env.flattens_observation:
+def _snapshot(run: Path | None, sim: str) -> SimSnapshot:
+    """The run's ``sim.json`` (or, for a run from before it or a checkpoint outside a run,
+    the simulator itself)."""
+    if run is not None and (run / "config.yaml").is_file():
+        return read_snapshot(RunDir(run))
+    from sims.registry import resolve
+
+    return SimSnapshot.from_handle(resolve(sim))
+
+
+def _observations(sim: SimSnapshot, checkpoint: Path) -> list[dict[str, Any]]:
+    if sim.kind == "unknown":
         raise ExportError(
-            f"{checkpoint}: {handle.name}'s observation space {env.unwrapped.observation_space} is "
-            "flattened for the policy; bundles take Box observations (or a SimSpec's states)"
+            f"{checkpoint}: the run has no {SNAPSHOT_FILE} ({sim.missing}); export it where "
+            f"{sim.name} imports, or from a run trained since runs record their simulator"
+        )
+    if sim.kind == "simulator":  # named states, scaled by their ranges
+        return _signals(sim.observations, "range")
+    if sim.flattens_observation:
+        raise ExportError(
+            f"{checkpoint}: {sim.name}'s observation space {sim.observation_space} is "
+            "flattened for the policy; "
+            "bundles take Box observations (or a SimSpec's states)"
         )
     return [
         {**signal, "scaling": "range" if rng is not None else "symlog"}
         for signal, rng in zip(
-            _signals(handle.observations, "none"), handle.observations.values(), strict=True
+            _signals(sim.observations, "none"), sim.observations.values(), strict=True
         )
     ]
 
 
-def _actions(handle: SimHandle, space: Any, checkpoint: Path) -> tuple[list[dict], bool]:
-    import gymnasium as gym
-
-    if handle.spec is not None:
-        return _signals(handle.spec.actions, "range"), False
-    if isinstance(space, gym.spaces.Discrete):
-        (name,) = handle.actions
+def _actions(sim: SimSnapshot, checkpoint: Path) -> tuple[list[dict], bool]:
+    if sim.action_kind == "simulator":
+        return _signals(sim.actions, "range"), False
+    if sim.action_kind == "discrete":
+        (name,) = sim.actions
         return [
-            {"name": name, "unit": "", "low": int(space.start), "high": None, "scaling": "discrete"}
+            {
+                "name": name,
+                "unit": "",
+                "low": sim.discrete_start,
+                "high": None,
+                "scaling": "discrete",
+            }
         ], True
-    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
-        return _signals(handle.actions, "clip"), False
+    if sim.action_kind == "box":
+        return _signals(sim.actions, "clip"), False
     raise ExportError(
-        f"{checkpoint}: the policy's action space {space} is not exported yet; bundles take a "
-        "SimSpec's actions, a flat Box or a Discrete"
+        f"{checkpoint}: the policy's action space {sim.action_space} is not exported yet; "
+        "bundles take a SimSpec's actions, a flat Box or a Discrete"
     )
 
 

@@ -61,6 +61,7 @@ from jobs.rundir import (
     write_atomic,
     write_json,
 )
+from jobs.snapshot import SNAPSHOT_FILE, SimSnapshot
 from jobs.tracking import Tracker, metric_values
 from jobs.trajectories import read_trajectories, trajectory_files
 from jobs.verdict import Verdict, decide, diagnose
@@ -414,6 +415,8 @@ def _train(
             console.print(f"resume: {note}")
         if sets:  # only now that the run's own checkpoint restored under the new settings
             write_atomic(run.config, cfg.to_yaml())
+    if not (run.path / SNAPSHOT_FILE).is_file():  # a new run, or one from before the file
+        SimSnapshot.from_handle(handle).write(run)
 
     pending: list[dict[str, Any]] = []  # metrics lines of the iterations since the checkpoint
     verdicts: list[dict[str, Any]] = []  # the stop criterion's assessments, in order

@@ -21,6 +21,19 @@ from sims.spaces import FlatEnv, Leaf
 
 
 @dataclass(frozen=True)
+class _Spaces:
+    """What one environment says of its spaces (made once per handle)."""
+
+    observations: list[Leaf]
+    actions: list[Leaf]
+    shape: tuple[int, ...]
+    action_space: gym.Space
+    flattens_observation: bool
+    own_observation_space: gym.Space
+    """The environment's own observation space, before any flattening."""
+
+
+@dataclass(frozen=True)
 class SimHandle:
     """One resolved simulator: a :class:`SimSpec`-driven simulator, or a plain Gymnasium env.
 
@@ -78,19 +91,42 @@ class SimHandle:
         return {"scenario": dict(parameters)} if self.spec is not None else None
 
     @functools.cached_property
-    def _spaces(self) -> tuple[list[Leaf], list[Leaf], tuple[int, ...]]:
+    def _spaces(self) -> _Spaces:
         env = self.make_env()
         try:
             if isinstance(env, FlatEnv):
-                return env.obs_leaves, env.action_leaves, env.observation_space.shape
-            return [], [], env.observation_space.shape
+                return _Spaces(
+                    env.obs_leaves,
+                    env.action_leaves,
+                    env.observation_space.shape,
+                    env.action_space,
+                    env.flattens_observation,
+                    env.unwrapped.observation_space,
+                )
+            space = env.observation_space
+            return _Spaces([], [], space.shape, env.action_space, False, space)
         finally:
             env.close()
 
     @property
+    def action_space(self) -> gym.Space:
+        """The policy's action space."""
+        return self._spaces.action_space
+
+    @property
+    def own_observation_space(self) -> gym.Space:
+        """The environment's own observation space (a plain env's Dict, before flattening)."""
+        return self._spaces.own_observation_space
+
+    @property
+    def flattens_observation(self) -> bool:
+        """Whether the policy sees a plain environment's Dict or Tuple observation flattened."""
+        return self._spaces.flattens_observation
+
+    @property
     def observation_shape(self) -> list[int]:
         """The shape of the observation the policy sees."""
-        return list(self._spaces[2])
+        return list(self._spaces.shape)
 
     # -- what states and actions are called, and their units -------------------------------
     @functools.cached_property
@@ -98,13 +134,13 @@ class SimHandle:
         """Observed states and their ranges (None where a Gymnasium bound is infinite)."""
         if self.spec is not None:
             return dict(self.spec.observations)
-        return {leaf.name: leaf.range for leaf in self._spaces[0]}
+        return {leaf.name: leaf.range for leaf in self._spaces.observations}
 
     @functools.cached_property
     def actions(self) -> dict[str, Range | None]:
         if self.spec is not None:
             return dict(self.spec.actions)
-        return {leaf.name: leaf.range for leaf in self._spaces[1]}
+        return {leaf.name: leaf.range for leaf in self._spaces.actions}
 
     @property
     def units(self) -> dict[str, str]:

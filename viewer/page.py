@@ -30,10 +30,9 @@ from plotly.subplots import make_subplots
 
 from jobs.console import kpi_header
 from jobs.rundir import CHECKPOINT_PREFIX, RunDir, RunError, read_summary, write_atomic
+from jobs.snapshot import SimSnapshot, read_snapshot
 from jobs.trajectories import read_schema, read_table, trajectory_files, trajectory_units
 from jobs.verdict import read_verdict
-from sims.handle import SimHandle
-from sims.registry import resolve
 
 TEMPLATE = Path(__file__).with_name("template.html")
 PLAYER = Path(__file__).with_name("player.js")
@@ -75,7 +74,7 @@ def build_page(run: Path, out: Path | None = None, episodes: int = DEFAULT_EPISO
     run_dir = RunDir.open(Path(run))
     summary = read_summary(run_dir.path) if run_dir.summary.is_file() else {}
     config = _read_config(run_dir.config)
-    handle = resolve(summary.get("sim") or config["sim"])
+    handle = read_snapshot(run_dir)  # the run's own record: the simulator need not import
     units = {**handle.units, **_units_from_files(run_dir)}
     selection = select_episodes(run_dir, episodes)
     kpis = (
@@ -111,7 +110,7 @@ def build_page(run: Path, out: Path | None = None, episodes: int = DEFAULT_EPISO
         "scenarios": scenario_figures_html(
             selection, handle, data["states"], data["actions"], units
         ),
-        "left_out": html.escape(selection.left_out),
+        "left_out": html.escape(" ".join(filter(None, [handle.missing, selection.left_out]))),
         "plotly": get_plotlyjs(),
         "player": PLAYER.read_text(),
         "drawing": handle.drawing or "",
@@ -217,7 +216,7 @@ def _num(value: Any) -> float | None:
     return float(value)
 
 
-def _ranges(handle: SimHandle) -> dict[str, list[float]]:
+def _ranges(handle: SimSnapshot) -> dict[str, list[float]]:
     out = {}
     for name, rng in {**handle.observations, **handle.actions}.items():
         if rng is not None:
@@ -385,7 +384,7 @@ def _axis_titles(count: int, title: str) -> dict[str, str]:
 
 def scenario_figures_html(
     selection: Selection,
-    handle: SimHandle,
+    handle: SimSnapshot,
     states: list[str],
     actions: list[str],
     units: Mapping[str, str],
@@ -476,7 +475,7 @@ def _verdict_html(summary: Mapping[str, Any]) -> str:
     )
 
 
-def kpi_table_html(kpis: Mapping[str, Any], handle: SimHandle) -> str:
+def kpi_table_html(kpis: Mapping[str, Any], handle: SimSnapshot) -> str:
     """Per controller, then per scenario; where the agent is worse than the baseline, it
     says so."""
     units = {**handle.kpi_units, **(kpis.get("units") or {})}
@@ -521,7 +520,7 @@ def kpi_table_html(kpis: Mapping[str, Any], handle: SimHandle) -> str:
     return "\n".join(out) + verdict
 
 
-def _worse(handle: SimHandle, name: str, value: float, baseline: float | None) -> bool:
+def _worse(handle: SimSnapshot, name: str, value: float, baseline: float | None) -> bool:
     if baseline is None:
         return False
     if handle.higher_is_better(name):
