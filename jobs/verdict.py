@@ -51,16 +51,22 @@ class Verdict:
 
     @property
     def beats(self) -> bool | None:
-        """True, False, or None where there is no baseline to beat."""
+        """True, False, or None where there is no baseline to beat. An agent whose KPI was
+        not measured (every assessment episode failed) does not beat it."""
         if self.improvement is None:
             return None
-        return math.isfinite(self.agent) and self.improvement >= self.margin and not self.violations
+        return (
+            math.isfinite(self.agent)
+            and math.isfinite(self.improvement)
+            and self.improvement >= self.margin
+            and not self.violations
+        )
 
     def _values(self) -> str:
         unit = f" {self.unit}" if self.unit else ""
-        text = f"{self.kpi} {self.agent:.4g}{unit}"
+        text = f"{self.kpi} {_measured(self.agent, unit)}"
         if self.baseline is not None:
-            text += f" vs baseline {self.baseline:.4g}{unit}"
+            text += f" vs baseline {_measured(self.baseline, unit)}"
         return text
 
     def line(self) -> str:
@@ -68,6 +74,8 @@ class Verdict:
         if self.beats is None:
             return f"verdict: no baseline to compare with ({self._values()})"
         improvement = self.improvement or 0.0
+        if not math.isfinite(improvement):
+            return f"verdict: does NOT beat the baseline ({self._values()}: nothing to compare)"
         asked = f", {self.margin:.0%} asked" if self.margin else ""
         change = f"{abs(improvement):.1%} {'better' if improvement >= 0 else 'worse'}{asked}"
         if self.beats:
@@ -81,7 +89,7 @@ class Verdict:
 
     def distance(self) -> str:
         """How far the agent is from the verdict, for the stop criterion's progress lines."""
-        if self.improvement is None:
+        if self.improvement is None or not math.isfinite(self.improvement):
             return self._values()
         needed = f"; needs {self.margin:.0%} better" if self.margin else ""
         violated = "".join(f"; {name} {a:g} > {b:g}" for name, (a, b) in self.violations.items())
@@ -89,12 +97,19 @@ class Verdict:
         return f"{self._values()} ({abs(self.improvement):.1%} {where}{needed}{violated})"
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "beats": self.beats, "improvement": self.improvement}
+        """As ``summary.json`` keeps it: a KPI not measured is null (JSON has no NaN)."""
+        data = {**asdict(self), "beats": self.beats, "improvement": self.improvement}
+        for key in ("agent", "baseline", "improvement"):
+            if isinstance(data[key], float) and not math.isfinite(data[key]):
+                data[key] = None
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Verdict:
         names = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        found = {k: v for k, v in data.items() if k in names}
+        found["agent"] = _number(found.get("agent"))
+        return cls(**found)
 
 
 def decide(assessment: Mapping[str, Any], handle: SimHandle, margin: float = 0.0) -> Verdict:
@@ -109,14 +124,23 @@ def decide(assessment: Mapping[str, Any], handle: SimHandle, margin: float = 0.0
                 violations[name] = [agent[name], baseline.get(name, 0.0)]
     return Verdict(
         kpi=kpi,
-        agent=float(agent[kpi]),
-        baseline=None if baseline is None else float(baseline[kpi]),
+        agent=_number(agent.get(kpi)),
+        baseline=None if baseline is None else _number(baseline.get(kpi)),
         higher_is_better=handle.higher_is_better(kpi),
         margin=margin,
         unit=handle.kpi_units.get(kpi, ""),
         violations=violations,
         diagnoses=constant_policy(assessment.get("action_spread", {})),
     )
+
+
+def _number(value: Any) -> float:
+    """A KPI as the assessment wrote it; NaN where it was not measured (null in JSON)."""
+    return float(value) if isinstance(value, int | float) else math.nan
+
+
+def _measured(value: float, unit: str) -> str:
+    return f"{value:.4g}{unit}" if math.isfinite(value) else "not measured"
 
 
 def constant_policy(spread: Mapping[str, Mapping[str, float]]) -> list[str]:

@@ -99,3 +99,32 @@ def test_a_policy_that_ignores_its_input_is_named_a_constant_policy():
         ),
     )
     assert moving.diagnoses == [] and moving.beats is True  # as good as itself
+
+
+def test_a_kpi_not_measured_loses_and_says_so_through_summary_and_report(tmp_path):
+    from client.report import markdown
+    from jobs.rundir import write_json
+
+    # every assessment episode of the agent failed: the assessment wrote null for its KPIs
+    verdict = decide(
+        kpis({"return": None, "ca_rms": None, "runaway_count": 0.0}, {"return": 80.9,
+              "ca_rms": 0.1034, "runaway_count": 0.0}),
+        resolve("cstr"),
+    )  # fmt: skip
+    assert verdict.beats is False
+    said = "verdict: does NOT beat the baseline (ca_rms not measured vs baseline 0.1034 kmol/m3"
+    assert verdict.line().startswith(said)
+    assert verdict.distance() == "ca_rms not measured vs baseline 0.1034 kmol/m3"
+    stored = verdict.to_json()
+    assert stored["agent"] is None and stored["improvement"] is None and stored["beats"] is False
+    assert Verdict.from_json(stored).line() == verdict.line()
+    run = tmp_path / "run"
+    summary = {
+        "experiment": "cstr_ppo", "run_id": "r", "status": "completed", "algorithm": "PPO",
+        "sim": "cstr", "iterations": 1, "env_steps_sampled": 4000, "wall_time_s": 3.0,
+        "stop_reason": "max_env_steps", "episode_return_mean": None, "env_step_failures": 9,
+        "verdict": stored, "assessment": {"agent": {"ca_rms": None}, "baseline": {"ca_rms": 0.1}},
+    }  # fmt: skip
+    write_json(run / "summary.json", summary)
+    text = markdown(run)
+    assert said in text and "| agent | not measured |" in text
