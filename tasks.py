@@ -3,15 +3,22 @@ owns the work (sims/, jobs/, client/, images/, benchmarks/)."""
 
 from __future__ import annotations
 
+import functools
 import shlex
 import sys
 from pathlib import Path
 
-from invoke import Context, Exit, task
+import invoke
+from invoke import Context, Exit
 from invoke.exceptions import ParseError
+from invoke.parser import ParserContext
 from invoke.parser.argument import Argument
 
 ROOT = Path(__file__).resolve().parent
+task = functools.partial(invoke.task, auto_shortflags=False)
+"""Every task's flags are long only: invoke's one-letter guesses took ``-h`` (help) for
+``--show-target`` and made ``--resource-group`` ``--``; the README and the workflows use
+long flags."""
 HELP_FLAGS = ("-h", "--help")
 
 _set_value = Argument.set_value
@@ -29,6 +36,23 @@ def _set_value_or_say_so(self: Argument, value: object, cast: bool = True) -> No
 
 
 Argument.set_value = _set_value_or_say_so
+
+_help_for = ParserContext.help_for
+
+
+def _help_for_every_kind(self: ParserContext, flag: str) -> tuple[str, str]:
+    """invoke 3.0 names the value of str and int flags only (``--runs-dir=STRING``), so a
+    number of seconds or a repeatable ``--set`` read as on/off switches: name those too."""
+    names, text = _help_for(self, flag)
+    value = {float: "FLOAT", list: "VALUE"}.get(self.flags[flag].kind)
+    if value and "=" not in names:
+        names = ", ".join(f"{name}={value}" for name in names.split(", "))
+        if value == "VALUE":
+            text = f"{text} (repeatable)" if "repeatable" not in text else text
+    return names, text
+
+
+ParserContext.help_for = _help_for_every_kind
 
 
 def _help_instead(c: Context, value: str, task_name: str) -> None:

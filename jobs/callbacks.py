@@ -16,6 +16,7 @@ from jobs.faults import (
     SimulatorGaveUp,
     fault_log,
     ray_log,
+    read_record,
     send_fault_tracebacks_to,
     send_ray_notes_to,
 )
@@ -165,8 +166,9 @@ class TrajectoryLogger(RLlibCallback):
         """RLlib recreates the env after a simulator failure: record what the old one saw."""
         previous, self._env = self._env, env
         if previous is None:
-            if (self.run / FAULT_RECORD).is_file():  # a replaced env runner: given up already
-                raise SimulatorGaveUp(json.loads((self.run / FAULT_RECORD).read_text())["cause"])
+            given_up = read_record(self.run)
+            if given_up is not None:  # a replaced env runner: given up already
+                raise SimulatorGaveUp(given_up.get("cause", "the simulator failed repeatedly"))
             return
         faults = [getattr(sub.unwrapped, "fault", None) for sub in getattr(previous, "envs", [])]
         faults = [fault for fault in faults if fault]

@@ -47,13 +47,17 @@ def ray_log(run: Path) -> Path:
     return run / FAULT_LOGS / f"ray-{os.getpid()}.log"
 
 
-class _FaultsToFile(logging.Filter):
-    """Takes RLlib's records of simulator faults off the console, into one file."""
+class _ToFile(logging.Filter):
+    """A filter that sends the records it takes off a handler to a file instead."""
 
     def __init__(self, path: Path) -> None:
         super().__init__()
         self.handler = logging.FileHandler(path, delay=True)
         self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+
+
+class _FaultsToFile(_ToFile):
+    """Takes RLlib's records of simulator faults off the console, into one file."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         from sims.contract import SimulatorFault
@@ -78,14 +82,9 @@ def send_fault_tracebacks_to(path: Path) -> None:
             logger.addFilter(_FaultsToFile(path))
 
 
-class _BelowErrorToFile(logging.Filter):
+class _BelowErrorToFile(_ToFile):
     """On Ray's console handler: warnings and notes (deprecations, token authentication, a
     missing gputil) go to the run's log; errors still reach the console."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__()
-        self.handler = logging.FileHandler(path, delay=True)
-        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.ERROR:

@@ -184,6 +184,8 @@ def prepare(
     cfg = load_config(run.config, sets, smoke=smoke)
     source = _source(run.config, sets)
     candidates = restorable(run)
+    # a session number no earlier session used, whichever checkpoint is restored
+    readable = [c.meta for c in candidates if c.meta is not None]
     progress = Progress()
     if candidates:
         whole = [c for c in candidates if c.damage is None]
@@ -203,8 +205,6 @@ def prepare(
     check_before_start(cfg, source)
     if candidates:  # the damaged ones newer than it, set aside once it has restored
         candidates = candidates[: candidates.index(chosen) + 1]
-    # a session number no earlier session used, whichever checkpoint is restored
-    readable = [c.meta for c in restorable(run) if c.meta is not None]
     progress.sessions = 1 + max((meta["sessions"] for meta in readable), default=0)
     return cfg, run, progress, candidates
 

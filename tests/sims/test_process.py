@@ -417,3 +417,18 @@ def test_an_archive_extracts_safely_on_a_python_without_tar_filters(tmp_path, mo
     with pytest.raises(SimError, match=r"escaping\.tar\.gz: \.\./outside leaves the archive"):
         sims.package._extract(escaping, tmp_path / "b")
     assert not (tmp_path / "outside").exists()
+    # a device node, and a link out of the archive: refused, naming the member
+    odd = [
+        ("dev", tarfile.CHRTYPE, "dev/null0", "", "is not a file or a folder"),
+        ("link", tarfile.SYMTYPE, "bin/escape", "../../etc/passwd", "leaves the archive"),
+    ]
+    for name, kind, member, target, said in odd:
+        archive = tmp_path / f"{name}.tar.gz"
+        with tarfile.open(archive, "w:gz") as tf:
+            info = tarfile.TarInfo(member)
+            info.type, info.linkname = kind, target
+            tf.addfile(info)
+        (tmp_path / name).mkdir()
+        with pytest.raises(SimError, match=re.escape(f"{archive}: {member} {said}")):
+            sims.package._extract(archive, tmp_path / name)
+        assert not any((tmp_path / name).iterdir())  # refused before anything is written
