@@ -18,6 +18,7 @@ from typing import Any
 from images.build import git_revision
 from jobs.config import DEFAULT_CONFIG, ConfigError, ExperimentConfig, load_config
 from jobs.rundir import new_run_id, write_atomic
+from jobs.snapshot import REVISION_VARIABLE
 from sims import external
 from sims.contract import SimError
 
@@ -327,7 +328,8 @@ def build_job(
     require(target, ["datastore", cluster_key, *([] if image else ["registry_login_server"])])
     run_id = run_id or new_run_id()
     image = training_image(target, gpu, image)
-    environment_variables = {"AML_RL_RUN_ID": run_id}
+    # the code snapshot has no .git: the run records the commit it was staged from
+    environment_variables = {"AML_RL_RUN_ID": run_id, REVISION_VARIABLE: git_revision()}
     if nodes > 1:
         environment_variables["RAY_ADDRESS"] = "auto"  # join the cluster Azure ML started
     # a study may run its trials one after another: its limit is theirs, summed

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jobs.snapshot import git_revision
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = Path(__file__).with_name("Dockerfile")
 DEFAULT_BASE = "python:3.11-slim-bookworm"
@@ -33,12 +35,6 @@ SLIM_PATHS = (
 CODE = ("sims", "jobs")  # packages copied into the image's last layer, with sims/external.yaml's
 # Versions the image pins to the host's, so that host and cluster run the same code.
 PINNED = ("ray", "gymnasium", "numpy", "scipy", "pydantic", "pyyaml", "pandas", "pyarrow", "rich")
-
-
-def git_revision() -> str:
-    """The repository's HEAD commit, or ``unknown`` outside a git checkout."""
-    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return done.stdout.strip() if done.returncode == 0 else "unknown"
 
 
 class ImageError(RuntimeError):

@@ -8,7 +8,13 @@ if it can be imported here, else its trajectory files, with what is then missing
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import os
+import platform
+import socket
+import subprocess
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -17,6 +23,11 @@ from jobs.rundir import RunDir, RunError, write_atomic
 
 SNAPSHOT_FILE = "sim.json"
 SCHEMA = 1
+REVISION_VARIABLE = "AML_RL_REVISION"
+"""The commit a job's code was staged from (``invoke submit`` sets it: a code snapshot has
+no ``.git``)."""
+ROOT = Path(__file__).resolve().parents[1]
+VERSIONS = ("ray", "torch", "gymnasium", "numpy")
 
 
 class Signal(BaseModel):
@@ -166,3 +177,32 @@ def _from_files(run: RunDir, name: str, why: str) -> SimSnapshot:
             f"({why}): ranges, set points, limits and the drawing are not shown"
         ),
     )
+
+
+def git_revision() -> str:
+    """The repository's HEAD commit, else ``$AML_RL_REVISION``, else ``unknown``."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        done = None
+    if done is not None and done.returncode == 0:
+        return done.stdout.strip()
+    return os.environ.get(REVISION_VARIABLE) or "unknown"
+
+
+def environment() -> dict[str, Any]:
+    """Where and with what a run trained, for its page and summary."""
+    versions = {"python": platform.python_version()}
+    for name in VERSIONS:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return {
+        "git_revision": git_revision(),
+        "versions": versions,
+        "host": socket.gethostname(),
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
+    }

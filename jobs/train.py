@@ -61,7 +61,7 @@ from jobs.rundir import (
     write_atomic,
     write_json,
 )
-from jobs.snapshot import SNAPSHOT_FILE, SimSnapshot
+from jobs.snapshot import SNAPSHOT_FILE, SimSnapshot, environment
 from jobs.tracking import Tracker, metric_values
 from jobs.trajectories import read_trajectories, trajectory_files
 from jobs.verdict import Verdict, decide, diagnose
@@ -443,6 +443,8 @@ def _train(
     idle, idle_since = 0, time.perf_counter()  # iterations in a row without an env step
     last_return: float | None = None
 
+    trained_in = environment()
+
     def summary_of(status: str, reason: str | None, checkpoint: str | None) -> dict[str, Any]:
         return {
             "run_id": run.run_id,
@@ -469,6 +471,7 @@ def _train(
             "config_digest": cfg.digest(),
             "mlflow_run_id": progress.mlflow_run_id,
             "timeline": timeline,
+            "environment": trained_in,
         }
 
     def fail(cause: str, record: dict[str, Any] | None) -> SimError:

@@ -27,7 +27,9 @@ def test_every_flag_is_long_and_names_the_kind_of_value_it_takes(name):
         flag = ("-" if len(own) == 1 else "--") + own.replace("_", "-")
         spec, _ = context.help_for(flag)
         if argument.kind is not bool:
-            assert ("=" if len(own) > 1 else " ") in spec, f"invoke {name} --help shows {spec!r} like an on/off switch"
+            assert ("=" if len(own) > 1 else " ") in spec, (
+                f"invoke {name} --help shows {spec!r} like an on/off switch"
+            )
 
 
 @pytest.mark.parametrize("name", ["submit", "tune", "train"])

@@ -102,7 +102,7 @@ def build_page(run: Path, out: Path | None = None, episodes: int = DEFAULT_EPISO
     sections = {
         "title": html.escape(f"{config.get('experiment', '')} / {run_dir.run_id}: {handle.label}"),
         "verdict": _verdict_html(summary),
-        "summary": _summary_html(summary),
+        "summary": _summary_html(summary, config.get("seed"), run_dir.config.read_text()),
         "training": _figure_html(
             training_figure(run_dir.metrics, assessed_checkpoints(run_dir, summary)), "training"
         ),
@@ -450,8 +450,9 @@ def scenario_figures_html(
 
 
 def _lazy_figure_html(fig: go.Figure, div_id: str) -> str:
-    """A figure drawn when it scrolls near the window (player.js), so that a run with many
-    scenarios still opens quickly; its JSON waits in the page."""
+    """A figure drawn when it scrolls near the window, or after the page has loaded
+    (player.js), so that a run with many scenarios still opens quickly; its JSON waits in
+    the page."""
     height = fig.layout.height or 450
     spec = fig.to_json().replace("</", "<\\/")  # script text: only "</" needs escaping
     return (
@@ -536,22 +537,65 @@ def _figure_html(fig: go.Figure | None, div_id: str) -> str:
     )
 
 
-def _summary_html(summary: Mapping[str, Any]) -> str:
+def _summary_html(summary: Mapping[str, Any], seed: Any, config_text: str) -> str:
+    """The run at a glance, rounded and with units; then, folded, what it was trained with."""
+    details = _details_html(summary, seed, config_text)
     if not summary:
-        return "<p>No summary.json: the run has not finished.</p>"
-    keys = [
-        "status",
-        "stop_reason",
-        "algorithm",
-        "iterations",
-        "env_steps_sampled",
-        "episodes_total",
-        "wall_time_s",
-        "sessions",
-        "episode_return_mean",
-        "env_step_failures",
+        return "<p>No summary.json: the run has not finished.</p>" + details
+    rows = [
+        ("status", summary.get("status")),
+        ("stopped by", summary.get("stop_reason")),
+        ("algorithm", summary.get("algorithm")),
+        ("iterations", _count(summary.get("iterations"))),
+        ("env steps", _count(summary.get("env_steps_sampled"))),
+        ("episodes", _count(summary.get("episodes_total"))),
+        ("training time", _duration(summary.get("wall_time_s"))),
+        ("sessions", _count(summary.get("sessions"))),
+        ("final training return", _round(summary.get("episode_return_mean"))),
+        ("simulator failures", _count(summary.get("env_step_failures"))),
+    ]
+    items = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in rows)
+    return f"<dl class='summary'>{items}</dl>" + details
+
+
+def _details_html(summary: Mapping[str, Any], seed: Any, config_text: str) -> str:
+    trained = summary.get("environment") or {}
+    versions = trained.get("versions") or {}
+    rows = [
+        ("seed", seed),
+        ("git revision", trained.get("git_revision")),
+        ("versions", ", ".join(f"{k} {v}" for k, v in versions.items()) or None),
+        ("host", trained.get("host")),
+        ("machine", trained.get("machine")),
+        ("config digest", summary.get("config_digest")),
     ]
     items = "".join(
-        f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(summary.get(k)))}</dd>" for k in keys
+        f"<dt>{html.escape(k)}</dt><dd>{html.escape('not recorded' if v is None else str(v))}</dd>"
+        for k, v in rows
     )
-    return f"<dl class='summary'>{items}</dl>"
+    return (
+        "<details id='run-details'><summary>Config, seed, revision, versions, machine</summary>"
+        f"<dl class='summary'>{items}</dl><pre>{html.escape(config_text)}</pre></details>"
+    )
+
+
+def _count(value: Any) -> str:
+    return f"{value:,.0f}" if isinstance(value, int | float) and math.isfinite(value) else "-"
+
+
+def _round(value: Any) -> str:
+    if isinstance(value, int | float) and math.isfinite(value):
+        return f"{value:.4g}"
+    return "not measured"
+
+
+def _duration(seconds: Any) -> str:
+    """``95 s``, ``2 min 23 s``, ``1 h 04 min``."""
+    if not isinstance(seconds, int | float) or not math.isfinite(seconds):
+        return "-"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"

@@ -1,7 +1,9 @@
 // The episode player: filters choose an episode; a slider (keyboard, mouse, or a click on a
 // plot) moves one cursor across every plot of it, and shows that step's logged values and
 // the simulator's drawing (or gauges of the observed states within their ranges).
-// Scenario figures are drawn when they come near the window (a page may hold dozens).
+// Scenario figures are drawn first when they come near the window (a page may hold dozens),
+// then every other one, one at a time after the page has loaded, so that printing and a
+// full-page screenshot show them all.
 (function () {
   const draw = (div) => {
     if (div.dataset.drawn) return;
@@ -13,6 +15,16 @@
     for (const entry of entries) if (entry.isIntersecting) { draw(entry.target); observer.unobserve(entry.target); }
   }, { rootMargin: "400px" });
   document.querySelectorAll(".lazy-figure").forEach((div) => observer.observe(div));
+  const pending = () => [...document.querySelectorAll(".lazy-figure")].filter((d) => !d.dataset.drawn);
+  const next = () => {
+    const div = pending()[0];
+    if (!div) return;
+    draw(div);
+    observer.unobserve(div);
+    setTimeout(next, 0); // one figure per task: the page stays responsive while they draw
+  };
+  window.addEventListener("load", () => setTimeout(next, 0));
+  window.addEventListener("beforeprint", () => pending().forEach(draw));
 })();
 
 (function () {

@@ -25,6 +25,7 @@ from client import submit as sub
 from jobs.cluster import RANK_VARIABLES, node_rank, wait_as_worker
 from jobs.config import CONFIGS, load_config
 from jobs.rundir import RunError
+from jobs.snapshot import git_revision
 from jobs.train import main
 from tests.client.conftest import WORKSPACE, Token
 from tests.conftest import ROOT
@@ -177,7 +178,11 @@ def test_submission_sends_the_job_to_the_workspace(target, arm, ml, tmp_path):
         "mode": "ReadWriteMount",
         "jobOutputType": "uri_folder",
     }
-    assert body["environmentVariables"] == {"AML_RL_RUN_ID": "r4", "RAY_ADDRESS": "auto"}
+    assert body["environmentVariables"] == {
+        "AML_RL_RUN_ID": "r4",
+        "AML_RL_REVISION": git_revision(),  # the code snapshot has no .git
+        "RAY_ADDRESS": "auto",
+    }
     assert body["command"] == sub.ENTRYPOINT
     assert body["tags"]["config_digest"] == cstr().digest()
     assert body["limits"]["timeout"] == "PT1H30M"

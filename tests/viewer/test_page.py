@@ -85,6 +85,25 @@ def test_the_page_of_a_smoke_run_loads_offline_without_errors(cstr_page, cstr_ru
 
 
 @pytest.mark.browser
+def test_every_plot_draws_after_load_without_scrolling_so_a_full_page_shot_is_complete(
+    browser, cstr_run, tmp_path
+):
+    page = browser.new_page(viewport={"width": 1400, "height": 600})
+    try:
+        page.goto(build_page(cstr_run, tmp_path / "page.html").as_uri())
+        figures = page.locator(".lazy-figure")
+        assert figures.count() == 6  # one per assessment scenario, most below the window
+        page.wait_for_function(
+            "[...document.querySelectorAll('.lazy-figure')].every(d => d.querySelector('.main-svg'))",
+            timeout=30_000,
+        )
+        assert page.evaluate("window.scrollY") == 0  # nothing scrolled them into view
+        page.screenshot(path=str(ARTIFACTS / "viewer-cstr-full-page.png"), full_page=True)
+    finally:
+        page.close()
+
+
+@pytest.mark.browser
 def test_choosing_another_episode_changes_the_plotted_traces(cstr_page):
     before = cstr_page.js("document.getElementById('player').data[0].y")
     options = cstr_page.js("[...document.getElementById('episode-list').options].map(o=>o.value)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -133,6 +134,16 @@ def test_view_report_and_export_work_where_the_simulator_is_absent(taken_run, tm
     )
     assert data["targets"] == {"temp": "setpoint"}
     assert data["ranges"]["heat"] == [0.0, 3.0] and data["units"]["action_heat"] == "kW"
+
+    # at a glance, rounded and with units; what it was trained with, folded
+    summary = json.loads((taken_run / "summary.json").read_text())
+    assert f"<dt>env steps</dt><dd>{summary['env_steps_sampled']:,}</dd>" in page
+    assert re.search(r"<dt>training time</dt><dd>\d+ s</dd>", page)
+    details = page.split("<details id='run-details'>", 1)[1].split("</details>", 1)[0]
+    trained = summary["environment"]
+    assert re.fullmatch(r"[0-9a-f]{40}", trained["git_revision"])
+    assert f"<dd>{trained['git_revision']}</dd>" in details and "<dt>seed</dt><dd>0</dd>" in details
+    assert f"ray {trained['versions']['ray']}" in details and "sim: heater_model" in details
 
     reported = invoke("report", "--run", str(taken_run))
     assert reported.returncode == 0, reported.stdout + reported.stderr
