@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from jobs.rundir import ACTION, SCENARIO, STATE, Metric
+
 ROOT = Path(__file__).resolve().parents[1]
 FULL_OUT = ROOT / "benchmarks"
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's; Playwright's own browsers are not used
@@ -667,10 +669,10 @@ def _synthetic_run(folder: Path, steps: int) -> Path:
             "terminated": np.zeros(n, bool),
             "truncated": step == length - 1,
             "error": [None] * n,
-            "scenario_Cref_signal": np.full(n, 2.0),
-            "scenario_noise_percentage": np.zeros(n),
-            **{f"state_{s}": rng.normal(size=n).cumsum() for s in states},
-            "action_dTc": np.where(step == 0, np.nan, rng.uniform(-10, 10, n)),
+            f"{SCENARIO}Cref_signal": np.full(n, 2.0),
+            f"{SCENARIO}noise_percentage": np.zeros(n),
+            **{f"{STATE}{s}": rng.normal(size=n).cumsum() for s in states},
+            f"{ACTION}dTc": np.where(step == 0, np.nan, rng.uniform(-10, 10, n)),
         }
         return pa.table(columns)
 
@@ -695,8 +697,8 @@ def _synthetic_run(folder: Path, steps: int) -> Path:
                         "iteration": i,
                         "env_steps": i * 4000,
                         "wall_time_s": 0.4 * i,
-                        "env_runners/episode_return_mean": i / 3,
-                        "perf/env_steps_per_s": 3000.0,
+                        Metric.RETURN: i / 3,
+                        Metric.STEPS_PER_S: 3000.0,
                     }
                 )
                 + "\n"

@@ -17,7 +17,7 @@ from typing import Any
 
 from images.build import git_revision
 from jobs.config import DEFAULT_CONFIG, ConfigError, ExperimentConfig, load_config
-from jobs.rundir import new_run_id, write_atomic
+from jobs.rundir import Metric, new_run_id, write_atomic
 from jobs.snapshot import REVISION_VARIABLE
 from sims import external
 from sims.contract import SimError
@@ -678,7 +678,7 @@ def register_model(
             raise SubmitError(str(exc)) from None
         if note:
             echo(note)
-    metrics = {"env_runners/episode_return_mean": summary.get("episode_return_mean")}
+    metrics = {Metric.RETURN: summary.get("episode_return_mean")}
     agent = (summary.get("assessment") or {}).get("agent") or {}
     metrics.update({f"assessment/{k}": v for k, v in agent.items()})
     tags = {"final_checkpoint": summary["checkpoint"]}

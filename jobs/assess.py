@@ -15,7 +15,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jobs.checkpoints import damage, restorable
-from jobs.rundir import RunDir, RunError, read_checkpoint_meta, write_atomic, write_json
+from jobs.rundir import (
+    RunDir,
+    RunError,
+    column_units,
+    read_checkpoint_meta,
+    write_atomic,
+    write_json,
+)
 from jobs.trajectories import Rows
 from sims.contract import SimError, SimulatorFault
 from sims.handle import SimHandle
@@ -269,7 +276,8 @@ def assess(
     write_json(out / "kpis.json", result.to_json())
     if trajectories is not None:
         rows.flush(
-            trajectories / f"assess-{checkpoint.name}-{out.name}.parquet", units=handle.units
+            trajectories / f"assess-{checkpoint.name}-{out.name}.parquet",
+            units=column_units(handle),
         )
     return result
 

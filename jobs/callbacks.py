@@ -20,7 +20,7 @@ from jobs.faults import (
     send_fault_tracebacks_to,
     send_ray_notes_to,
 )
-from jobs.rundir import disk_full, write_atomic
+from jobs.rundir import SCENARIO, column_units, disk_full, write_atomic
 from jobs.trajectories import Rows
 from sims.registry import resolve
 
@@ -88,7 +88,7 @@ class TrajectoryLogger(RLlibCallback):
         self._failing_since: float | None = None
         send_fault_tracebacks_to(fault_log(self.run))
         send_ray_notes_to(ray_log(self.run))
-        self.units = resolve(sim).units
+        self.units = column_units(resolve(sim))
         self.run_id = run_id
         self.session = session
         self.every = every_k_episodes
@@ -183,7 +183,7 @@ class TrajectoryLogger(RLlibCallback):
                     "lesson": fault["lesson"],
                     "step": fault["step"],
                     "error": fault["error"],
-                    **{f"scenario_{k}": float(v) for k, v in fault["scenario"].items()},
+                    **{f"{SCENARIO}{k}": float(v) for k, v in fault["scenario"].items()},
                 }
             )
         if faults and metrics_logger is not None:

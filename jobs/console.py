@@ -9,6 +9,7 @@ from rich.console import Console
 
 from jobs.checkpoints import Progress
 from jobs.config import ExperimentConfig
+from jobs.rundir import Metric
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -31,10 +32,10 @@ def _clock(seconds: float | None) -> str:
 
 
 def progress_line(cfg: ExperimentConfig, progress: Progress, metrics: Mapping[str, float]) -> str:
-    ret = metrics.get("env_runners/episode_return_mean")
-    rate = metrics.get("perf/env_steps_per_s", 0.0)
+    ret = metrics.get(Metric.RETURN)
+    rate = metrics.get(Metric.STEPS_PER_S, 0.0)
     budget = f"/{cfg.stop.max_env_steps:,}" if cfg.stop.max_env_steps else ""
-    failures = metrics.get("env_runners/env_step_failures", 0)
+    failures = metrics.get(Metric.STEP_FAILURES, 0)
     return (
         f"iter {progress.iteration:4d} | return {ret:9.3f} | "
         if ret is not None

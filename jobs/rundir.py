@@ -21,6 +21,34 @@ CHECKPOINT_PREFIX = "iter-"
 CHECKPOINT_META = "aml_rl.json"  # our metadata inside each RLlib checkpoint folder
 
 
+class Metric:
+    """The names of the metrics in ``metrics.jsonl`` and MLflow: spelled here only."""
+
+    RETURN = "env_runners/episode_return_mean"
+    LENGTH = "env_runners/episode_len_mean"
+    EPISODES = "env_runners/episodes_total"
+    ENV_STEPS = "env_runners/env_steps_sampled_lifetime"
+    STEP_FAILURES = "env_runners/env_step_failures"
+    FAILED_EPISODES = "env_runners/failed_episodes"
+    STEPS_PER_S = "perf/env_steps_per_s"
+    TOTAL_LOSS = "learner/total_loss"
+    POLICY_LOSS = "learner/policy_loss"
+    VF_LOSS = "learner/vf_loss"
+    ENTROPY = "learner/entropy"
+
+
+STATE, ACTION, SCENARIO = "state_", "action_", "scenario_"
+"""Prefixes of trajectory columns: a state's, an action's and a scenario parameter's."""
+
+
+def column_units(handle: Any) -> dict[str, str]:
+    """Units of a simulator's trajectory columns (``state_<name>``, ``action_<name>``)."""
+    return {
+        **{f"{STATE}{name}": unit for name, unit in handle.state_units.items()},
+        **{f"{ACTION}{name}": unit for name, unit in handle.action_units.items()},
+    }
+
+
 class RunError(ValueError):
     """A path given as a run or checkpoint is not one; the message says what is missing."""
 

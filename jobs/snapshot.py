@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from jobs.rundir import RunDir, RunError, write_atomic
+from jobs.rundir import ACTION, STATE, RunDir, RunError, column_units, write_atomic
 
 SNAPSHOT_FILE = "sim.json"
 SCHEMA = 1
@@ -96,7 +96,7 @@ class SimSnapshot(BaseModel):
             kind=handle.kind,
             observations={k: _signal(r) for k, r in handle.observations.items()},
             actions={k: _signal(r) for k, r in handle.actions.items()},
-            units=handle.units,
+            units=column_units(handle),
             log_states=handle.log_states,
             targets=handle.targets,
             kpi_units=assessed,
@@ -155,8 +155,8 @@ def _from_files(run: RunDir, name: str, why: str) -> SimSnapshot:
     columns: list[str] = []
     for path in trajectory_files(run.trajectories):
         columns += [c for c in read_schema(path).names if c not in columns]
-    states = [c.removeprefix("state_") for c in columns if c.startswith("state_")]
-    actions = [c.removeprefix("action_") for c in columns if c.startswith("action_")]
+    states = [c.removeprefix(STATE) for c in columns if c.startswith(STATE)]
+    actions = [c.removeprefix(ACTION) for c in columns if c.startswith(ACTION)]
     try:
         units = trajectory_units(run.path)
     except (OSError, ValueError):

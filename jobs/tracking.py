@@ -9,9 +9,9 @@ from typing import Any
 
 from jobs.checkpoints import Progress
 from jobs.config import ExperimentConfig
-from jobs.rundir import RunDir
+from jobs.rundir import Metric, RunDir
 
-STEP_KEY = "perf/env_steps_per_s"  # logged every iteration: its history says what MLflow has
+STEP_KEY = Metric.STEPS_PER_S  # logged every iteration: its history says what MLflow has
 
 
 _SET_HERE: set[str] = set()
@@ -83,10 +83,10 @@ class Tracker:
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         import time
 
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric as MlflowMetric
 
         now = int(time.time() * 1000)
-        values = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        values = [MlflowMetric(k, float(v), now, step) for k, v in metrics.items()]
         self.client.log_batch(self.run_id, metrics=values)
 
     def catch_up(self, metrics_file: os.PathLike) -> None:

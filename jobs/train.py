@@ -54,8 +54,10 @@ from jobs.faults import (
     set_aside_record,
 )
 from jobs.rundir import (
+    Metric,
     RunDir,
     RunError,
+    column_units,
     disk_full,
     read_summary,
     write_atomic,
@@ -91,25 +93,22 @@ def _metrics(result: Mapping[str, Any], steps_per_s: float) -> dict[str, Any]:
     learner = result.get("learners", {}).get("default_policy", {})
     return {
         # in the simulator's units: RLlib's own is of the (normalised) rewards the learner sees
-        "env_runners/episode_return_mean": runners.get(
-            EPISODE_RETURN, runners.get("episode_return_mean")
-        ),
-        "env_runners/episode_len_mean": runners.get("episode_len_mean"),
-        "env_runners/episodes_total": runners.get("num_episodes_lifetime"),
-        "env_runners/env_steps_sampled_lifetime": result.get("num_env_steps_sampled_lifetime"),
-        "env_runners/env_step_failures": runners.get("num_env_step_failures", 0),
-        "env_runners/failed_episodes": runners.get("aml_rl_failed_episodes", 0),
-        "perf/env_steps_per_s": steps_per_s,
-        "learner/total_loss": learner.get("total_loss"),
-        "learner/policy_loss": learner.get("policy_loss"),
-        "learner/vf_loss": learner.get("vf_loss"),
-        "learner/entropy": learner.get("entropy"),
+        Metric.RETURN: runners.get(EPISODE_RETURN, runners.get("episode_return_mean")),
+        Metric.LENGTH: runners.get("episode_len_mean"),
+        Metric.EPISODES: runners.get("num_episodes_lifetime"),
+        Metric.ENV_STEPS: result.get("num_env_steps_sampled_lifetime"),
+        Metric.STEP_FAILURES: runners.get("num_env_step_failures", 0),
+        Metric.FAILED_EPISODES: runners.get("aml_rl_failed_episodes", 0),
+        Metric.STEPS_PER_S: steps_per_s,
+        Metric.TOTAL_LOSS: learner.get("total_loss"),
+        Metric.POLICY_LOSS: learner.get("policy_loss"),
+        Metric.VF_LOSS: learner.get("vf_loss"),
+        Metric.ENTROPY: learner.get("entropy"),
     }
 
 
 METRIC_NAMES = tuple(_metrics({}, 0.0))
 """Every metric an iteration may report (one not measured in an iteration is left out)."""
-RETURN_KEY = "env_runners/episode_return_mean"
 
 
 def stop_reason(
@@ -459,15 +458,15 @@ def _train(
             "wall_time_s": round(progress.wall_time_s, 3),
             "session_wall_time_s": round(time.perf_counter() - started, 3),
             "sessions": progress.sessions,
-            "episode_return_mean": metrics.get("env_runners/episode_return_mean"),
-            "env_step_failures": metrics.get("env_runners/env_step_failures", 0.0),
-            "failed_episodes": metrics.get("env_runners/failed_episodes", 0.0),
+            "episode_return_mean": metrics.get(Metric.RETURN),
+            "env_step_failures": metrics.get(Metric.STEP_FAILURES, 0.0),
+            "failed_episodes": metrics.get(Metric.FAILED_EPISODES, 0.0),
             "checkpoint": checkpoint,
             "trajectories": _trajectory_summary(run),
             "assessment": None,
             "verdict": None,
             "verdicts": verdicts,
-            "units": {"trajectories": handle.units, "kpis": handle.kpi_units},
+            "units": {"trajectories": column_units(handle), "kpis": handle.kpi_units},
             "config_digest": cfg.digest(),
             "mlflow_run_id": progress.mlflow_run_id,
             "timeline": timeline,
@@ -509,13 +508,13 @@ def _train(
                 )
                 # the mean over the last 100 episodes, as RLlib's own: an iteration in which
                 # no episode ended (long episodes, 960 steps) leaves it as it was
-                if RETURN_KEY in metrics:
-                    last_return = metrics[RETURN_KEY]
+                if Metric.RETURN in metrics:
+                    last_return = metrics[Metric.RETURN]
                 elif last_return is not None:
-                    metrics[RETURN_KEY] = last_return
+                    metrics[Metric.RETURN] = last_return
                 pending.append(metrics_line(progress, metrics))
                 console.print(progress_line(cfg, progress, metrics))
-                reason = stop_reason(cfg, progress, metrics.get(RETURN_KEY))
+                reason = stop_reason(cfg, progress, metrics.get(Metric.RETURN))
                 if hooks.on_iteration is not None:
                     try:
                         hooks.on_iteration(progress, metrics)

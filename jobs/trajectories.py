@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.rundir import RunError, write_atomic
+from jobs.rundir import ACTION, SCENARIO, STATE, RunError, write_atomic
 
 # Fixed columns; then scenario_<param>, state_<name>, action_<name> as the simulator defines.
 COLUMNS = ("run_id", "phase", "controller", "env_runner", "episode_id", "lesson", "step",
@@ -47,7 +47,7 @@ class Rows:
         truncated: bool,
     ) -> None:
         """Step 0 is the reset (no action, no reward); step t holds the states after action t."""
-        fixed = {**base, **{f"scenario_{k}": float(v) for k, v in scenario.items()}}
+        fixed = {**base, **{f"{SCENARIO}{k}": float(v) for k, v in scenario.items()}}
         states, actions, rewards = list(states), list(actions), list(rewards)
         last = len(states) - 1
         for step, (state, action, reward) in enumerate(zip(states, actions, rewards, strict=True)):
@@ -59,9 +59,9 @@ class Rows:
                 "terminated": terminated and step == last,
                 "truncated": truncated and step == last,
             }
-            row.update({f"state_{k}": float(v) for k, v in state.items()})
+            row.update({f"{STATE}{k}": float(v) for k, v in state.items()})
             if action is not None:
-                row.update({f"action_{k}": float(v) for k, v in action.items()})
+                row.update({f"{ACTION}{k}": float(v) for k, v in action.items()})
             self.add(row)
 
     def flush(self, path: Path, units: Mapping[str, str] | None = None) -> Path | None:
@@ -144,7 +144,7 @@ def read_trajectories(run_or_folder: Path | str, phase: str | None = None) -> pd
         )
     tables = [read_table(path) for path in files]
     frame = pa.concat_tables(tables, promote_options="permissive").to_pandas()
-    prefixes = ("scenario_", "state_", "action_")
+    prefixes = (SCENARIO, STATE, ACTION)
     ordered = [c for c in COLUMNS if c in frame] + sorted(
         (c for c in frame if c.startswith(prefixes)),
         key=lambda c: (prefixes.index(c.split("_")[0] + "_"), c),

@@ -34,7 +34,7 @@ from jobs.checkpoints import Progress
 from jobs.cluster import node_rank, start_ray, wait_as_worker
 from jobs.config import DEFAULT_CONFIG, ConfigError, ExperimentConfig, check_key, load_config
 from jobs.console import console
-from jobs.rundir import RunDir, RunError, new_run_id, read_summary, write_atomic, write_json
+from jobs.rundir import Metric, RunDir, RunError, new_run_id, read_summary, write_atomic, write_json
 from jobs.tracking import tracking_uri, use_tracking_uri
 from jobs.train import METRIC_NAMES, USER_ERRORS, StopTraining, check_before_start
 from jobs.verdict import beaten_at
@@ -52,7 +52,7 @@ DISTRIBUTIONS = {
 }
 SCHEDULERS = ("asha", "fifo")
 METRICS = tuple(METRIC_NAMES)
-DEFAULT_METRIC = "env_runners/episode_return_mean"
+DEFAULT_METRIC = Metric.RETURN
 GRACE_ITERATIONS = 3
 """ASHA lets every trial sample this many of the base config's train batches before it may
 stop one."""

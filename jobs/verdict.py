@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from jobs.rundir import Metric
 from sims.handle import SimHandle
 
 CONSTANT_SPREAD = 0.02
@@ -218,14 +219,14 @@ def diagnose(cfg: Any, verdict: Verdict, metrics: list[Mapping[str, Any]]) -> li
         return sum(values) / len(values) if values else None
 
     notes = []
-    ret = mean("env_runners/episode_return_mean")
+    ret = mean(Metric.RETURN)
     if not t.normalize_rewards and ret is not None and abs(ret) > LARGE_RETURN:
         notes.append(
             f"Reward scale: episode returns of {ret:.4g} with training.normalize_rewards off; "
             f"the recipe expects returns within +-{LARGE_RETURN:g} unless it normalises them: "
             "set training.normalize_rewards: true."
         )
-    vf_loss, policy_loss = mean("learner/vf_loss"), mean("learner/policy_loss")
+    vf_loss, policy_loss = mean(Metric.VF_LOSS), mean(Metric.POLICY_LOSS)
     clip = float(t.extra.get("vf_clip_param", 10.0))
     if cfg.algorithm == "PPO" and vf_loss is not None and vf_loss >= VALUE_AT_CLIP * clip:
         notes.append(

@@ -143,18 +143,19 @@ class SimHandle:
         return {leaf.name: leaf.range for leaf in self._spaces.actions}
 
     @property
-    def units(self) -> dict[str, str]:
-        """Units of trajectory columns (``state_<name>``, ``action_<name>``) that have one."""
-        out: dict[str, str] = {}
+    def state_units(self) -> dict[str, str]:
+        """Units of the states that have one (observed, or logged only)."""
         if self.spec is None:
-            return out
-        for name, rng in self.spec.observations.items():
-            out[f"state_{name}"] = rng.unit
-        for name, unit in self.spec.units.items():
-            out[f"state_{name}"] = unit
-        for name, rng in self.spec.actions.items():
-            out[f"action_{name}"] = rng.unit
-        return {key: unit for key, unit in out.items() if unit}
+            return {}
+        out = {name: rng.unit for name, rng in self.spec.observations.items()}
+        out.update(self.spec.units)
+        return {name: unit for name, unit in out.items() if unit}
+
+    @property
+    def action_units(self) -> dict[str, str]:
+        if self.spec is None:
+            return {}
+        return {name: rng.unit for name, rng in self.spec.actions.items() if rng.unit}
 
     @property
     def runs_as_process(self) -> bool:

@@ -61,3 +61,30 @@ def test_nothing_imports_tasks(graph):
         graph.find_modules_that_directly_import("tasks") if "tasks" in graph.modules else set()
     )
     assert importers == set()
+
+
+def test_metric_names_and_trajectory_column_prefixes_are_spelled_in_one_module():
+    """``jobs/rundir.py`` spells them (``Metric``, ``STATE``, ``ACTION``, ``SCENARIO``); a
+    second spelling is how a renamed metric or column goes missing from a reader."""
+    import re
+    from pathlib import Path
+
+    from jobs.rundir import ACTION, SCENARIO, STATE, Metric
+
+    root = Path(__file__).resolve().parents[1]
+    names = [v for k, v in vars(Metric).items() if not k.startswith("_")]
+    spelled = re.compile(
+        "|".join(
+            [*(rf"[\"']{re.escape(n)}[\"']" for n in names)]
+            + [rf"[\"']{p}(?!dist_inputs|spread|space)" for p in (STATE, ACTION, SCENARIO)]
+        )
+    )
+    found = [
+        f"{path.relative_to(root)}:{number}: {line.strip()}"
+        for package in PACKAGES
+        for path in sorted((root / package).rglob("*.py"))
+        if path != root / "jobs" / "rundir.py"
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if spelled.search(line)
+    ]
+    assert not found, "spelled outside jobs/rundir.py:\n" + "\n".join(found)

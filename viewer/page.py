@@ -29,7 +29,17 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from jobs.console import kpi_header
-from jobs.rundir import CHECKPOINT_PREFIX, RunDir, RunError, read_summary, write_atomic
+from jobs.rundir import (
+    ACTION,
+    CHECKPOINT_PREFIX,
+    SCENARIO,
+    STATE,
+    Metric,
+    RunDir,
+    RunError,
+    read_summary,
+    write_atomic,
+)
 from jobs.snapshot import SimSnapshot, read_snapshot
 from jobs.trajectories import read_schema, read_table, trajectory_files, trajectory_units
 from jobs.verdict import read_verdict
@@ -49,14 +59,14 @@ INDEX_COLUMNS = [
     "truncated",
 ]
 TRAINING_CURVES = [
-    ("env_runners/episode_return_mean", "episode return (mean)"),
-    ("env_runners/episode_len_mean", "episode length (mean) [steps]"),
-    ("learner/total_loss", "total loss"),
-    ("learner/policy_loss", "policy loss"),
-    ("learner/vf_loss", "value loss"),
-    ("learner/entropy", "entropy"),
-    ("perf/env_steps_per_s", "env steps/s"),
-    ("env_runners/env_step_failures", "simulator failures"),
+    (Metric.RETURN, "episode return (mean)"),
+    (Metric.LENGTH, "episode length (mean) [steps]"),
+    (Metric.TOTAL_LOSS, "total loss"),
+    (Metric.POLICY_LOSS, "policy loss"),
+    (Metric.VF_LOSS, "value loss"),
+    (Metric.ENTROPY, "entropy"),
+    (Metric.STEPS_PER_S, "env steps/s"),
+    (Metric.STEP_FAILURES, "simulator failures"),
 ]
 
 
@@ -86,13 +96,9 @@ def build_page(run: Path, out: Path | None = None, episodes: int = DEFAULT_EPISO
     data = {
         "run": str(run_dir.path),
         "sim": handle.name,
-        "states": [s for s in handle.log_states if f"state_{s}" in selection.rows],
-        "all_states": sorted(
-            c.removeprefix("state_") for c in selection.rows if c.startswith("state_")
-        ),
-        "actions": sorted(
-            c.removeprefix("action_") for c in selection.rows if c.startswith("action_")
-        ),
+        "states": [s for s in handle.log_states if f"{STATE}{s}" in selection.rows],
+        "all_states": sorted(c.removeprefix(STATE) for c in selection.rows if c.startswith(STATE)),
+        "actions": sorted(c.removeprefix(ACTION) for c in selection.rows if c.startswith(ACTION)),
         "units": units,
         "ranges": _ranges(handle),
         "targets": handle.targets,
@@ -180,8 +186,8 @@ def select_episodes(run: RunDir, per_lesson: int) -> Selection:
 def _episode_records(selection: Selection) -> list[dict[str, Any]]:
     records = []
     rows_by_id = dict(tuple(selection.rows.groupby("episode_id", sort=False)))
-    value_columns = [c for c in selection.rows if c.startswith(("state_", "action_"))]
-    scenario_columns = [c for c in selection.rows if c.startswith("scenario_")]
+    value_columns = [c for c in selection.rows if c.startswith((STATE, ACTION))]
+    scenario_columns = [c for c in selection.rows if c.startswith(SCENARIO)]
     for episode in selection.episodes.itertuples(index=False):
         rows = rows_by_id[episode.episode_id]
         first = rows.iloc[0]
@@ -195,7 +201,7 @@ def _episode_records(selection: Selection) -> list[dict[str, Any]]:
             "terminated": bool(episode.terminated),
             "truncated": bool(episode.truncated),
             "scenario": {
-                c.removeprefix("scenario_"): _num(first[c])
+                c.removeprefix(SCENARIO): _num(first[c])
                 for c in scenario_columns
                 if not pd.isna(first[c])
             },
@@ -249,7 +255,7 @@ def _json_default(value: Any) -> Any:
 
 def label(column: str, units: Mapping[str, str]) -> str:
     """``Ca [kmol/m3]`` for ``state_Ca``: a column's name with its unit, where it has one."""
-    name = column.split("_", 1)[1] if column.startswith(("state_", "action_")) else column
+    name = column.split("_", 1)[1] if column.startswith((STATE, ACTION)) else column
     return f"{name} [{units[column]}]" if units.get(column) else name
 
 
@@ -299,7 +305,7 @@ def training_figure(metrics: Path, assessed: Mapping[int, float] | None = None) 
         fig.update_xaxes(title_text="env steps", row=i // cols + 1, col=i % cols + 1)
     at = frame.drop_duplicates("iteration", keep="last").set_index("iteration")
     points = {i: r for i, r in (assessed or {}).items() if i in at.index}
-    if points and present and present[0][0] == "env_runners/episode_return_mean":
+    if points and present and present[0][0] == Metric.RETURN:
         fig.add_trace(
             go.Scatter(
                 x=[at.loc[i, "env_steps"] for i in points],
@@ -325,7 +331,7 @@ def training_figure(metrics: Path, assessed: Mapping[int, float] | None = None) 
         )
     wall = [frame["wall_time_s"]] * len(present)
     steps = [frame["env_steps"]] * len(present)
-    if points and present and present[0][0] == "env_runners/episode_return_mean":
+    if points and present and present[0][0] == Metric.RETURN:
         wall.append([at.loc[i, "wall_time_s"] for i in points])
         steps.append([at.loc[i, "env_steps"] for i in points])
     fig.update_layout(
@@ -399,7 +405,7 @@ def scenario_figures_html(
     colours = {"agent": "#1f77b4", "baseline": "#ff7f0e"}
     parts = []
     for scenario, rows in assessed.groupby("scenario", sort=False):
-        columns = [f"state_{s}" for s in states] + [f"action_{a}" for a in actions] + ["reward"]
+        columns = [f"{STATE}{s}" for s in states] + [f"{ACTION}{a}" for a in actions] + ["reward"]
         fig = make_subplots(rows=len(columns), cols=1, shared_xaxes=True, vertical_spacing=0.02)
         for controller, episode in rows.groupby("controller", sort=False):
             episode = episode.sort_values("step")
@@ -420,12 +426,12 @@ def scenario_figures_html(
         for i, column in enumerate(columns, start=1):
             name = column.split("_", 1)[1] if "_" in column else column
             target = handle.targets.get(name)
-            if target and f"state_{target}" in rows:
+            if target and f"{STATE}{target}" in rows:
                 first = rows[rows["controller"] == rows["controller"].iloc[0]].sort_values("step")
                 fig.add_trace(
                     go.Scatter(
                         x=first["step"],
-                        y=first[f"state_{target}"],
+                        y=first[f"{STATE}{target}"],
                         mode="lines",
                         name=f"set point ({target})",
                         showlegend=False,
@@ -434,7 +440,7 @@ def scenario_figures_html(
                     row=i,
                     col=1,
                 )
-            limits = handle.actions.get(name) if column.startswith("action_") else None
+            limits = handle.actions.get(name) if column.startswith(ACTION) else None
             if limits is not None:
                 for edge in (limits.low, limits.high):
                     fig.add_hline(y=edge, line_dash="dot", line_color="grey", row=i, col=1)

@@ -142,7 +142,7 @@ def test_an_unsupported_space_is_a_failed_row_not_a_traceback(tmp_path, monkeypa
 def test_a_users_simulator_module_carries_its_spec_and_units(user_project):
     handle = resolve("room_sim:RoomSim")
     assert handle.label == "room" and handle.parameters == {"outside": 5.0}
-    assert handle.units == {"state_temp": "degC", "action_power": "kW"}
+    assert (handle.state_units, handle.action_units) == ({"temp": "degC"}, {"power": "kW"})
     env = handle.make_env()
     _, info = env.reset(seed=0, options=handle.reset_options({"outside": 30.0}))
     assert info["scenario"] == {"outside": 30.0}
@@ -150,9 +150,9 @@ def test_a_users_simulator_module_carries_its_spec_and_units(user_project):
 
 def test_handles_carry_units_from_the_spec():
     handle = resolve("cstr")
-    assert handle.units["state_Ca"] == "kmol/m3" and handle.units["action_dTc"] == "K"
+    assert handle.state_units["Ca"] == "kmol/m3" and handle.action_units["dTc"] == "K"
     assert handle.kpi_units["ca_rms"] == "kmol/m3"
-    assert resolve("CartPole-v1").units == {}
+    assert resolve("CartPole-v1").state_units == resolve("CartPole-v1").action_units == {}
 
 
 def test_rllib_env_normalises_rewards_for_the_learner_and_keeps_the_simulators_own():
