@@ -1,10 +1,16 @@
-"""Shared fixtures; the `docker` marker policy: skip without an engine, but fail under CI=true."""
+"""Shared fixtures; the `docker`, `browser` and `azurite` marker policy: skip without what
+they need, but fail under CI=true."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -43,6 +49,74 @@ def _docker_answers() -> bool:
 
 
 CHROMIUM = Path("/usr/bin/chromium")
+AZURITE_HOME = Path.home() / ".cache" / "aml-rl" / "azurite"
+"""Where `.ci/run` installs Azurite (`npm install --prefix`), kept between runs."""
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # Azurite's development account key, the same for every install (its README publishes it)
+
+
+def azurite_binary() -> str | None:
+    """``azurite-blob``: $AZURITE_BLOB, on PATH, or where `.ci/run` installs it."""
+    found = os.environ.get("AZURITE_BLOB") or shutil.which("azurite-blob")
+    installed = AZURITE_HOME / "node_modules" / ".bin" / "azurite-blob"
+    return found or (str(installed) if installed.is_file() else None)
+
+
+@dataclass
+class Azurite:
+    """A real Azure Storage blob service (Azurite) on loopback, its development account."""
+
+    url: str
+    """``http://127.0.0.1:PORT/devstoreaccount1``: the account's blob endpoint."""
+    account: str = "devstoreaccount1"
+
+    def service(self):  # -> azure.storage.blob.BlobServiceClient
+        from azure.storage.blob import BlobServiceClient
+
+        return BlobServiceClient(self.url, credential={"account_name": self.account,
+                                                        "account_key": AZURITE_KEY})  # fmt: skip
+
+    def sas(self, permissions: str) -> str:
+        """An account SAS granting ``permissions`` (``racwdl``: read, add, create, write,
+        delete, list) on every container and blob."""
+        from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
+
+        return generate_account_sas(
+            self.account, AZURITE_KEY,
+            ResourceTypes(service=True, container=True, object=True),
+            AccountSasPermissions.from_string(permissions),
+            expiry=datetime.now(UTC) + timedelta(hours=2),
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory) -> Azurite:
+    """Azurite started for the session (a node process bound to 127.0.0.1), stopped after."""
+    binary = azurite_binary()
+    assert binary, "tests that take this fixture are marked azurite"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    folder = tmp_path_factory.mktemp("azurite")
+    process = subprocess.Popen(
+        [binary, "--silent", "--location", str(folder), "--blobHost", "127.0.0.1",
+         "--blobPort", str(port), "--skipApiVersionCheck"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while True:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"Azurite did not start on port {port}: {process.stderr.read()[-2000:]}")
+        time.sleep(0.2)
+    yield Azurite(f"http://127.0.0.1:{port}/devstoreaccount1")
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -50,6 +124,14 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         message = f"no {CHROMIUM}; install Debian's chromium (`apt-get install chromium`)"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI=true requires tests marked browser to run: {message}")
+        pytest.skip(message)
+    if item.get_closest_marker("azurite") and azurite_binary() is None:
+        message = (
+            "Azurite is not installed; `npm install --prefix ~/.cache/aml-rl/azurite azurite@3` "
+            "(.ci/run does) to run tests marked azurite"
+        )
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true requires tests marked azurite to run: {message}")
         pytest.skip(message)
     if item.get_closest_marker("docker") and not _docker_answers():
         message = (

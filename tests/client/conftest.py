@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 import urllib3
+from azure.core.exceptions import ResourceExistsError
 from azure.core.pipeline.transport import RequestsTransport
 from requests.adapters import BaseAdapter
 
@@ -112,6 +115,53 @@ class FakeArm(BaseAdapter):
 
     def close(self) -> None:
         pass
+
+
+class WorkspaceStorage:
+    """The workspace's storage account (``amlrldevst``), served by a real Azurite: requests to
+    ``https://amlrldevst.blob.core.windows.net/...`` go to Azurite's development account, as
+    they are, but for the caller's bearer token, which becomes a SAS granting ``permissions``
+    (what the caller's role allows: ``rl`` for a reader, none of ``racwdl`` for no role).
+    Azurite takes bearer tokens over HTTPS with its own certificate only."""
+
+    HOST = "amlrldevst.blob.core.windows.net"
+
+    def __init__(self, azurite, container: str = "outputs", permissions: str = "racwdl") -> None:
+        self.azurite, self.sas, self.container = azurite, azurite.sas(permissions), container
+        self.session = requests.Session()
+        service = azurite.service()
+        if service.get_container_client(container).exists():  # a fresh account per test
+            service.delete_container(container)
+        for _ in range(50):  # a deleted container's name is free once Azurite has removed it
+            try:
+                service.create_container(container)
+                break
+            except ResourceExistsError:
+                time.sleep(0.1)
+
+    def handles(self, request) -> bool:
+        return urlsplit(request.url).hostname == self.HOST
+
+    def forward(self, request) -> requests.Response:
+        url = urlsplit(request.url)
+        forwarded = request.copy()
+        query = "&".join(part for part in (url.query, self.sas) if part)
+        forwarded.prepare_url(f"{self.azurite.url}{url.path}?{query}", None)
+        forwarded.headers.pop("Authorization", None)
+        return self.session.send(forwarded, stream=True)
+
+    def put(self, path: str, data: bytes) -> None:
+        """Write a blob as a job would (``/outputs/cstr_ppo/r7/summary.json``)."""
+        container, _, blob = path.lstrip("/").partition("/")
+        self.azurite.service().get_blob_client(container, blob).upload_blob(data, overwrite=True)
+
+    def blobs(self) -> dict[str, bytes]:
+        """Every blob of the container, by path, read back from Azurite."""
+        client = self.azurite.service().get_container_client(self.container)
+        return {
+            f"/{self.container}/{b.name}": client.download_blob(b.name).readall()
+            for b in client.list_blobs()
+        }
 
 
 class Token:

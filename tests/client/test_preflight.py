@@ -11,7 +11,7 @@ from azure.core.pipeline.transport import RequestsTransport
 
 from client import submit as sub
 from client.preflight import PROBE, preflight
-from tests.client.conftest import WORKSPACE, Token
+from tests.client.conftest import WORKSPACE, Token, WorkspaceStorage
 
 COMPUTE = {
     "id": f"{WORKSPACE}/computes/cpu-cluster",
@@ -40,29 +40,20 @@ DATASTORE = {
 
 
 class Azure:
-    """Blob storage and the registry, behind the fake ARM's other-hosts hook."""
+    """The registry behind the fake ARM's other-hosts hook, and the workspace's blob storage
+    in a real Azurite, where the caller may write (``writable``) or only read and list."""
 
-    def __init__(self, arm, *, writable=True, images=("aml-rl:cpu",)):
-        self.arm, self.writable, self.images = arm, writable, set(images)
-        self.blobs: dict[str, bytes] = {}
+    def __init__(self, arm, azurite, *, writable=True, images=("aml-rl:cpu",)):
+        self.arm, self.images = arm, set(images)
+        self.storage = WorkspaceStorage(azurite, permissions="racwdl" if writable else "rl")
         arm.resources[COMPUTE["id"]] = COMPUTE
         arm.resources[DATASTORE["id"]] = DATASTORE
         arm.score = self.answer
 
     def answer(self, request):
+        if self.storage.handles(request):
+            return self.storage.forward(request)
         url = urlparse(request.url)
-        if url.hostname == "amlrldevst.blob.core.windows.net":
-            if not self.writable:  # as storage refuses: the code in a header, the body XML
-                refused = self.arm._answer(request, 403, {})
-                refused.headers["x-ms-error-code"] = "AuthorizationPermissionMismatch"
-                refused.headers["Content-Type"] = "application/xml"
-                return refused
-            if request.method == "PUT":
-                self.blobs[url.path] = request.body or b""
-                return 201, {}
-            if request.method == "DELETE":
-                self.blobs.pop(url.path)
-                return 202, {}
         if url.hostname == "amlrldevacr.azurecr.io":
             if url.path == "/oauth2/exchange":
                 return 200, {"refresh_token": "acr-refresh"}
@@ -90,8 +81,11 @@ def run_checks(target, ml, transport, **kwargs):
     )  # fmt: skip
 
 
-def test_a_ready_workspace_passes_every_check_and_leaves_nothing_behind(target, arm, ml, transport):
-    azure = Azure(arm)
+@pytest.mark.azurite
+def test_a_ready_workspace_passes_every_check_and_leaves_nothing_behind(
+    target, arm, ml, transport, azurite
+):
+    azure = Azure(arm, azurite)
     checks = run_checks(target, ml, transport, nodes=4)
     assert [(c.name, c.ok) for c in checks] == [
         ("workspace", True),
@@ -100,24 +94,27 @@ def test_a_ready_workspace_passes_every_check_and_leaves_nothing_behind(target, 
         ("image amlrldevacr.azurecr.io/aml-rl:cpu", True),
     ]
     assert checks[1].detail == "Standard_D4s_v3 x up to 4 node(s)"
-    assert azure.blobs == {}, f"the probe {PROBE} is deleted again"
+    assert azure.storage.blobs() == {}, f"the probe {PROBE} is deleted again"
     assert any(f"/outputs/{PROBE}" in r.url and r.method == "PUT" for r in arm.sent)
 
 
-def test_what_is_not_ready_is_named_with_how_to_fix_it(target, arm, ml, transport):
-    Azure(arm, writable=False, images=())
+@pytest.mark.azurite
+def test_what_is_not_ready_is_named_with_how_to_fix_it(target, arm, ml, transport, azurite):
+    azure = Azure(arm, azurite, writable=False, images=())
     checks = {c.name: c for c in run_checks(target, ml, transport, nodes=6)}
     assert checks["workspace"].ok is True
     cluster = checks["cluster cpu-cluster"]
     assert cluster.ok is False and "scales to 4 node(s), fewer than --nodes 6" in cluster.detail
     store = checks["datastore outputs writable"]
     assert store.ok is False and "add its object id to the stack's dataPrincipals" in store.detail
+    assert azure.storage.blobs() == {}  # Azurite refused the probe: nothing was written
     image = checks["image amlrldevacr.azurecr.io/aml-rl:cpu"]
     assert image.ok is False and "invoke build --push amlrldevacr.azurecr.io" in image.detail
 
 
-def test_a_missing_workspace_fails_its_check(target, arm, ml, transport):
-    Azure(arm)
+@pytest.mark.azurite
+def test_a_missing_workspace_fails_its_check(target, arm, ml, transport, azurite):
+    Azure(arm, azurite)
     del arm.resources[WORKSPACE]
     (workspace, *_) = run_checks(target, ml, transport)
     assert workspace.ok is False and workspace.detail.startswith("404")
@@ -141,10 +138,11 @@ def test_without_a_login_the_checks_say_they_could_not_run(target, arm, transpor
     assert all("not logged in" in c.detail or "az login" in c.detail for c in checks), checks
 
 
+@pytest.mark.azurite
 def test_submit_check_stops_before_staging_when_the_workspace_is_not_ready(
-    target, arm, ml, transport, tmp_path, monkeypatch
+    target, arm, ml, transport, tmp_path, monkeypatch, azurite
 ):
-    Azure(arm, images=())
+    Azure(arm, azurite, images=())
     monkeypatch.setattr(sub, "credential", Token)
     messages: list[str] = []
     with pytest.raises(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -16,7 +15,6 @@ from types import SimpleNamespace
 import pytest
 import ray
 import requests
-import urllib3
 from azure.ai.ml import RayDistribution, load_job
 from azure.core.exceptions import ClientAuthenticationError
 from azure.core.pipeline.transport import RequestsTransport
@@ -27,7 +25,7 @@ from jobs.config import CONFIGS, load_config
 from jobs.rundir import RunError
 from jobs.snapshot import git_revision
 from jobs.train import main
-from tests.client.conftest import WORKSPACE, Token
+from tests.client.conftest import WORKSPACE, Token, WorkspaceStorage
 from tests.conftest import ROOT
 
 
@@ -463,12 +461,16 @@ def test_dry_run_of_the_default_config_writes_a_job_that_loads_back(target, tmp_
 
 
 class Storage:
-    """Blob storage behind the fake ARM: blobs by path, refused (403) when not readable."""
+    """The datastore ``outputs`` behind the fake ARM, its blobs in a real Azurite; a caller
+    that may not read it (``readable=False``: no Blob Data role) is refused by Azurite."""
 
     def __init__(
-        self, arm, blobs: dict[str, bytes], readable: bool = True, service_fills_in: bool = True
-    ) -> None:
-        self.arm, self.blobs, self.readable = arm, blobs, readable
+        self, arm, azurite, blobs: dict[str, bytes], readable: bool = True,
+        service_fills_in: bool = True,
+    ) -> None:  # fmt: skip
+        self.storage = WorkspaceStorage(azurite, permissions="racwdl" if readable else "")
+        for path, data in blobs.items():
+            self.storage.put(path, data)
         arm.resources[f"{WORKSPACE}/datastores/outputs"] = {
             "id": f"{WORKSPACE}/datastores/outputs", "name": "outputs",
             "properties": {
@@ -479,26 +481,7 @@ class Storage:
         if service_fills_in:  # else as a datastore made without them: the service passes null
             properties = arm.resources[f"{WORKSPACE}/datastores/outputs"]["properties"]
             properties.update(endpoint="core.windows.net", protocol="https")
-        arm.score = self.answer
-
-    def answer(self, request):
-        path = request.url.split("?")[0].removeprefix("https://amlrldevst.blob.core.windows.net")
-        if not self.readable or path not in self.blobs:
-            refused = self.arm._answer(request, 403 if not self.readable else 404, {})
-            code = "AuthorizationPermissionMismatch" if not self.readable else "BlobNotFound"
-            refused.headers["x-ms-error-code"] = code
-            return refused
-        body = self.blobs[path]
-        response = self.arm._answer(request, 206, {})
-        response.raw = urllib3.HTTPResponse(
-            body=io.BytesIO(body), status=206, preload_content=False
-        )
-        response.headers.update({
-            "Content-Length": str(len(body)), "Content-Range": f"bytes 0-{len(body) - 1}/{len(body)}",
-            "Content-Type": "application/octet-stream", "ETag": '"0x1"', "x-ms-blob-type": "BlockBlob",
-            "Last-Modified": "Mon, 23 Nov 2026 00:00:00 GMT",
-        })  # fmt: skip
-        return response
+        arm.score = self.storage.forward
 
 
 def submitted_job(target, ml, tmp_path):
@@ -507,9 +490,10 @@ def submitted_job(target, ml, tmp_path):
     return sub.submit(job, ml, yaml_path=tmp_path / "job.yaml")
 
 
+@pytest.mark.azurite
 @pytest.mark.parametrize("service_fills_in", [True, False], ids=["https", "protocol null"])
 def test_register_model_reads_the_jobs_summary_from_the_datastore_without_mlflow(
-    target, arm, ml, tmp_path, service_fills_in
+    target, arm, ml, tmp_path, service_fills_in, azurite
 ):
     created = submitted_job(target, ml, tmp_path)
     summary = {
@@ -517,7 +501,7 @@ def test_register_model_reads_the_jobs_summary_from_the_datastore_without_mlflow
         "assessment": {"agent": {"return": 90.25, "ca_rms": 0.08}, "baseline": {"return": 80.9}},
     }  # fmt: skip
     blobs = {"/outputs/cstr_ppo/r7/summary.json": json.dumps(summary).encode()}
-    Storage(arm, blobs, service_fills_in=service_fills_in)
+    Storage(arm, azurite, blobs, service_fills_in=service_fills_in)
     session = requests.Session()
     session.mount("https://", arm)
     model = sub.register_model(
@@ -540,9 +524,12 @@ def test_register_model_reads_the_jobs_summary_from_the_datastore_without_mlflow
         ({"/outputs/cstr_ppo/r7/summary.json": b"[]"}, True, r"summary\.json is not a run summary"),
     ],
 )  # fmt: skip
-def test_register_model_says_why_it_cannot(target, arm, ml, tmp_path, blobs, readable, message):
+@pytest.mark.azurite
+def test_register_model_says_why_it_cannot(
+    target, arm, ml, tmp_path, blobs, readable, message, azurite
+):
     created = submitted_job(target, ml, tmp_path)
-    Storage(arm, blobs, readable)
+    Storage(arm, azurite, blobs, readable)
     session = requests.Session()
     session.mount("https://", arm)
     with pytest.raises(sub.SubmitError, match=message):
@@ -552,7 +539,10 @@ def test_register_model_says_why_it_cannot(target, arm, ml, tmp_path, blobs, rea
     assert not arm.puts("/models/")
 
 
-def test_register_model_refuses_a_policy_that_does_not_beat_its_baseline(target, arm, ml, tmp_path):
+@pytest.mark.azurite
+def test_register_model_refuses_a_policy_that_does_not_beat_its_baseline(
+    target, arm, ml, tmp_path, azurite
+):
     from jobs.verdict import Verdict
 
     created = submitted_job(target, ml, tmp_path)
@@ -565,7 +555,7 @@ def test_register_model_refuses_a_policy_that_does_not_beat_its_baseline(target,
         "assessment": {"agent": {"return": 75.0, "ca_rms": 0.156}, "baseline": {"return": 80.9}},
         "verdict": losing.to_json(),
     }  # fmt: skip
-    Storage(arm, {"/outputs/cstr_ppo/r7/summary.json": json.dumps(summary).encode()})
+    Storage(arm, azurite, {"/outputs/cstr_ppo/r7/summary.json": json.dumps(summary).encode()})
     session = requests.Session()
     session.mount("https://", arm)
     transport = RequestsTransport(session=session)
