@@ -305,6 +305,27 @@ def view(c: Context, run: str, out: str = "", episodes: int = 12) -> None:
     print(f"wrote {page} ({page.stat().st_size / 1e6:.1f} MB); open it in a browser")
 
 
+@task(
+    iterable=["run"],
+    help={
+        "run": "a run directory, or a study folder for its trials, ranked; repeat it",
+        "out": "where to write the page (default compare.html)",
+    },
+)
+def compare(c: Context, run: list[str], out: str = "compare.html") -> None:
+    """Write one HTML page of runs side by side: verdicts, training curves, KPIs per scenario."""
+    from jobs.rundir import RunError
+    from viewer.compare import build_comparison
+
+    try:
+        page = build_comparison([Path(r) for r in run], Path(out))
+    except RunError as exc:
+        raise Exit(f"compare: {exc}", code=2) from None
+    except OSError as exc:
+        raise _os_error("compare", exc) from None
+    print(f"wrote {page} ({page.stat().st_size / 1e6:.1f} MB); open it in a browser")
+
+
 def _os_error(name: str, exc: OSError) -> Exit:
     """A file the task could not read or write (an unwritable --out): one line naming it."""
     return Exit(
