@@ -12,6 +12,7 @@ import functools
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -579,6 +580,9 @@ def _train(
             run_id=run.run_id,
         )
         assessment = result.to_json()["kpis"]
+        kept_as = run.path / "assessments" / last_checkpoint.name
+        if not kept_as.exists():  # assessment/ is the latest session's; this one stays
+            shutil.copytree(run.assessment, kept_as)
         title = f"assessment of {last_checkpoint.name} vs baseline"
         print_kpis(result.table, title=title, units=handle.kpi_units)
         final = decide(result.to_json(), handle, cfg.assessment.margin)

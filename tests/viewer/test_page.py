@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -278,3 +279,21 @@ def test_resumed_sessions_and_assessed_checkpoints_are_marked_on_the_curves(tmp_
     label = next(i for i, a in enumerate(fig.layout.annotations) if a.text == "resumed")
     assert wall[1][f"annotations[{label}].x"] == 15.0  # its label, not a subplot title
     assert wall[1]["xaxis.title.text"] == "wall time [s]"
+
+
+def test_every_sessions_end_of_training_assessment_stays_marked_after_a_resume(cstr_run, tmp_path):
+    from jobs.rundir import RunDir
+    from jobs.train import train
+    from viewer.page import assessed_checkpoints
+
+    run = tmp_path / "resumed"
+    shutil.copytree(cstr_run, run)
+    first = json.loads((run / "summary.json").read_text())["checkpoint"]
+    summary = train(resume=run, sets=["stop.max_env_steps=800"])
+    second = summary["checkpoint"]
+    assert first != second and summary["sessions"] == 2
+    marks = assessed_checkpoints(RunDir(run), summary)
+    iterations = [int(c.rsplit("iter-", 1)[1]) for c in (first, second)]
+    assert set(iterations) <= set(marks), marks  # the first session's mark is not gone
+    kept = json.loads((run / "assessments" / first.split("/")[-1] / "kpis.json").read_text())
+    assert marks[iterations[0]] == kept["kpis"]["agent"]["return"]
