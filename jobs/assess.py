@@ -18,6 +18,7 @@ from jobs.checkpoints import damage, restorable
 from jobs.rundir import (
     RunDir,
     RunError,
+    assessment_episode_id,
     column_units,
     read_checkpoint_meta,
     write_atomic,
@@ -322,7 +323,7 @@ def compare(
                     "phase": "assess",
                     "controller": controller,
                     "env_runner": None,
-                    "episode_id": f"assess-{scenario.name}-{controller}",
+                    "episode_id": assessment_episode_id(scenario.name, controller),
                     "lesson": None,
                 },
                 scenario=episode.scenario,

@@ -41,6 +41,21 @@ STATE, ACTION, SCENARIO = "state_", "action_", "scenario_"
 """Prefixes of trajectory columns: a state's, an action's and a scenario parameter's."""
 
 
+ASSESS_PREFIX = "assess-"
+
+
+def assessment_episode_id(scenario: str, controller: str) -> str:
+    """The episode id of an assessment episode: its scenario and controller."""
+    return f"{ASSESS_PREFIX}{scenario}-{controller}"
+
+
+def assessment_scenario(episode_id: str) -> str | None:
+    """The scenario of an assessment episode's id; None for any other episode's."""
+    if not episode_id.startswith(ASSESS_PREFIX) or "-" not in episode_id[len(ASSESS_PREFIX) :]:
+        return None
+    return episode_id[len(ASSESS_PREFIX) :].rsplit("-", 1)[0]
+
+
 def column_units(handle: Any) -> dict[str, str]:
     """Units of a simulator's trajectory columns (``state_<name>``, ``action_<name>``)."""
     return {

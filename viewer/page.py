@@ -37,6 +37,7 @@ from jobs.rundir import (
     Metric,
     RunDir,
     RunError,
+    assessment_scenario,
     read_summary,
     write_atomic,
 )
@@ -200,6 +201,9 @@ def _episode_records(selection: Selection) -> list[dict[str, Any]]:
             "length": int(episode.length),
             "terminated": bool(episode.terminated),
             "truncated": bool(episode.truncated),
+            "assessed": assessment_scenario(episode.episode_id)
+            if episode.phase == "assess"
+            else None,
             "scenario": {
                 c.removeprefix(SCENARIO): _num(first[c])
                 for c in scenario_columns
@@ -399,9 +403,7 @@ def scenario_figures_html(
     assessed = selection.rows[selection.rows["phase"] == "assess"]
     if assessed.empty:
         return "<p>No assessment episodes in this run.</p>"
-    assessed = assessed.assign(
-        scenario=assessed["episode_id"].str.removeprefix("assess-").str.rsplit("-", n=1).str[0]
-    )
+    assessed = assessed.assign(scenario=assessed["episode_id"].map(assessment_scenario))
     colours = {"agent": "#1f77b4", "baseline": "#ff7f0e"}
     parts = []
     for scenario, rows in assessed.groupby("scenario", sort=False):

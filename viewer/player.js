@@ -92,23 +92,33 @@
   function show(id) {
     episode = data.episodes.find((e) => e.id === id);
     if (!episode) return;
+    // an assessment episode is drawn with the other controller's episode of its scenario
+    const partner = episode.assessed === null ? null : data.episodes.find((e) =>
+      e.assessed === episode.assessed && e.controller !== episode.controller);
     const n = rows.length, gap = 0.02, h = (1 - gap * (n - 1)) / n;
     const traces = [], layout = {
-      height: 120 * n + 60, margin: { t: 20, b: 40, l: 70, r: 10 }, showlegend: false,
+      height: 120 * n + 60, margin: { t: 20, b: 40, l: 70, r: 10 }, showlegend: !!partner,
+      legend: { orientation: "h", y: 1.02, yanchor: "bottom" },
       xaxis: { title: { text: "step" }, anchor: "y" + n },
       shapes: [{ type: "line", xref: "x", yref: "paper", x0: 0, x1: 0, y0: 0, y1: 1,
                  line: { color: "#c00", width: 2 } }],
     };
     rows.forEach((column, i) => {
       const axis = i === 0 ? "y" : "y" + (i + 1);
-      traces.push({ x: episode.step, y: series(episode, column), mode: "lines", name: label(column),
-                    xaxis: "x", yaxis: axis });
+      traces.push({ x: episode.step, y: series(episode, column), mode: "lines",
+                    name: partner ? episode.controller : label(column), legendgroup: "shown",
+                    showlegend: i === 0, line: { color: "#1f77b4" }, xaxis: "x", yaxis: axis });
+      if (partner) {
+        traces.push({ x: partner.step, y: series(partner, column), mode: "lines",
+                      name: partner.controller, legendgroup: "partner", showlegend: i === 0,
+                      line: { color: "#ff7f0e", dash: "dot" }, xaxis: "x", yaxis: axis });
+      }
       const name = column.replace(/^state_/, "");
       const target = data.targets[name];
       if (column.startsWith("state_") && target && episode.values["state_" + target]) {
         traces.push({ x: episode.step, y: episode.values["state_" + target], mode: "lines",
                       name: `set point (${target})`, line: { dash: "dash", color: "black" },
-                      xaxis: "x", yaxis: axis });
+                      showlegend: false, xaxis: "x", yaxis: axis });
       }
       const top = 1 - i * (h + gap);
       layout[i === 0 ? "yaxis" : "yaxis" + (i + 1)] = {

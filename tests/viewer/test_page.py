@@ -121,6 +121,23 @@ def test_choosing_another_episode_changes_the_plotted_traces(cstr_page):
     cstr_page.page.select_option("#filter-phase", "")
 
 
+@pytest.mark.browser
+def test_an_assessment_episode_is_drawn_with_the_other_controllers_on_its_scenario(
+    cstr_page, cstr_run
+):
+    frame = read_trajectories(cstr_run)
+    agent = next(e for e in frame["episode_id"].dropna().unique() if e.endswith("-agent"))
+    baseline = agent.removesuffix("-agent") + "-baseline"
+    cstr_page.page.select_option("#episode-list", agent)
+    traces = cstr_page.js("document.getElementById('player').data.map(t => [t.name, t.yaxis, t.y])")
+    first = [t for t in traces if t[1] == "y"]  # the top plot: Ca
+    assert [t[0] for t in first][:2] == ["agent", "baseline"]
+    logged = frame[frame["episode_id"] == baseline].sort_values("step")["state_Ca"]
+    assert first[1][2] == pytest.approx(logged.tolist())  # the baseline's own logged Ca
+    legend = cstr_page.js("document.getElementById('player').layout.showlegend")
+    assert legend is True
+
+
 def expected_row(run: Path, episode_id: str, step: int) -> pd.Series:
     frame = read_trajectories(run)
     rows = frame[(frame["episode_id"] == episode_id) & (frame["step"] == step)]
