@@ -62,6 +62,11 @@ class SimSnapshot(BaseModel):
     higher_better_kpis: list[str] = []
     drawing: str | None = None
     """The JavaScript of the simulator's drawing."""
+    step_time: float | None = None
+    """Model time per control step, in ``time_unit``; None: time is counted in steps."""
+    time_unit: str = ""
+    limits: dict[str, tuple[float | None, float | None]] = {}
+    """Constraint limits by state, (low, high)."""
     observation_space: str = ""
     """The environment's own observation space as Gymnasium prints it."""
     action_space: str = ""
@@ -74,6 +79,12 @@ class SimSnapshot(BaseModel):
 
     def higher_is_better(self, kpi: str) -> bool:
         return kpi == "return" or kpi in self.higher_better_kpis
+
+    def time_axis(self) -> tuple[float, str]:
+        """(model time per step, axis title): ``(0.5, "time [h]")``, or ``(1, "step")``."""
+        if self.step_time is None:
+            return 1.0, "step"
+        return self.step_time, f"time [{self.time_unit}]" if self.time_unit else "time"
 
     @classmethod
     def from_handle(cls, handle: Any) -> SimSnapshot:
@@ -104,6 +115,9 @@ class SimSnapshot(BaseModel):
             constraint_kpis=handle.constraint_kpis,
             higher_better_kpis=[k for k in assessed if handle.higher_is_better(k)],
             drawing=handle.drawing,
+            step_time=(handle.step_time or (None, ""))[0],
+            time_unit=(handle.step_time or (None, ""))[1],
+            limits=handle.limits,
             observation_space=str(handle.own_observation_space),
             action_space=str(space),
             action_kind=kind,

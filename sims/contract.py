@@ -163,6 +163,13 @@ class SimSpec:
     drawing: Path | None = None
     """A JavaScript file defining ``draw(states, ranges)`` that returns an SVG string of the
     simulator at one step, for the viewer's episode player (gauges without one)."""
+    step_time: float | None = None
+    """Model time per control step, in ``time_unit`` (the CSTR's 0.5 h): the viewer's time
+    axes are in it; None: in steps."""
+    time_unit: str = ""
+    limits: Mapping[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    """Constraint limits by state, ``(low, high)``, either None (``{"T": (None, 400.0)}``,
+    the runaway temperature): the viewer draws them beside the state."""
     source: str = field(default="", compare=False)
     """Where the spec is defined, for error messages."""
 

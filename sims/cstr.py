@@ -291,6 +291,9 @@ SPEC = SimSpec(
     primary_kpi="ca_rms",
     constraint_kpis=frozenset({"runaway_count"}),
     drawing=_HERE / "drawings" / "cstr.js",
+    step_time=DT,
+    time_unit="h",
+    limits={"T": (None, RUNAWAY_T)},
     kpi_units={
         "ca_rms": "kmol/m3",
         "t_rms": "K",

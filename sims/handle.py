@@ -214,6 +214,17 @@ class SimHandle:
         return kpi == "return" or (found is not None and kpi in found.kpi_higher_better)
 
     @property
+    def step_time(self) -> tuple[float, str] | None:
+        """Model time per control step and its unit, if the spec says."""
+        if self.spec is None or self.spec.step_time is None:
+            return None
+        return float(self.spec.step_time), self.spec.time_unit
+
+    @property
+    def limits(self) -> dict[str, tuple[float | None, float | None]]:
+        return dict(self.spec.limits) if self.spec is not None else {}
+
+    @property
     def drawing(self) -> str | None:
         """The JavaScript source of the simulator's drawing, if it has one."""
         if self.spec is None or self.spec.drawing is None:

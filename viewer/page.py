@@ -103,6 +103,8 @@ def build_page(run: Path, out: Path | None = None, episodes: int = DEFAULT_EPISO
         "units": units,
         "ranges": _ranges(handle),
         "targets": handle.targets,
+        "limits": handle.limits,
+        "time": dict(zip(("per_step", "title"), handle.time_axis(), strict=True)),
         "episodes": _episode_records(selection),
         "left_out": selection.left_out,
     }
@@ -405,6 +407,8 @@ def scenario_figures_html(
         return "<p>No assessment episodes in this run.</p>"
     assessed = assessed.assign(scenario=assessed["episode_id"].map(assessment_scenario))
     colours = {"agent": "#1f77b4", "baseline": "#ff7f0e"}
+    per_step, time_title = handle.time_axis()
+    assessed = assessed.assign(time=assessed["step"] * per_step)
     parts = []
     for scenario, rows in assessed.groupby("scenario", sort=False):
         columns = [f"{STATE}{s}" for s in states] + [f"{ACTION}{a}" for a in actions] + ["reward"]
@@ -414,7 +418,7 @@ def scenario_figures_html(
             for i, column in enumerate(columns, start=1):
                 fig.add_trace(
                     go.Scatter(
-                        x=episode["step"],
+                        x=episode["time"],
                         y=episode[column],
                         mode="lines",
                         name=controller,
@@ -432,7 +436,7 @@ def scenario_figures_html(
                 first = rows[rows["controller"] == rows["controller"].iloc[0]].sort_values("step")
                 fig.add_trace(
                     go.Scatter(
-                        x=first["step"],
+                        x=first["time"],
                         y=first[f"{STATE}{target}"],
                         mode="lines",
                         name=f"set point ({target})",
@@ -446,8 +450,15 @@ def scenario_figures_html(
             if limits is not None:
                 for edge in (limits.low, limits.high):
                     fig.add_hline(y=edge, line_dash="dot", line_color="grey", row=i, col=1)
+            constraint = handle.limits.get(name) if column.startswith(STATE) else None
+            for edge in constraint or ():
+                if edge is not None:  # a constraint: the runaway temperature
+                    fig.add_hline(
+                        y=edge, line_dash="dash", line_color="#c00", row=i, col=1,
+                        annotation_text=f"limit {edge:g}", annotation_font_color="#c00",
+                    )  # fmt: skip
             fig.update_yaxes(title_text=label(column, units), row=i, col=1)
-        fig.update_xaxes(title_text="step", row=len(columns), col=1)
+        fig.update_xaxes(title_text=time_title, row=len(columns), col=1)
         fig.update_layout(
             height=140 * len(columns) + 80,
             margin={"t": 40, "b": 40},

@@ -42,6 +42,8 @@
   ];
   let episode = null;
   let step = 0;
+  const perStep = data.time.per_step;  // model time per step: axes in the simulator's time
+  const at = (s) => s * perStep;
 
   function fillSelect(id, values) {
     const select = $(id);
@@ -99,26 +101,31 @@
     const traces = [], layout = {
       height: 120 * n + 60, margin: { t: 20, b: 40, l: 70, r: 10 }, showlegend: !!partner,
       legend: { orientation: "h", y: 1.02, yanchor: "bottom" },
-      xaxis: { title: { text: "step" }, anchor: "y" + n },
+      xaxis: { title: { text: data.time.title }, anchor: "y" + n },
       shapes: [{ type: "line", xref: "x", yref: "paper", x0: 0, x1: 0, y0: 0, y1: 1,
                  line: { color: "#c00", width: 2 } }],
     };
     rows.forEach((column, i) => {
       const axis = i === 0 ? "y" : "y" + (i + 1);
-      traces.push({ x: episode.step, y: series(episode, column), mode: "lines",
+      traces.push({ x: episode.step.map(at), y: series(episode, column), mode: "lines",
                     name: partner ? episode.controller : label(column), legendgroup: "shown",
                     showlegend: i === 0, line: { color: "#1f77b4" }, xaxis: "x", yaxis: axis });
       if (partner) {
-        traces.push({ x: partner.step, y: series(partner, column), mode: "lines",
+        traces.push({ x: partner.step.map(at), y: series(partner, column), mode: "lines",
                       name: partner.controller, legendgroup: "partner", showlegend: i === 0,
                       line: { color: "#ff7f0e", dash: "dot" }, xaxis: "x", yaxis: axis });
       }
       const name = column.replace(/^state_/, "");
       const target = data.targets[name];
       if (column.startsWith("state_") && target && episode.values["state_" + target]) {
-        traces.push({ x: episode.step, y: episode.values["state_" + target], mode: "lines",
+        traces.push({ x: episode.step.map(at), y: episode.values["state_" + target], mode: "lines",
                       name: `set point (${target})`, line: { dash: "dash", color: "black" },
                       showlegend: false, xaxis: "x", yaxis: axis });
+      }
+      for (const edge of (column.startsWith("state_") && data.limits[name]) || []) {
+        if (edge === null) continue;  // a constraint limit: the runaway temperature
+        layout.shapes.push({ type: "line", xref: "paper", yref: axis, x0: 0, x1: 1, y0: edge,
+                             y1: edge, line: { color: "#c00", dash: "dash", width: 1 } });
       }
       const top = 1 - i * (h + gap);
       layout[i === 0 ? "yaxis" : "yaxis" + (i + 1)] = {
@@ -136,8 +143,10 @@
     step = Math.max(0, Math.min(episode.step.length - 1, index));
     $("step-slider").value = step;
     $("step-label").textContent = episode.step[step];
-    Plotly.relayout("player", { "shapes[0].x0": episode.step[step], "shapes[0].x1": episode.step[step] });
+    const now = at(episode.step[step]);
+    Plotly.relayout("player", { "shapes[0].x0": now, "shapes[0].x1": now });
     const cells = [["step", episode.step[step]], ["reward", episode.reward[step]]];
+    if (perStep !== 1) cells.splice(1, 0, [data.time.title, +now.toPrecision(6)]);
     for (const column of Object.keys(episode.values).sort()) cells.push([label(column), episode.values[column][step]]);
     $("step-table").innerHTML = cells.map(([k, v]) =>
       `<tr><th>${k}</th><td data-name="${k}">${v === null || v === undefined ? "" : +(+v).toPrecision(6)}</td></tr>`).join("");
@@ -180,6 +189,7 @@
   });
   refreshList();
   if ($("player").on) {  // Plotly adds .on to the div once a plot is drawn
-    $("player").on("plotly_click", (event) => setStep(episode.step.indexOf(event.points[0].x)));
+    $("player").on("plotly_click", (event) =>
+      setStep(episode.step.indexOf(Math.round(event.points[0].x / perStep))));
   }
 })();

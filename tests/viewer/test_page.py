@@ -136,6 +136,10 @@ def test_an_assessment_episode_is_drawn_with_the_other_controllers_on_its_scenar
     assert first[1][2] == pytest.approx(logged.tolist())  # the baseline's own logged Ca
     legend = cstr_page.js("document.getElementById('player').layout.showlegend")
     assert legend is True
+    shapes = cstr_page.js("document.getElementById('player').layout.shapes.map(s => s.y0)")
+    assert 400 in shapes  # the runaway limit beside T
+    x_title = cstr_page.js("document.getElementById('player').layout.xaxis.title.text")
+    assert x_title == "time [h]"
 
 
 def expected_row(run: Path, episode_id: str, step: int) -> pd.Series:
@@ -165,15 +169,15 @@ def test_the_slider_moves_the_cursor_by_keyboard_and_mouse_and_shows_the_logged_
     page.focus("#step-slider")
     for _ in range(7):
         page.keyboard.press("ArrowRight")
-    assert cstr_page.cursor() == 7
+    assert cstr_page.cursor() == 7 * 0.5  # the CSTR's time: 0.5 h per step
     table = cstr_page.step_table()
-    assert table["step"] == "7"
+    assert table["step"] == "7" and table["time [h]"] == "3.5"
     assert_table_is_row(table, expected_row(cstr_run, episode, 7))
     # the mouse: a click three quarters along the slider
     box = page.locator("#step-slider").bounding_box()
     page.mouse.click(box["x"] + 0.75 * box["width"], box["y"] + box["height"] / 2)
     step = int(cstr_page.step_table()["step"])
-    assert 55 <= step <= 80 and cstr_page.cursor() == step
+    assert 55 <= step <= 80 and cstr_page.cursor() == step * 0.5
     assert_table_is_row(cstr_page.step_table(), expected_row(cstr_run, episode, step))
     assert "<svg" in page.inner_html("#drawing")  # the CSTR draws its reactor
     page.locator("#player-body").screenshot(path=str(ARTIFACTS / "viewer-cstr-player.png"))
@@ -200,6 +204,14 @@ def test_every_assessment_scenario_shows_both_controllers_with_units(cstr_page, 
             ".map(k => l[k].title && l[k].title.text); })()"
         )
         assert {"Ca [kmol/m3]", "T [K]", "dTc [K]", "reward"} <= set(titles)
+        layout = f"document.getElementById('scenario-{scenario}').layout"
+        x_titles = cstr_page.js(
+            f"Object.keys({layout}).filter(k => k.startsWith('xaxis'))"
+            f".map(k => {layout}[k].title && {layout}[k].title.text).filter(t => t)"
+        )
+        assert x_titles == ["time [h]"]  # the simulator's time, not steps
+        lines = cstr_page.js(f"({layout}.shapes || []).map(s => [s.y0, s.line.color])")
+        assert [400, "#c00"] in lines  # the runaway temperature, from the spec's limits
     table = cstr_page.page.inner_text("#kpi-table")
     assert "ca_rms [kmol/m3]" in table and "max_T [K]" in table
 
