@@ -119,27 +119,30 @@ def azurite(tmp_path_factory) -> Azurite:
         process.kill()
 
 
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    if item.get_closest_marker("browser") and not CHROMIUM.exists():
-        message = f"no {CHROMIUM}; install Debian's chromium (`apt-get install chromium`)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true requires tests marked browser to run: {message}")
-        pytest.skip(message)
-    if item.get_closest_marker("azurite") and azurite_binary() is None:
-        message = (
+def _missing(marker: str) -> str | None:
+    """Why the tests marked ``marker`` cannot run here, or None when they can."""
+    if marker == "browser" and not CHROMIUM.exists():
+        return f"no {CHROMIUM}; install Debian's chromium (`apt-get install chromium`)"
+    if marker == "azurite" and azurite_binary() is None:
+        return (
             "Azurite is not installed; `npm install --prefix ~/.cache/aml-rl/azurite azurite@3` "
             "(.ci/run does) to run tests marked azurite"
         )
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true requires tests marked azurite to run: {message}")
-        pytest.skip(message)
-    if item.get_closest_marker("docker") and not _docker_answers():
-        message = (
+    if marker == "docker" and not _docker_answers():
+        return (
             "no Docker engine answers at DOCKER_HOST or /var/run/docker.sock; start one "
             "(`dockerd &` as root, see README) to run tests marked docker"
         )
+    return None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in ("browser", "azurite", "docker"):
+        message = item.get_closest_marker(marker) and _missing(marker)
+        if not message:
+            continue
         if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true requires tests marked docker to run: {message}")
+            pytest.fail(f"CI=true requires tests marked {marker} to run: {message}")
         pytest.skip(message)
 
 
