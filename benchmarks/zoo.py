@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from benchmarks.harness import Benchmark
+
 ZOO = {
     "cstr": "cstr",
     "tank": "tank",
@@ -199,3 +201,11 @@ def add_figures(
 
 def _steps(value: float | None) -> str:
     return "not reached" if value is None else f"{value:,.0f}"
+
+
+def bench_zoo(quick: bool) -> Benchmark:
+    """The default recipe on every zoo simulator and the CSTR, three seeds, beside SB3's PPO:
+    env steps to the verdict."""
+    result = Benchmark("zoo")
+    result.conditions = run_zoo(quick, result.add)
+    return result
