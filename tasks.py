@@ -4,9 +4,12 @@ owns the work (sims/, jobs/, client/, images/, benchmarks/)."""
 from __future__ import annotations
 
 import functools
+import inspect
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import invoke
 from invoke import Context, Exit
@@ -470,6 +473,30 @@ TARGET_HELP = {
 }
 
 
+def azure_task(*, help: dict[str, str], **options: Any) -> Callable[[Callable], Any]:
+    """A task that takes the Azure target flags, declared here once (``TARGET_HELP``): its
+    body takes them as ``azure``, the keyword arguments of :func:`_target` and
+    :func:`_client`."""
+
+    def declare(body: Callable) -> Any:
+        signature = inspect.signature(body)
+        own = [p for p in signature.parameters.values() if p.name != "azure"]
+        flags = [
+            inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default="")
+            for name in TARGET_HELP
+        ]
+
+        @functools.wraps(body)
+        def run(c: Context, *args: Any, **kwargs: Any) -> Any:
+            azure = {name: kwargs.pop(name, "") for name in TARGET_HELP}
+            return body(c, *args, azure=azure, **kwargs)
+
+        run.__signature__ = signature.replace(parameters=own + flags)  # what invoke reads
+        return task(help={**help, **TARGET_HELP}, **options)(run)
+
+    return declare
+
+
 def _target(
     outputs: str, subscription_id: str, resource_group: str, workspace_name: str, **more: str
 ):
@@ -484,7 +511,7 @@ def _target(
     return resolve_target(Path(outputs) if outputs else None, flags=flags)
 
 
-@task(
+@azure_task(
     help={
         "config": "experiment YAML (default jobs/configs/cstr_ppo.yaml)",
         "set": "override a config key, KEY=VALUE (repeatable)",
@@ -499,7 +526,6 @@ def _target(
         "check": "first verify the workspace, cluster size, datastore write access and image",
         "tune": "run a study over this search space instead (see `invoke tune`)",
         "samples": "with --tune: trials to sample (default 4)",
-        **TARGET_HELP,
     },
     iterable=["set"],
 )
@@ -518,16 +544,13 @@ def submit(
     check: bool = False,
     tune: str = "",
     samples: int = 4,
-    outputs: str = "",
-    subscription_id: str = "",
-    resource_group: str = "",
-    workspace_name: str = "",
+    azure: dict[str, str] | None = None,
 ) -> None:
     """Run the training job (or with --tune, a study) on Azure ML, as `invoke train` does."""
     from client.submit import SubmitError, submit_experiment
 
     try:
-        target = _target(outputs, subscription_id, resource_group, workspace_name)
+        target = _target(**azure)
         if show_target:
             print(target.describe())
             return
@@ -550,59 +573,49 @@ def submit(
         raise Exit(f"submit: {exc}", code=2) from None
 
 
-def _client(outputs: str, subscription_id: str, resource_group: str, workspace_name: str):
+def _client(**azure: str):
     from client.submit import SubmitError, ml_client
 
     try:
-        return ml_client(_target(outputs, subscription_id, resource_group, workspace_name))
+        return ml_client(_target(**azure))
     except SubmitError as exc:
         raise Exit(f"{exc}", code=2) from None
 
 
-@task(help={"job": "Azure ML job name", **TARGET_HELP})
+@azure_task(help={"job": "Azure ML job name"})
 def logs(
     c: Context,
     job: str,
-    outputs: str = "",
-    subscription_id: str = "",
-    resource_group: str = "",
-    workspace_name: str = "",
+    azure: dict[str, str] | None = None,
 ) -> None:
     """Stream an Azure ML job's logs until it ends."""
     _help_instead(c, job, "logs")
-    _client(outputs, subscription_id, resource_group, workspace_name).jobs.stream(job)
+    _client(**azure).jobs.stream(job)
 
 
-@task(help={"job": "Azure ML job name", **TARGET_HELP})
+@azure_task(help={"job": "Azure ML job name"})
 def status(
     c: Context,
     job: str,
-    outputs: str = "",
-    subscription_id: str = "",
-    resource_group: str = "",
-    workspace_name: str = "",
+    azure: dict[str, str] | None = None,
 ) -> None:
     """Print an Azure ML job's status."""
     _help_instead(c, job, "status")
-    found = _client(outputs, subscription_id, resource_group, workspace_name).jobs.get(job)
+    found = _client(**azure).jobs.get(job)
     print(f"{found.name}: {found.status} ({found.display_name}); {found.studio_url}")
 
 
-@task(
+@azure_task(
     help={
         "job": "Azure ML job name",
         "to": "download folder (default downloads/<job>)",
-        **TARGET_HELP,
     }
 )
 def download(
     c: Context,
     job: str,
     to: str = "",
-    outputs: str = "",
-    subscription_id: str = "",
-    resource_group: str = "",
-    workspace_name: str = "",
+    azure: dict[str, str] | None = None,
 ) -> None:
     """Download a job's run directory, so `invoke assess` works on it as on a local run."""
     _help_instead(c, job, "download")
@@ -610,7 +623,7 @@ def download(
 
     try:
         run = download_run(
-            _client(outputs, subscription_id, resource_group, workspace_name),
+            _client(**azure),
             job,
             Path(to or f"downloads/{job}"),
         )
@@ -619,15 +632,12 @@ def download(
     print(f"downloaded {run}; assess it with `invoke assess --checkpoint {run}`")
 
 
-@task(help={"job": "Azure ML job name", "allow_losing": ALLOW_LOSING, **TARGET_HELP})
+@azure_task(help={"job": "Azure ML job name", "allow_losing": ALLOW_LOSING})
 def register_model(
     c: Context,
     job: str,
     allow_losing: bool = False,
-    outputs: str = "",
-    subscription_id: str = "",
-    resource_group: str = "",
-    workspace_name: str = "",
+    azure: dict[str, str] | None = None,
 ) -> None:
     """Register a finished job's final checkpoint as an Azure ML model, with its provenance."""
     _help_instead(c, job, "register-model")
@@ -635,14 +645,14 @@ def register_model(
     from client.submit import register_model as register
 
     try:
-        client = _client(outputs, subscription_id, resource_group, workspace_name)
+        client = _client(**azure)
         model = register(client, job, allow_losing=allow_losing)
     except SubmitError as exc:
         raise Exit(f"register-model: {exc}", code=2) from None
     print(f"registered {model.name}:{model.version} from {job}")
 
 
-@task(
+@azure_task(
     help={
         "source": "a run, checkpoint or bundle folder, an Azure ML job, or a model NAME:VERSION",
         "endpoint": "endpoint name (default <sim>-<8 hex of the workspace>; unique per region)",
@@ -652,7 +662,6 @@ def register_model(
         "dry_run": "write endpoint.yaml and deployment.yaml (for `az ml`) and touch no network",
         "out": "where --dry-run writes them (default .aml/deploy/<endpoint>)",
         "allow_losing": ALLOW_LOSING,
-        **TARGET_HELP,
     }
 )
 def deploy(
@@ -665,10 +674,7 @@ def deploy(
     dry_run: bool = False,
     out: str = "",
     allow_losing: bool = False,
-    outputs: str = "",
-    subscription_id: str = "",
-    resource_group: str = "",
-    workspace_name: str = "",
+    azure: dict[str, str] | None = None,
 ) -> None:
     """Serve a policy on an Azure ML managed online endpoint (Azure AD auth, no keys)."""
     _help_instead(c, source, "deploy")
@@ -678,7 +684,7 @@ def deploy(
 
     try:
         deploy_policy(
-            _target(outputs, subscription_id, resource_group, workspace_name),
+            _target(**azure),
             source,
             endpoint=endpoint,
             instance_type=instance_type or DEFAULT_INSTANCE_TYPE,
@@ -692,12 +698,11 @@ def deploy(
         raise Exit(f"deploy: {exc}", code=2) from None
 
 
-@task(
+@azure_task(
     help={
         "endpoint": "endpoint name (from `invoke deploy`)",
         "states": 'JSON file: {"Ca": 8.5, ...} or a list of such (or the API\'s own body)',
         "deployment": "ask one deployment (default: the endpoint's traffic rules)",
-        **TARGET_HELP,
     }
 )
 def predict(
@@ -705,10 +710,7 @@ def predict(
     endpoint: str,
     states: str = "",
     deployment: str = "",
-    outputs: str = "",
-    subscription_id: str = "",
-    resource_group: str = "",
-    workspace_name: str = "",
+    azure: dict[str, str] | None = None,
 ) -> None:
     """Ask a deployed policy for its action on states from a file; print its answer."""
     _help_instead(c, endpoint, "predict")
@@ -721,7 +723,7 @@ def predict(
 
     try:
         body = read_request(Path(states))  # a file the user got wrong, before any login
-        client = _client(outputs, subscription_id, resource_group, workspace_name)
+        client = _client(**azure)
         answer = ask(client, endpoint, body, deployment)
     except DeployError as exc:
         raise Exit(f"predict: {exc}", code=2) from None
