@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -312,13 +315,20 @@ def test_resumed_sessions_and_assessed_checkpoints_are_marked_on_the_curves(tmp_
 
 def test_every_sessions_end_of_training_assessment_stays_marked_after_a_resume(cstr_run, tmp_path):
     from jobs.rundir import RunDir
-    from jobs.train import train
     from viewer.page import assessed_checkpoints
 
     run = tmp_path / "resumed"
     shutil.copytree(cstr_run, run)
     first = json.loads((run / "summary.json").read_text())["checkpoint"]
-    summary = train(resume=run, sets=["stop.max_env_steps=800"])
+    environ = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_TRACKING_URI")
+    }
+    done = subprocess.run(  # as a user resumes it: its own process, the run's own MLflow store
+        [sys.executable, "-m", "jobs.train", "--resume", str(run), "--set", "stop.max_env_steps=800"],
+        cwd=ROOT, env=environ, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
     second = summary["checkpoint"]
     assert first != second and summary["sessions"] == 2
     marks = assessed_checkpoints(RunDir(run), summary)
