@@ -320,10 +320,8 @@ def test_every_sessions_end_of_training_assessment_stays_marked_after_a_resume(c
     run = tmp_path / "resumed"
     shutil.copytree(cstr_run, run)
     first = json.loads((run / "summary.json").read_text())["checkpoint"]
-    environ = {
-        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_TRACKING_URI")
-    }
-    done = subprocess.run(  # as a user resumes it: its own process, the run's own MLflow store
+    environ = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # as train_smoke's
+    done = subprocess.run(  # as a user resumes it: its own process, the store it trained with
         [sys.executable, "-m", "jobs.train", "--resume", str(run), "--set", "stop.max_env_steps=800"],
         cwd=ROOT, env=environ, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
