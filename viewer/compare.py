@@ -22,6 +22,7 @@ from plotly.offline import get_plotlyjs
 from jobs.rundir import Metric, RunDir, RunError, write_atomic
 from jobs.snapshot import SimSnapshot, read_snapshot
 from jobs.verdict import read_verdict
+from viewer.page import worse_than_baseline
 
 ALL = "all scenarios"
 
@@ -165,7 +166,7 @@ def kpi_comparison_html(runs: list[Compared]) -> str:
             for run in runs:
                 value = _value(run.kpis.get(scenario, {}).get("agent"), kpi)
                 own = _value(run.kpis.get(scenario, {}).get("baseline"), kpi)
-                worse = _worse(run.sim, kpi, value, own)
+                worse = worse_than_baseline(run.sim, kpi, value, own)
                 cells.append(f"<td{' class=worse' if worse else ''}>{_fmt(value)}</td>")
             rows.append(
                 f"<tr><td>{html.escape(scenario)}</td><td>{html.escape(label)}</td>"
@@ -180,12 +181,6 @@ def kpi_comparison_html(runs: list[Compared]) -> str:
 def _value(values: Mapping[str, Any] | None, kpi: str) -> float | None:
     value = (values or {}).get(kpi)
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
-
-
-def _worse(sim: SimSnapshot, kpi: str, value: float | None, baseline: float | None) -> bool:
-    if value is None or baseline is None:
-        return False
-    return value < baseline if sim.higher_is_better(kpi) else value > baseline
 
 
 def _fmt(value: float | None) -> str:

@@ -521,7 +521,7 @@ def kpi_table_html(kpis: Mapping[str, Any], handle: SimSnapshot) -> str:
                 controller == "agent"
                 and baseline is not None
                 and value is not None
-                and _worse(handle, name, value, baseline.get(name))
+                and worse_than_baseline(handle, name, value, baseline.get(name))
             )
             worse_count += worse
             text = "" if value is None else f"{value:.4g}"
@@ -540,8 +540,11 @@ def kpi_table_html(kpis: Mapping[str, Any], handle: SimSnapshot) -> str:
     return "\n".join(out) + verdict
 
 
-def _worse(handle: SimSnapshot, name: str, value: float, baseline: float | None) -> bool:
-    if baseline is None:
+def worse_than_baseline(
+    handle: SimSnapshot, name: str, value: float | None, baseline: float | None
+) -> bool:
+    """Whether ``value`` of KPI ``name`` is worse than the baseline's, in the KPI's direction."""
+    if value is None or baseline is None:
         return False
     if handle.higher_is_better(name):
         return value < baseline - 1e-12
