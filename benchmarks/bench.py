@@ -25,6 +25,7 @@ from benchmarks.image import bench_image
 from benchmarks.logging_overhead import bench_logging_overhead
 from benchmarks.page_viewer import bench_viewer
 from benchmarks.process_simulator import bench_process_sim
+from benchmarks.profile import bench_profile
 from benchmarks.serving import bench_serving
 from benchmarks.sim_step import bench_sim_step
 from benchmarks.startup import bench_startup
@@ -37,6 +38,7 @@ __all__ = ["BENCHMARKS", "render_markdown", "run"]
 BENCHMARKS: dict[str, Callable[[bool], Benchmark]] = {
     "sim_step": bench_sim_step,
     "training_throughput": bench_throughput,
+    "profile": bench_profile,
     "trajectory_logging_overhead": bench_logging_overhead,
     "control_quality": bench_control,
     "image": bench_image,

@@ -57,48 +57,111 @@ def _algo(sets: list[str], callbacks: Any) -> Any:
     from jobs.algorithms import algorithm_config
     from jobs.config import load_config
 
-    cfg = load_config(ROOT / "jobs" / "configs" / "cstr_ppo.yaml", sets)
+    cfg = load_config(CONFIG, sets)
     return algorithm_config(cfg, callbacks).build_algo()
+
+
+CONFIG = ROOT / "jobs" / "configs" / "cstr_ppo.yaml"
+PEER_ENVS = 8
+
+
+def peer_rate(sets: list[str], steps: int) -> float | None:
+    """Stable-Baselines3's PPO with the config's own hyperparameters (batch, minibatch,
+    epochs, learning rate, GAE, gradient clip, separate tanh networks of the same widths) on
+    the environment the env runners step (``sims.registry.RLlibEnv``, reward scaling
+    included), 8 envs in its DummyVecEnv, in this process on one torch thread; env steps/s
+    over ``steps`` after one warm-up rollout. None without the bench extra."""
+    try:
+        import torch
+        from stable_baselines3 import PPO
+        from stable_baselines3.common.env_util import make_vec_env
+    except ImportError:
+        return None
+    from jobs.algorithms import algorithm_config
+    from jobs.config import load_config
+    from sims.registry import RLlibEnv
+
+    cfg = load_config(CONFIG, sets)
+    t = cfg.training
+    env_config = algorithm_config(cfg, None).env_config
+    vec = make_vec_env(lambda: RLlibEnv(env_config), n_envs=PEER_ENVS, seed=cfg.seed)
+    try:
+        model = PPO(
+            "MlpPolicy",
+            vec,
+            learning_rate=t.lr,
+            n_steps=t.train_batch_size // PEER_ENVS,
+            batch_size=t.minibatch_size,
+            n_epochs=t.num_epochs,
+            gamma=t.gamma,
+            gae_lambda=t.gae_lambda,
+            ent_coef=t.entropy_coeff,
+            max_grad_norm=t.grad_clip or 1e9,
+            policy_kwargs={
+                "net_arch": {"pi": list(t.hidden), "vf": list(t.hidden)},
+                "activation_fn": torch.nn.Tanh,
+            },
+            seed=cfg.seed,
+            device="cpu",
+            verbose=0,
+        )
+        model.learn(total_timesteps=t.train_batch_size)  # warm-up
+        start = time.perf_counter()
+        model.learn(total_timesteps=steps, reset_num_timesteps=False)
+        return steps / (time.perf_counter() - start)
+    finally:
+        vec.close()
 
 
 def bench_throughput(quick: bool) -> Benchmark:
     import ray
+    import torch
 
-    layouts = [(1, 8)] if quick else [(0, 8), (1, 4), (1, 8), (2, 4)]
+    torch.set_num_threads(1)  # as `invoke train` runs its learner, and as the peer runs
+    default = (1, 8)  # jobs/configs/cstr_ppo.yaml
+    layouts = [default] if quick else [default, (0, 8), (2, 4)]
     iterations = 1 if quick else 5
     batch = 1000 if quick else 4000
     result = Benchmark(
         "training_throughput",
         conditions=(
-            f"default CSTR PPO config, train batch {batch}, {iterations} timed iterations "
-            f"after 2 warm-up, {os.cpu_count()} CPUs"
+            f"default CSTR PPO config (the recipe: minibatch 128, 10 epochs), train batch "
+            f"{batch}, {iterations} timed iterations after 2 warm-up, {os.cpu_count()} CPUs; "
+            f"Stable-Baselines3's PPO with the same hyperparameters on the same environment, "
+            f"{PEER_ENVS} envs in one process, over the same env steps"
         ),
     )
     ray.init(include_dashboard=False, logging_level="ERROR", ignore_reinit_error=True)
+    sizes = [f"training.train_batch_size={batch}"]
     rates = {}
     for runners, envs in layouts:
         sets = [
+            *sizes,
             f"env_runners.num_env_runners={runners}",
             f"env_runners.num_envs_per_env_runner={envs}",
-            f"training.train_batch_size={batch}",
-            "training.minibatch_size=500",
         ]
         algo = _algo(sets, None)
         rates[(runners, envs)] = _rate(algo, iterations)
         algo.stop()
         result.add(
-            f"env steps/s, {runners} runner(s) x {envs} envs",
+            f"env steps/s, {runners} runner(s) x {envs} envs"
+            + (" (the default)" if (runners, envs) == default else ""),
             rates[(runners, envs)],
             "steps/s",
             "other layouts",
         )
     best = max(rates, key=rates.get)
-    result.add(
-        f"best layout: {best[0]} runner(s) x {best[1]} envs",
-        rates[best],
-        "steps/s",
-        "MACHINE.md: PPO CartPole ~2,800",
-        ">= 2,000",
-        rates[best] >= 2000,
-    )
+    peer = peer_rate(sizes, iterations * batch)
+    result.add("env steps/s, Stable-Baselines3 PPO", peer, "steps/s", "same env, same run")
+    for label, layout in (("the default", default), (f"best ({best[0]} x {best[1]})", best)):
+        ratio = rates[layout] / peer if peer else None
+        target = ">= 1.0x" if layout == default else ""
+        result.add(
+            f"{label} / Stable-Baselines3",
+            ratio,
+            "x",
+            "Stable-Baselines3 PPO, same run",
+            target,
+            (ratio >= 1.0 if ratio is not None else None) if target else None,
+        )
     return result

@@ -399,6 +399,13 @@ def _train(
         # after Ray's own (sys.exit): a container runtime's or a scheduler's stop is Ctrl-C's
         signal.signal(signal.SIGTERM, _terminated)
     timeline["ray_started"] = time.time()
+    # The learner updates in this process: on one torch thread, as Ray starts each env
+    # runner. For the recipe's networks more threads only add hand-offs (BENCHMARKS.md,
+    # profile), and the zoo's figures were taken in a one-thread process, so `invoke train`
+    # repeats them step for step.
+    import torch
+
+    torch.set_num_threads(1)
     algo = algo_config.build_algo()
     timeline["algorithm_built"] = time.time()
     kept = ""  # the newest whole checkpoint, relative to the run ("" before the first)

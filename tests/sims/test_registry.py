@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sims.adapter import SimEnv
@@ -175,6 +176,35 @@ def test_rllib_env_normalises_rewards_for_the_learner_and_keeps_the_simulators_o
     _, reward, *_, info = plain.step(plain.action_space.sample())
     assert "reward" not in info  # no normalisation asked: the reward as the spec gives it
     assert reward == pytest.approx(-1000.0 * abs(info["states"]["error"]))
+
+
+def test_the_running_return_statistics_scale_every_reward_as_gymnasiums_own_do():
+    """The scalar statistics (a cut of the hot path) change no scaled reward by one bit,
+    over episodes that end by termination and by truncation."""
+    import gymnasium as gym
+    from gymnasium.wrappers.utils import RunningMeanStd
+
+    from sims.registry import RLlibEnv
+
+    ours = RLlibEnv({"sim": "cstr", "lesson": 0, "normalize_rewards_gamma": 0.99})
+    theirs = RLlibEnv({"sim": "cstr", "lesson": 0, "normalize_rewards_gamma": 0.99})
+    theirs.env.return_rms = RunningMeanStd(shape=())  # Gymnasium's, on NumPy arrays
+    assert isinstance(theirs.env, gym.wrappers.NormalizeReward)
+    rng = np.random.default_rng(0)
+    ends = set()
+    for episode in range(6):
+        ours.reset(seed=episode)
+        theirs.reset(seed=episode)
+        done = False
+        while not done:
+            action = rng.uniform(-1, 1, size=ours.action_space.shape).astype(np.float32)
+            _, mine, terminated, truncated, _ = ours.step(action)
+            _, gyms, *_ = theirs.step(action)
+            assert float(mine) == float(gyms)
+            done = terminated or truncated
+        ends.add("terminated" if terminated else "truncated")
+    assert ends == {"terminated", "truncated"}  # random coolant runs away in some episodes
+    assert ours.env.return_rms.var == float(theirs.env.return_rms.var)
 
 
 def test_an_assessment_that_is_not_a_gym_assessment_is_named(user_project):

@@ -1,0 +1,292 @@
+"""`invoke bench --only profile`: where a CSTR training iteration's time goes, and what the
+cuts of the hot path buy, side by side in one process.
+
+The iteration runs with its env runner in the driver (``num_env_runners=0``), so that one
+set of timers sees sampling and learning; each timer wraps one method of RLlib, Gymnasium
+or the project for the length of the run (:class:`Stopwatch`), and nested timers are
+reported exclusive of what they contain. The default layout (one env runner process) adds
+sending the episodes from the runner to the learner; its own split comes from RLlib's
+timers in the throughput benchmark.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+from benchmarks.harness import ROOT, Benchmark
+
+SAMPLING = [
+    ("simulator (CSTR.step)", "simulator"),
+    ("adapter (sims.adapter.SimEnv.step, less the simulator)", "adapter"),
+    ("reward scaling (NormalizeReward, RewardInUnits)", "reward"),
+    ("Gymnasium's vector env and wrappers (infos, checks)", "vector"),
+    ("policy inference (forward_exploration)", "inference"),
+    ("connectors: env to module", "env_to_module"),
+    ("connectors: module to env (sampling, clipping actions)", "module_to_env"),
+    ("the project's callbacks (trajectory logging, metrics)", "callbacks"),
+    ("RLlib's sampling loop (episodes, metrics)", "sampling_rest"),
+]
+LEARNING = [
+    ("learner connector (GAE, batching)", "learner_connector"),
+    ("forward pass (forward_train)", "forward"),
+    ("losses (PPO loss, KL, metrics)", "losses"),
+    ("backward pass", "backward"),
+    ("gradient clipping", "clip"),
+    ("optimizer step (Adam)", "optimizer"),
+    ("RLlib's update loop (minibatches, metrics)", "learning_rest"),
+]
+
+
+PIPES = ("env_to_module", "module_to_env")
+
+
+class Stopwatch:
+    """Seconds spent inside wrapped methods, by bucket; a bucket re-entered from inside
+    itself (a pipeline calling its base class) counts once."""
+
+    def __init__(self) -> None:
+        self.seconds: Counter[str] = Counter()
+        self._inside: Counter[str] = Counter()
+
+    @contextlib.contextmanager
+    def wrap(self, cls: type, method: str, bucket: str) -> Iterator[None]:
+        own = method in vars(cls)
+        original = getattr(cls, method)
+
+        @functools.wraps(original)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if self._inside[bucket]:
+                return original(*args, **kwargs)
+            self._inside[bucket] += 1
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds[bucket] += time.perf_counter() - start
+                self._inside[bucket] -= 1
+
+        setattr(cls, method, timed)
+        try:
+            yield
+        finally:
+            if own:
+                setattr(cls, method, original)
+            else:
+                delattr(cls, method)
+
+
+def _timers(watch: Stopwatch, simulator: type) -> contextlib.ExitStack:
+    import gymnasium as gym
+    from gymnasium.wrappers.vector import DictInfoToList
+    from ray.rllib.connectors.connector_pipeline_v2 import ConnectorPipelineV2
+    from ray.rllib.connectors.env_to_module import EnvToModulePipeline
+    from ray.rllib.connectors.learner.learner_connector_pipeline import (
+        LearnerConnectorPipeline,
+    )
+    from ray.rllib.connectors.module_to_env import ModuleToEnvPipeline
+    from ray.rllib.core.learner.learner import Learner
+    from ray.rllib.core.learner.torch.torch_learner import TorchLearner
+    from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
+    from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+
+    from jobs.callbacks import TrajectoryLogger
+    from sims.adapter import SimEnv
+    from sims.registry import RewardInUnits
+
+    stack = contextlib.ExitStack()
+    for cls, method, bucket in [
+        (SingleAgentEnvRunner, "sample", "sampling"),
+        (DictInfoToList, "step", "env_step"),
+        (gym.wrappers.NormalizeReward, "step", "reward_outer"),
+        (RewardInUnits, "step", "reward_inner"),
+        (SimEnv, "step", "sim_env"),
+        (simulator, "step", "simulator"),
+        (TorchRLModule, "forward_exploration", "inference"),
+        (TrajectoryLogger, "on_episode_end", "callbacks"),
+        (TrajectoryLogger, "on_sample_end", "callbacks"),
+        (Learner, "update", "learning"),
+        (TorchRLModule, "forward_train", "forward"),
+        (Learner, "compute_losses", "losses"),
+        (TorchLearner, "compute_gradients", "backward"),
+        (Learner, "postprocess_gradients", "clip"),
+        (TorchLearner, "apply_gradients", "optimizer"),
+    ]:
+        stack.enter_context(watch.wrap(cls, method, bucket))
+    # One wrapper on the pipelines' common __call__, attributed by the pipeline's class.
+    original = ConnectorPipelineV2.__call__
+
+    @functools.wraps(original)
+    def call(pipeline: Any, *args: Any, **kwargs: Any) -> Any:
+        bucket = {
+            EnvToModulePipeline: "env_to_module",
+            ModuleToEnvPipeline: "module_to_env",
+            LearnerConnectorPipeline: "learner_connector",
+        }.get(type(pipeline))
+        if bucket is None:
+            return original(pipeline, *args, **kwargs)
+        start = time.perf_counter()
+        try:
+            return original(pipeline, *args, **kwargs)
+        finally:
+            watch.seconds[bucket] += time.perf_counter() - start
+
+    stack.enter_context(_replaced(ConnectorPipelineV2, "__call__", call))
+    return stack
+
+
+@contextlib.contextmanager
+def _replaced(cls: type, name: str, value: Any) -> Iterator[None]:
+    original = vars(cls)[name]
+    setattr(cls, name, value)
+    try:
+        yield
+    finally:
+        setattr(cls, name, original)
+
+
+def exclusive(seconds: Counter[str]) -> dict[str, float]:
+    """Each bucket of :data:`SAMPLING` and :data:`LEARNING` without what it contains."""
+    s = seconds
+    reward = s["reward_outer"] - s["sim_env"]
+    out = {
+        "simulator": s["simulator"],
+        "adapter": s["sim_env"] - s["simulator"],
+        "reward": reward,
+        "vector": s["env_step"] - s["reward_outer"],
+        "inference": s["inference"],
+        "callbacks": s["callbacks"],
+        "env_to_module": s["env_to_module"],
+        "module_to_env": s["module_to_env"],
+        "learner_connector": s["learner_connector"],
+        "forward": s["forward"],
+        "losses": s["losses"],
+        "backward": s["backward"],
+        "clip": s["clip"],
+        "optimizer": s["optimizer"],
+    }
+    out["sampling_rest"] = s["sampling"] - sum(
+        out[k]
+        for k in ("simulator", "adapter", "reward", "vector", "inference", "callbacks", *PIPES)
+    )
+    out["learning_rest"] = s["learning"] - sum(
+        out[k] for k in ("learner_connector", "forward", "losses", "backward", "clip", "optimizer")
+    )
+    return out
+
+
+def _reward_scalers(env_runner: Any) -> list[Any]:
+    """Every sub-environment's ``NormalizeReward`` wrapper."""
+    import gymnasium as gym
+
+    found = []
+    for env in env_runner.env.unwrapped.envs:
+        while env is not None:
+            if isinstance(env, gym.wrappers.NormalizeReward):
+                found.append(env)
+            env = getattr(env, "env", None)
+    return found
+
+
+def _use_stats(env_runner: Any, cls: type) -> None:
+    """Swap each sub-env's running return statistics for ``cls``, keeping their values."""
+    for scaler in _reward_scalers(env_runner):
+        old, new = scaler.return_rms, cls()
+        new.mean, new.var, new.count = float(old.mean), float(old.var), float(old.count)
+        scaler.return_rms = new
+
+
+def variants() -> dict[str, Any]:
+    """name -> how to set the process up for it: the hot path as it was, and with the cuts."""
+    import torch
+    from gymnasium.wrappers.utils import RunningMeanStd
+
+    from sims.registry import ScalarMeanStd
+
+    threads = torch.get_num_threads()
+
+    def as_it_was(env_runner: Any) -> None:
+        _use_stats(env_runner, RunningMeanStd)
+        torch.set_num_threads(threads)
+
+    def scalar_stats(env_runner: Any) -> None:
+        _use_stats(env_runner, ScalarMeanStd)
+        torch.set_num_threads(threads)
+
+    def one_thread(env_runner: Any) -> None:
+        _use_stats(env_runner, ScalarMeanStd)
+        torch.set_num_threads(1)
+
+    return {
+        "as it was": as_it_was,
+        "scalar return statistics": scalar_stats,
+        f"and 1 torch thread (not {threads})": one_thread,
+    }
+
+
+def bench_profile(quick: bool) -> Benchmark:
+    import tempfile
+    from pathlib import Path
+
+    import ray
+
+    from jobs.algorithms import algorithm_config
+    from jobs.callbacks import TrajectoryLogger
+    from jobs.config import load_config
+    from sims.registry import resolve
+
+    repeats = 1 if quick else 5
+    batch = 1000 if quick else 4000
+    result = Benchmark(
+        "profile",
+        conditions=(
+            f"default CSTR PPO config with its trajectory logging, env runner in the driver "
+            f"(0 x 8 envs), train batch {batch}; {repeats} interleaved iterations of each "
+            "variant after one warm-up; shares of the iteration's wall time, exclusive"
+        ),
+    )
+    cfg = load_config(
+        ROOT / "jobs" / "configs" / "cstr_ppo.yaml",
+        ["env_runners.num_env_runners=0", f"training.train_batch_size={batch}"],
+    )
+    folder = Path(tempfile.mkdtemp(prefix="aml-rl-profile-")) / "trajectories"
+    folder.mkdir()
+    callbacks = functools.partial(
+        TrajectoryLogger, folder=str(folder), sim=cfg.sim, run_id="profile", session="s00"
+    )
+    ray.init(include_dashboard=False, logging_level="ERROR", ignore_reinit_error=True)
+    algo = algorithm_config(cfg, callbacks).build_algo()
+    runner = algo.env_runner_group.local_env_runner
+    simulator = type(resolve(cfg.sim).spec.simulator())
+    setups = variants()
+    watches = {name: Stopwatch() for name in setups}
+    walls: Counter[str] = Counter()
+    steps: Counter[str] = Counter()
+    try:
+        lifetime = algo.train()["num_env_steps_sampled_lifetime"]  # warm-up
+        for _ in range(repeats):
+            for name, setup in setups.items():
+                setup(runner)
+                with _timers(watches[name], simulator):
+                    start = time.perf_counter()
+                    out = algo.train()
+                    walls[name] += time.perf_counter() - start
+                steps[name] += out["num_env_steps_sampled_lifetime"] - lifetime
+                lifetime = out["num_env_steps_sampled_lifetime"]
+    finally:
+        algo.stop()
+    for name, watch in watches.items():
+        shares = exclusive(watch.seconds)
+        wall = walls[name]
+        result.add(f"{name}: env steps/s", steps[name] / wall, "steps/s", "the other variant")
+        for phase, label in (("sampling", SAMPLING), ("learning", LEARNING)):
+            result.add(f"{name}: {phase}", 100 * watch.seconds[phase] / wall, "%", "iteration time")
+            for text, key in label:
+                result.add(
+                    f"{name}: {phase} / {text}", 100 * shares[key] / wall, "%", "iteration time"
+                )
+    return result
