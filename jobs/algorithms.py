@@ -33,6 +33,15 @@ def algorithm_config(cfg: ExperimentConfig, callbacks: Any) -> AlgorithmConfig:
     if cfg.sim_package:  # each env runner materialises it on its own machine
         env_config["sim_package"] = package_source(cfg.sim_package)
         env_config["sim_package_sha256"] = cfg.sim_package_sha256
+    batched = cfg.env_runners.batched
+    if batched and (handle.spec is None or handle.spec.batch_simulator is None):
+        raise ConfigError(
+            f"env_runners.batched: true, but simulator {cfg.sim!r} has no batch form (its spec "
+            "names no batch_simulator); add one (sims.contract.BatchSimulator, README "
+            "'Many scenarios in one call') or drop the setting"
+        )
+    if batched:  # one batch simulator steps the env runner's envs (sims.batch.BatchVectorEnv)
+        env_config["batched"] = True
     config = (
         CONFIG_CLASSES[cfg.algorithm]()
         # Every env runner resolves the simulator's name itself (importing a user's module).
@@ -60,7 +69,7 @@ def algorithm_config(cfg: ExperimentConfig, callbacks: Any) -> AlgorithmConfig:
         .callbacks(callbacks)
         .debugging(seed=cfg.seed, log_level="WARN")
     )
-    if handle.runs_as_process:
+    if handle.runs_as_process or batched:
         # process simulators of one env runner step together (sims.process.PipelinedVectorEnv)
         config.env_runners(gym_env_vectorize_mode="vector_entry_point")
     if cfg.min_time_s_per_iteration is not None:

@@ -84,6 +84,11 @@ class EnvRunners(_Strict):
     """Sampling processes (0 samples in the driver; APPO and IMPALA need >= 1)."""
     num_envs_per_env_runner: int = Field(4, ge=1)
     """Vectorised environments in each env runner."""
+    batched: bool = False
+    """Step each env runner's envs with the spec's ``batch_simulator`` (one call for all,
+    the same states step for step) instead of one scalar simulator each. Off by default:
+    it pays where a step is array work (a NumPy model over many cells); for the CSTR's two
+    states NumPy's cost per call outweighs it (BENCHMARKS.md, training_throughput)."""
 
 
 class Stop(_Strict):

@@ -358,6 +358,39 @@ def _check_pickle(report: Report, make: Any, seed: int) -> None:
     )
 
 
+def _check_batch(report: Report, handle: SimHandle, make: Any, seed: int) -> None:
+    """A spec's batch simulator must give the simulator's states step for step; say
+    whether it is faster, so the user knows whether ``env_runners.batched`` pays."""
+    from sims.batch import compare
+
+    check = "batch simulator matches the simulator"
+    if handle.spec is None or handle.spec.batch_simulator is None:
+        return  # the batch form is optional
+    n = 8
+    result = compare(make, n=n, seed=seed)
+    if result.mismatch is not None:
+        report.add(
+            check,
+            "fail",
+            f"{result.mismatch}; the batch must compute what the scalar simulator does, step "
+            "for step (the same operations in the same order; NumPy's exp and log differ from "
+            "math's in the last bit)",
+        )
+        return
+    ratio = result.scalar_s / result.batch_s if result.batch_s else float("inf")
+    advice = (
+        "set env_runners.batched: true to use it"
+        if ratio > 1
+        else "slower than the scalar simulator here: leave env_runners.batched off"
+    )
+    report.add(
+        check,
+        "pass",
+        f"{n} sub-envs x {result.steps} steps identical through {result.episodes} episode "
+        f"ends; {ratio:.2f}x the scalar simulator's speed over {n} envs ({advice})",
+    )
+
+
 def check_sim(
     name: str,
     *,
@@ -387,6 +420,7 @@ def check_sim(
         _check_random_policy(report, handle, make(), seed, episodes, max_steps)
         _check_return_scale(report, handle, make(), seed, max_steps)
         _check_pickle(report, make, seed)
+        _check_batch(report, handle, make, seed)
     except (SimError, SimulatorFault) as exc:
         report.add("run", "fail", str(exc))
     return report

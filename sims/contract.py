@@ -95,6 +95,39 @@ class Simulator(abc.ABC):
         """Advance one control step with ``action`` (physical units); return the states."""
 
 
+class BatchSimulator(abc.ABC):
+    """Optional second form of a simulator: ``n`` scenarios stepped together, arrays in and
+    arrays out, where a model can be written over arrays of states (NumPy).
+
+    Give it as ``SimSpec(batch_simulator=MyBatch, simulator=MySim)``. Each sub-env keeps its
+    own scenario, reset and termination: :meth:`reset` starts one of them, :meth:`step`
+    advances every sub-env marked ``active`` (the others are resetting this step) and keeps
+    :attr:`terminated` and :attr:`truncated` current for each. It must give the same states
+    as ``simulator``, step for step (``invoke check-sim`` compares them); env runners then
+    step it in place of ``n`` scalar simulators (:mod:`sims.batch`), and everything else
+    (assessment, the baseline, serving) uses the scalar form. Draw sub-env ``i``'s random
+    numbers from ``np_random[i]``, as the scalar form draws from its own ``np_random``.
+    """
+
+    PARAMETERS: Mapping[str, float] = {}
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.np_random: list[np.random.Generator] = [np.random.default_rng() for _ in range(n)]
+        self.terminated = np.zeros(n, dtype=bool)
+        self.truncated = np.zeros(n, dtype=bool)
+
+    @abc.abstractmethod
+    def reset(self, index: int, config: Mapping[str, float]) -> States:
+        """Start sub-env ``index``'s episode for the scenario ``config``; its states."""
+
+    @abc.abstractmethod
+    def step(self, action: Mapping[str, np.ndarray], active: np.ndarray) -> dict[str, np.ndarray]:
+        """Advance the sub-envs where ``active`` (shape ``(n,)``) with ``action`` (physical
+        units, one array of shape ``(n,)`` per action name); every sub-env's states, one
+        array per name (the inactive ones' entries are not read)."""
+
+
 @runtime_checkable
 class Policy(Protocol):
     """A controller that acts on physical states: baselines and trained agents alike."""
@@ -130,6 +163,7 @@ class SimSpec:
     env_id: str
     """Gymnasium id, e.g. ``aml_rl/CSTR-v0``."""
     simulator: Callable[[], Simulator]
+    """The simulator, one scenario at a time."""
     observations: Mapping[str, Range]
     """Observed states and their normalisation ranges (mapped to [-1, 1], clipped)."""
     actions: Mapping[str, Range]
@@ -170,6 +204,9 @@ class SimSpec:
     limits: Mapping[str, tuple[float | None, float | None]] = field(default_factory=dict)
     """Constraint limits by state, ``(low, high)``, either None (``{"T": (None, 400.0)}``,
     the runaway temperature): the viewer draws them beside the state."""
+    batch_simulator: Callable[[int], BatchSimulator] | None = None
+    """The same simulator over ``n`` scenarios at once (:class:`BatchSimulator`), which env
+    runners step instead of ``n`` copies of ``simulator`` (``env_runners.batched``)."""
     source: str = field(default="", compare=False)
     """Where the spec is defined, for error messages."""
 

@@ -60,13 +60,15 @@ class RLlibEnv(gym.Wrapper):
     resolved in that process (so a user's module is imported there too)."""
 
     def __new__(cls, config: Mapping[str, Any] | None = None, *args: Any, **kwargs: Any) -> Any:
-        """Asked for ``num_envs`` of them (RLlib's vector entry point, which process
-        simulators use): a vector whose simulators step together."""
+        """Asked for ``num_envs`` of them (RLlib's vector entry point, which process and
+        batched simulators use): a vector whose simulators step together."""
         if config is not None and "num_envs" in config:
+            from sims.batch import BatchVectorEnv
             from sims.process import PipelinedVectorEnv
 
             options = {k: v for k, v in config.items() if k != "num_envs"}
-            return PipelinedVectorEnv([functools.partial(cls, options)] * config["num_envs"])
+            vector = BatchVectorEnv if options.get("batched") else PipelinedVectorEnv
+            return vector([functools.partial(cls, options)] * config["num_envs"])
         return super().__new__(cls)
 
     def __init__(self, config: Mapping[str, Any]) -> None:
@@ -76,6 +78,7 @@ class RLlibEnv(gym.Wrapper):
             use_package(package, sha256)
         handle = resolve(options.pop("sim"))
         gamma = options.pop("normalize_rewards_gamma", None)
+        options.pop("batched", None)  # read by __new__
         env = handle.make_env(**{k: v for k, v in options.items() if v is not None})
         if gamma is not None:
             env = gym.wrappers.NormalizeReward(RewardInUnits(env), gamma=gamma)
