@@ -26,6 +26,7 @@ from benchmarks.logging_overhead import bench_logging_overhead
 from benchmarks.page_viewer import bench_viewer
 from benchmarks.process_simulator import bench_process_sim
 from benchmarks.profile import bench_profile
+from benchmarks.sample_ahead import bench_sample_ahead
 from benchmarks.serving import bench_serving
 from benchmarks.sim_step import bench_sim_step
 from benchmarks.startup import bench_startup
@@ -41,6 +42,7 @@ BENCHMARKS: dict[str, Callable[[bool], Benchmark]] = {
     "profile": bench_profile,
     "trajectory_logging_overhead": bench_logging_overhead,
     "control_quality": bench_control,
+    "sample_ahead": bench_sample_ahead,
     "image": bench_image,
     "startup": bench_startup,
     "viewer": bench_viewer,

@@ -160,12 +160,22 @@ def bench_throughput(quick: bool) -> Benchmark:
         "steps/s",
         "the default",
     )
+    algo = _algo([*sizes, "env_runners.sample_ahead=true"], None)
+    ahead = _rate(algo, iterations)
+    algo.stop()
+    result.add(
+        "env steps/s, the default sampling ahead (env_runners.sample_ahead)",
+        ahead,
+        "steps/s",
+        "the default",
+    )
     peer = peer_rate(sizes, iterations * batch)
     result.add("env steps/s, Stable-Baselines3 PPO", peer, "steps/s", "same env, same run")
     for label, rate, least in (
         ("the default", rates[default], 1.0),
         (f"best layout ({best[0]} x {best[1]})", rates[best], None),
         ("the default, batched CSTR", batched, 2.0),
+        ("the default sampling ahead", ahead, None),
     ):
         ratio = rate / peer if peer else None
         target = f">= {least:.1f}x" if least else ""

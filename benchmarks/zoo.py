@@ -40,10 +40,12 @@ def ours(name: str, sim: str, seed: int, budget: int, work: Path) -> dict[str, A
     return to_verdict(config, seed, budget, work)
 
 
-def to_verdict(config: Path, seed: int, budget: int, work: Path) -> dict[str, Any]:
-    """Train ``config`` with ``seed`` until its stop criterion's verdict (or ``budget`` env
-    steps, whatever the machine's load): the env steps to the first assessment that beat the
-    baseline."""
+def to_verdict(
+    config: Path, seed: int, budget: int, work: Path, sets: list[str] | None = None
+) -> dict[str, Any]:
+    """Train ``config`` (with ``sets``) and ``seed`` until its stop criterion's verdict (or
+    ``budget`` env steps, whatever the machine's load): the env steps (and seconds of
+    training) to the first assessment that beat the baseline."""
     from jobs.train import train
     from jobs.verdict import beaten_at
 
@@ -54,11 +56,14 @@ def to_verdict(config: Path, seed: int, budget: int, work: Path) -> dict[str, An
             f"stop.max_env_steps={budget}",
             "stop.max_wall_s=null",  # env steps decide, whatever the machine's load
             "trajectories.enabled=false",
+            *(sets or []),
         ],
         runs_root=work / "runs",
     )
+    beating = [v for v in summary.get("verdicts") or [] if v.get("beats")]
     return {
         "env_steps_to_verdict": beaten_at(summary),
+        "seconds_to_verdict": beating[0].get("wall_time_s") if beating else None,
         "env_steps": summary["env_steps_sampled"],
         "verdict": summary["verdict"],
     }

@@ -72,6 +72,22 @@ def algorithm_config(cfg: ExperimentConfig, callbacks: Any) -> AlgorithmConfig:
     if handle.runs_as_process or batched:
         # process simulators of one env runner step together (sims.process.PipelinedVectorEnv)
         config.env_runners(gym_env_vectorize_mode="vector_entry_point")
+    if cfg.env_runners.sample_ahead:
+        if cfg.algorithm != "PPO" or cfg.env_runners.num_env_runners == 0:
+            raise ConfigError(
+                f"env_runners.sample_ahead: true needs PPO with env_runners.num_env_runners >= 1 "
+                f"(here {cfg.algorithm} with {cfg.env_runners.num_env_runners}): "
+                + (
+                    "sampling in the driver cannot overlap learning; set num_env_runners: 1"
+                    if cfg.algorithm == "PPO"
+                    else f"{cfg.algorithm} samples asynchronously already; drop the setting"
+                )
+            )
+        from jobs.sample_ahead import SampleAheadPPO
+
+        config.algo_class = SampleAheadPPO
+        # The connectors keep no state; syncing it would wait for the batch in flight.
+        config.env_runners(merge_env_runner_states=False, broadcast_env_runner_states=False)
     if cfg.min_time_s_per_iteration is not None:
         config.reporting(min_time_s_per_iteration=cfg.min_time_s_per_iteration)
     if cfg.algorithm == "PPO":

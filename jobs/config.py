@@ -84,6 +84,10 @@ class EnvRunners(_Strict):
     """Sampling processes (0 samples in the driver; APPO and IMPALA need >= 1)."""
     num_envs_per_env_runner: int = Field(4, ge=1)
     """Vectorised environments in each env runner."""
+    sample_ahead: bool = False
+    """PPO: each env runner samples the next batch while the learner updates on this one
+    (jobs.sample_ahead), so sampling and learning use different cores; batches are one
+    update old. Needs num_env_runners >= 1."""
     batched: bool = False
     """Step each env runner's envs with the spec's ``batch_simulator`` (one call for all,
     the same states step for step) instead of one scalar simulator each. Off by default:

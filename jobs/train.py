@@ -538,7 +538,13 @@ def _train(
                 ):
                     saved = checkpoint_now()
                     verdict = _assess_in_loop(cfg, run, handle, saved)
-                    verdicts.append({"env_steps": progress.env_steps, **verdict.to_json()})
+                    verdicts.append(
+                        {
+                            "env_steps": progress.env_steps,
+                            "wall_time_s": round(progress.wall_time_s, 3),  # of training
+                            **verdict.to_json(),
+                        }
+                    )
                     console.print(
                         f"assessment at {progress.env_steps:,} env steps: {verdict.distance()}"
                     )
