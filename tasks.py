@@ -206,7 +206,8 @@ def tune(
 ) -> None:
     """Search hyperparameters with Ray Tune: every trial a run, the best config written back."""
     from jobs.train import USER_ERRORS
-    from jobs.tune import DEFAULT_METRIC, run_study
+    from jobs.tune.run import run_study
+    from jobs.tune.study import DEFAULT_METRIC
 
     try:
         run_study(

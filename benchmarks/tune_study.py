@@ -20,7 +20,7 @@ def bench_tune(quick: bool) -> Benchmark:
     import yaml
 
     from benchmarks.zoo import BUDGET, to_verdict
-    from jobs.tune import run_study
+    from jobs.tune.run import run_study
     from sims.scaffold import recipe_space
 
     samples, cap = (2, 8_000) if quick else (8, 320_000)

@@ -179,7 +179,8 @@ def package_input(source: str) -> Any:
 def stage_space(space: Path, code: Path, samples: int) -> None:
     """Check a study's search space against the staged config, as the job will read both,
     and stage it."""
-    from jobs.tune import DEFAULT_METRIC, load_space, new_study
+    from jobs.tune.space import load_space
+    from jobs.tune.study import DEFAULT_METRIC, new_study
 
     staged = code / "experiment.yaml"
     try:

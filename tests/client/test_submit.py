@@ -579,7 +579,7 @@ USER_SPACE = "training.lr: {loguniform: [1.0e-5, 1.0e-3]}\ntraining.num_epochs: 
 
 
 def test_a_study_is_one_multi_node_job_running_jobs_tune_over_the_staged_space(target, tmp_path):
-    from jobs.tune import parser
+    from jobs.tune.run import parser
 
     space = tmp_path / "my_space.yaml"
     space.write_text(USER_SPACE)

@@ -16,7 +16,9 @@ import yaml
 
 from jobs.config import load_config
 from jobs.rundir import RunError
-from jobs.tune import Study, TrialRow, rank, same_values_or_refuse
+from jobs.tune.results import TrialRow, rank
+from jobs.tune.study import Study
+from jobs.tune.trial import same_values_or_refuse
 from tests.conftest import ROOT
 
 # A user's experiment: the Simple Adder on a budget of seconds, sampling in the driver so
