@@ -501,7 +501,7 @@ def azure_task(*, help: dict[str, str], **options: Any) -> Callable[[Callable], 
 def _target(
     outputs: str, subscription_id: str, resource_group: str, workspace_name: str, **more: str
 ):
-    from client.submit import resolve_target
+    from client.workspace import resolve_target
 
     flags = {
         "subscription_id": subscription_id,
@@ -548,7 +548,8 @@ def submit(
     azure: dict[str, str] | None = None,
 ) -> None:
     """Run the training job (or with --tune, a study) on Azure ML, as `invoke train` does."""
-    from client.submit import SubmitError, submit_experiment
+    from client.submit import submit_experiment
+    from client.workspace import SubmitError
 
     try:
         target = _target(**azure)
@@ -575,7 +576,7 @@ def submit(
 
 
 def _client(**azure: str):
-    from client.submit import SubmitError, ml_client
+    from client.workspace import SubmitError, ml_client
 
     try:
         return ml_client(_target(**azure))
@@ -620,7 +621,8 @@ def download(
 ) -> None:
     """Download a job's run directory, so `invoke assess` works on it as on a local run."""
     _help_instead(c, job, "download")
-    from client.submit import SubmitError, download_run
+    from client.results import download_run
+    from client.workspace import SubmitError
 
     try:
         run = download_run(
@@ -642,8 +644,8 @@ def register_model(
 ) -> None:
     """Register a finished job's final checkpoint as an Azure ML model, with its provenance."""
     _help_instead(c, job, "register-model")
-    from client.submit import SubmitError
-    from client.submit import register_model as register
+    from client.results import register_model as register
+    from client.workspace import SubmitError
 
     try:
         client = _client(**azure)
@@ -680,7 +682,7 @@ def deploy(
     """Serve a policy on an Azure ML managed online endpoint (Azure AD auth, no keys)."""
     _help_instead(c, source, "deploy")
     from client.deploy import DEFAULT_INSTANCE_TYPE, DeployError, deploy_policy
-    from client.submit import SubmitError
+    from client.workspace import SubmitError
     from policy_runtime import BundleError
 
     try:

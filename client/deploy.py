@@ -25,7 +25,9 @@ import yaml
 from pydantic import ValidationError
 
 from client.export import ExportError, export_bundle
-from client.submit import STAGING, SubmitError, Target, download_run, require
+from client.results import download_run
+from client.staging import STAGING
+from client.workspace import SubmitError, Target, require
 from images.build import ImageError, build_serving_image, tag_part
 from images.push import push_image
 from jobs.rundir import CHECKPOINT_META, RunError
@@ -295,8 +297,8 @@ def deploy_policy(
     """What `invoke deploy` does: bundle, release objects, then YAML (dry run) or the rollout:
     build the serving image, push it to the workspace registry, roll it out."""
     if not dry_run:  # a dry run touches no network: only local sources, no login
-        from client.submit import credential as logged_in
-        from client.submit import ml_client
+        from client.workspace import credential as logged_in
+        from client.workspace import ml_client
 
         credential = credential or logged_in()
         client = client or ml_client(target, cred=credential)

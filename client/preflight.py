@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from client.storage import datastore_blob
+from client.workspace import Target
 from images.build import ImageError
 from images.push import acr_refresh_token
 
@@ -25,7 +26,7 @@ class Check:
 
 
 def preflight(
-    target: Any,  # client.submit.Target (not imported: submit imports this module)
+    target: Target,
     client: Any,
     credential: Any,
     *,

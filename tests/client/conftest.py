@@ -17,7 +17,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.core.pipeline.transport import RequestsTransport
 from requests.adapters import BaseAdapter
 
-from client import submit as sub
+from client import workspace
 
 ARM = "https://management.azure.com"
 OUTPUTS = {
@@ -185,8 +185,8 @@ def outputs_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def target(outputs_file: Path) -> sub.Target:
-    return sub.resolve_target(outputs_file, environ={})
+def target(outputs_file: Path) -> workspace.Target:
+    return workspace.resolve_target(outputs_file, environ={})
 
 
 @pytest.fixture
@@ -199,4 +199,4 @@ def ml(target, arm):
     """An MLClient on the workspace whose HTTP goes to ``arm``."""
     session = requests.Session()
     session.mount("https://", arm)
-    return sub.ml_client(target, cred=Token(), transport=RequestsTransport(session=session))
+    return workspace.ml_client(target, cred=Token(), transport=RequestsTransport(session=session))

@@ -16,7 +16,7 @@ from azure.ai.ml import load_online_deployment, load_online_endpoint
 from azure.ai.ml.entities import ManagedOnlineEndpoint
 
 from client import deploy as dep
-from client import submit as sub
+from client import workspace
 from policy_runtime import load
 from policy_runtime.serve import create_app
 from tests.client.conftest import OUTPUTS
@@ -86,7 +86,9 @@ def test_a_release_is_an_aad_endpoint_and_a_deployment_of_the_bundles_image(cstr
 def test_the_default_endpoint_name_is_valid_and_differs_between_workspaces(cstr_bundle, target):
     name = dep.release_for(cstr_bundle, target).endpoint.name
     assert dep.NAME_RULE.match(name) and name.startswith("cstr-")
-    other = sub.resolve_target(None, environ={}, flags={**target.values, "workspace_name": "w2"})
+    other = workspace.resolve_target(
+        None, environ={}, flags={**target.values, "workspace_name": "w2"}
+    )
     assert dep.release_for(cstr_bundle, other).endpoint.name != name
     assert dep.default_endpoint_name("2d_arm:Reach-v0", target).startswith("p-2d-arm-reach-v0-")
 
@@ -104,9 +106,9 @@ def test_a_stack_without_the_endpoint_identity_says_to_run_pulumi_up(cstr_bundle
     saved = json.loads(outputs_file.read_text())
     del saved["endpoint_identity"]  # a stack from before `invoke deploy`
     outputs_file.write_text(json.dumps(saved))
-    target = sub.resolve_target(outputs_file, environ={})
+    target = workspace.resolve_target(outputs_file, environ={})
     with pytest.raises(
-        sub.SubmitError,
+        workspace.SubmitError,
         match=r"missing endpoint_identity\. Run `pulumi up` in infra/.*\$AZUREML_ENDPOINT_IDENTITY",
     ):
         dep.release_for(cstr_bundle, target)

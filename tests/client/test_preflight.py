@@ -10,6 +10,7 @@ import requests
 from azure.core.pipeline.transport import RequestsTransport
 
 from client import submit as sub
+from client import workspace
 from client.preflight import PROBE, preflight
 from tests.client.conftest import WORKSPACE, Token, WorkspaceStorage
 
@@ -129,7 +130,9 @@ def test_without_a_login_the_checks_say_they_could_not_run(target, arm, transpor
 
         get_token_info = get_token
 
-    client = sub.ml_client(target, cred=NoLogin(), transport=RequestsTransport(session=transport))
+    client = workspace.ml_client(
+        target, cred=NoLogin(), transport=RequestsTransport(session=transport)
+    )
     checks = preflight(
         target, client, NoLogin(), session=transport,
         blob_transport=RequestsTransport(session=transport), image="amlrldevacr.azurecr.io/aml-rl:cpu",
@@ -143,10 +146,10 @@ def test_submit_check_stops_before_staging_when_the_workspace_is_not_ready(
     target, arm, ml, transport, tmp_path, monkeypatch, azurite
 ):
     Azure(arm, azurite, images=())
-    monkeypatch.setattr(sub, "credential", Token)
+    monkeypatch.setattr(sub, "credential", Token)  # as submit_experiment calls it
     messages: list[str] = []
     with pytest.raises(
-        sub.SubmitError,
+        workspace.SubmitError,
         match=r"the workspace is not ready: image amlrldevacr\.azurecr\.io/aml-rl:cpu \(see above\)",
     ):
         sub.submit_experiment(

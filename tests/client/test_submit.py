@@ -19,6 +19,7 @@ from azure.ai.ml import RayDistribution, load_job
 from azure.core.exceptions import ClientAuthenticationError
 from azure.core.pipeline.transport import RequestsTransport
 
+from client import results, staging, workspace
 from client import submit as sub
 from jobs.cluster import RANK_VARIABLES, node_rank, wait_as_worker
 from jobs.config import CONFIGS, load_config
@@ -60,7 +61,7 @@ def test_four_gpu_nodes_get_a_ray_cluster(target, tmp_path):
 
 def test_staged_code_is_sims_jobs_and_the_resolved_config(tmp_path):
     cfg = load_config(CONFIGS / "cstr_ppo.yaml", ["training.lr=1e-4"])
-    code = sub.stage_code(cfg, "r1", root=tmp_path)
+    code = staging.stage_code(cfg, "r1", root=tmp_path)
     assert sorted(p.name for p in code.iterdir()) == ["experiment.yaml", "jobs", "sims"]
     assert load_config(code / "experiment.yaml") == cfg
     assert not list(code.rglob("__pycache__"))
@@ -68,7 +69,7 @@ def test_staged_code_is_sims_jobs_and_the_resolved_config(tmp_path):
 
 def test_dry_run_yaml_loads_back_as_the_same_job(target, tmp_path):
     job = sub.build_job(
-        cstr(), target, nodes=2, run_id="r1", code=sub.stage_code(cstr(), "r1", root=tmp_path)
+        cstr(), target, nodes=2, run_id="r1", code=staging.stage_code(cstr(), "r1", root=tmp_path)
     )
     path = sub.write_yaml(job, tmp_path / "job.yaml")
     loaded = load_job(path)  # what `az ml job create -f` validates
@@ -93,7 +94,7 @@ def test_dry_run_yaml_loads_back_as_the_same_job(target, tmp_path):
 
 
 def test_show_target_layers_outputs_environment_and_flags(outputs_file):
-    target = sub.resolve_target(
+    target = workspace.resolve_target(
         outputs_file,
         environ={"AZUREML_WORKSPACE_NAME": "ws-from-env"},
         flags={"resource_group": "rg-flag"},
@@ -105,14 +106,14 @@ def test_show_target_layers_outputs_environment_and_flags(outputs_file):
 
 
 def test_a_missing_workspace_says_where_to_set_it(tmp_path):
-    target = sub.resolve_target(None, environ={"AZURE_SUBSCRIPTION_ID": "s"}, stack="nope")
+    target = workspace.resolve_target(None, environ={"AZURE_SUBSCRIPTION_ID": "s"}, stack="nope")
     with pytest.raises(
-        sub.SubmitError,
+        workspace.SubmitError,
         match=r"missing resource_group, workspace_name\. Run `pulumi up` in infra/ .*resource_group: \$AZURE_RESOURCE_GROUP or --resource-group",
     ):
-        sub.ml_client(target, cred=object())
+        workspace.ml_client(target, cred=object())
     with pytest.raises(
-        sub.SubmitError,
+        workspace.SubmitError,
         match=r"missing datastore, cpu_cluster, registry_login_server\. .*set datastore: \$AZUREML_DATASTORE; cpu_cluster: \$AZUREML_CPU_CLUSTER; registry_login_server: \$AZURE_CONTAINER_REGISTRY$",
     ):
         sub.build_job(cstr(), target, code=tmp_path)  # no --datastore flag exists to suggest
@@ -149,10 +150,10 @@ def test_missing_credentials_say_how_to_log_in(monkeypatch):
 
     monkeypatch.setattr(azure.identity, "DefaultAzureCredential", NoLogin)
     with pytest.raises(
-        sub.SubmitError,
+        workspace.SubmitError,
         match=r"not logged in to Azure: run `az login` .*DefaultAzureCredential failed",
     ):
-        sub.credential()
+        workspace.credential()
 
 
 def test_submission_sends_the_job_to_the_workspace(target, arm, ml, tmp_path):
@@ -239,7 +240,9 @@ def test_submit_wait_records_a_failed_job_for_the_workflow(target, monkeypatch, 
 
     monkeypatch.setattr(sub, "submit", fails)
     record = tmp_path / "job.json"
-    with pytest.raises(sub.SubmitError, match=r"job polite_carrot ended Failed: UserError: boom"):
+    with pytest.raises(
+        workspace.SubmitError, match=r"job polite_carrot ended Failed: UserError: boom"
+    ):
         sub.submit_experiment(
             target, wait=True, record=record, staging=tmp_path / "staging",
             image="acr.azurecr.io/aml-rl:1", client=object(),
@@ -357,7 +360,7 @@ def test_model_registration_carries_provenance():
         experiment_name="cstr_ppo",
         tags={"sim": "cstr", "config_digest": "abc", "git_revision": "f00"},
     )
-    model = sub.model_for_job(
+    model = results.model_for_job(
         job,
         {"final_checkpoint": "checkpoints/iter-000250"},
         {"env_runners/episode_return_mean": 88.46},
@@ -368,9 +371,9 @@ def test_model_registration_carries_provenance():
         "checkpoint": "checkpoints/iter-000250", "final/env_runners/episode_return_mean": "88.46",
     }  # fmt: skip
     with pytest.raises(
-        sub.SubmitError, match=r"job job-1 recorded no final checkpoint \(status Completed\)"
+        workspace.SubmitError, match=r"job job-1 recorded no final checkpoint \(status Completed\)"
     ):
-        sub.model_for_job(job, {}, {})
+        results.model_for_job(job, {}, {})
 
 
 def tank_config(tmp_path: Path):
@@ -381,7 +384,7 @@ def tank_config(tmp_path: Path):
 
 def test_declared_model_code_is_staged_and_the_simulator_loads_from_it(model_project, tmp_path):
     cfg = tank_config(tmp_path)
-    code = sub.stage_code(cfg, "r1", root=tmp_path / ".aml", project=model_project)
+    code = staging.stage_code(cfg, "r1", root=tmp_path / ".aml", project=model_project)
     assert (code / "vendor" / "reactor_model" / "__init__.py").is_file()
     assert (code / "vendor" / "reactor_model" / "outflow.csv").is_file()
     assert (code / "sims" / "tank.py").is_file() and (code / "sims" / "external.yaml").is_file()
@@ -394,10 +397,10 @@ def test_model_code_that_is_not_declared_fails_the_dry_run_with_how_to_fix(
     (model_project / "sims" / "external.yaml").write_text("include: []\npython_path: []\n")
     cfg = tank_config(tmp_path)  # it loads here: reactor_model is on this process's sys.path
     with pytest.raises(
-        sub.SubmitError,
+        workspace.SubmitError,
         match=r"the job's code \(.*code\) cannot load simulator 'tank': .*ModuleNotFoundError: No module named 'reactor_model'.*declare it in sims/external.yaml.*The job carries only sims/, jobs/ and what sims/external.yaml declares",
     ):
-        sub.stage_code(cfg, "r2", root=tmp_path / ".aml", project=model_project)
+        staging.stage_code(cfg, "r2", root=tmp_path / ".aml", project=model_project)
     assert not (tmp_path / ".aml" / "r2").exists(), "a failed staging leaves nothing behind"
 
 
@@ -406,10 +409,12 @@ def test_a_data_file_left_out_of_the_declaration_is_caught_too(model_project, tm
         "include: [vendor/reactor_model/__init__.py]\npython_path: [vendor]\n"
     )
     with pytest.raises(
-        sub.SubmitError,
+        workspace.SubmitError,
         match=r"cannot load simulator 'tank': .*raised FileNotFoundError: .*outflow\.csv",
     ):
-        sub.stage_code(tank_config(tmp_path), "r3", root=tmp_path / ".aml", project=model_project)
+        staging.stage_code(
+            tank_config(tmp_path), "r3", root=tmp_path / ".aml", project=model_project
+        )
 
 
 @pytest.mark.parametrize(
@@ -435,8 +440,8 @@ def test_a_data_file_left_out_of_the_declaration_is_caught_too(model_project, tm
 )
 def test_a_bad_declaration_names_the_file_and_key(model_project, tmp_path, declaration, message):
     (model_project / "sims" / "external.yaml").write_text(declaration)
-    with pytest.raises(sub.SubmitError, match=message):
-        sub.stage_code(cstr(), "r4", root=tmp_path / ".aml", project=model_project)
+    with pytest.raises(workspace.SubmitError, match=message):
+        staging.stage_code(cstr(), "r4", root=tmp_path / ".aml", project=model_project)
 
 
 def test_dry_run_of_the_default_config_writes_a_job_that_loads_back(target, tmp_path):
@@ -504,7 +509,7 @@ def test_register_model_reads_the_jobs_summary_from_the_datastore_without_mlflow
     Storage(arm, azurite, blobs, service_fills_in=service_fills_in)
     session = requests.Session()
     session.mount("https://", arm)
-    model = sub.register_model(
+    model = results.register_model(
         ml, created.name, credential=Token(), blob_transport=RequestsTransport(session=session)
     )
     (put,) = arm.puts("/models/")
@@ -532,8 +537,8 @@ def test_register_model_says_why_it_cannot(
     Storage(arm, azurite, blobs, readable)
     session = requests.Session()
     session.mount("https://", arm)
-    with pytest.raises(sub.SubmitError, match=message):
-        sub.register_model(
+    with pytest.raises(workspace.SubmitError, match=message):
+        results.register_model(
             ml, created.name, credential=Token(), blob_transport=RequestsTransport(session=session)
         )
     assert not arm.puts("/models/")
@@ -560,14 +565,14 @@ def test_register_model_refuses_a_policy_that_does_not_beat_its_baseline(
     session.mount("https://", arm)
     transport = RequestsTransport(session=session)
     with pytest.raises(
-        sub.SubmitError,
+        workspace.SubmitError,
         match=rf"job {created.name}: the policy does not beat its baseline \(verdict: does NOT "
         r"beat the baseline \(ca_rms 0\.156 kmol/m3 vs baseline 0\.1034 kmol/m3, 50\.9% worse, "
         r"5% asked\)\); refusing to register it\. .*pass --allow-losing to register it anyway",
     ):
-        sub.register_model(ml, created.name, credential=Token(), blob_transport=transport)
+        results.register_model(ml, created.name, credential=Token(), blob_transport=transport)
     assert not arm.puts("/models/")
-    sub.register_model(
+    results.register_model(
         ml, created.name, credential=Token(), blob_transport=transport, allow_losing=True
     )
     (put,) = arm.puts("/models/")
@@ -616,7 +621,7 @@ def test_a_study_with_a_bad_space_is_refused_before_anything_is_staged(target, t
     space = tmp_path / "my_space.yaml"
     space.write_text("training.num_epochs: {choice: [0, 10]}\n")
     staging = tmp_path / "staging"
-    with pytest.raises(sub.SubmitError, match=r"my_space\.yaml: training\.num_epochs: the value 0 "
+    with pytest.raises(workspace.SubmitError, match=r"my_space\.yaml: training\.num_epochs: the value 0 "
                        r"is refused by the config: .*greater than or equal to 1"):  # fmt: skip
         sub.submit_experiment(
             target, tune=space, dry_run=True, staging=staging, echo=lambda _: None
@@ -670,7 +675,7 @@ def test_a_datastore_folder_package_is_mounted_read_only(target, tmp_path):
 
 
 def test_a_package_that_is_not_there_is_named_before_staging(target, tmp_path):
-    with pytest.raises(sub.SubmitError, match=r"sim_package .*nowhere\.tar\.gz"):
+    with pytest.raises(workspace.SubmitError, match=r"sim_package .*nowhere\.tar\.gz"):
         sub.submit_experiment(
             target, config=adder_c_config(tmp_path, str(tmp_path / "nowhere.tar.gz")),
             dry_run=True, staging=tmp_path / "staging", echo=lambda _: None,
@@ -681,7 +686,7 @@ def test_a_package_that_is_not_there_is_named_before_staging(target, tmp_path):
 def test_the_sample_outputs_file_runs_the_dry_runs_without_azure(tmp_path):
     """README: try `invoke submit --dry-run` before any `pulumi up`."""
     example = ROOT / "infra" / "outputs.example.json"
-    target = sub.resolve_target(example, environ={})
+    target = workspace.resolve_target(example, environ={})
     sub.submit_experiment(
         target, dry_run=True, out=tmp_path / "job.yaml", staging=tmp_path / ".aml",
         echo=lambda _: None,

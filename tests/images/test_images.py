@@ -358,7 +358,8 @@ def test_a_simulator_whose_runtime_the_image_lacks_is_named_before_the_job(
 ):
     """A Node simulator passes every check on a workstation that has node; the training
     image has none, and the job would fail at every reset."""
-    from client.submit import SubmitError, check_in_image, stage_code
+    from client.staging import check_in_image, stage_code
+    from client.workspace import SubmitError
 
     package = tmp_path / "nodesim"
     package.mkdir()
@@ -379,7 +380,7 @@ def test_a_simulator_whose_runtime_the_image_lacks_is_named_before_the_job(
 
 
 def test_the_c_simulator_is_checked_in_the_image_and_passes(image, client, tmp_path):
-    from client.submit import check_in_image, stage_code
+    from client.staging import check_in_image, stage_code
     from tests.sims.test_process import build_c_adder
 
     build_c_adder(tmp_path / "pkg")
