@@ -65,7 +65,8 @@ def test_nothing_imports_tasks(graph):
 
 def test_metric_names_and_trajectory_column_prefixes_are_spelled_in_one_module():
     """``jobs/rundir.py`` spells them (``Metric``, ``STATE``, ``ACTION``, ``SCENARIO``); a
-    second spelling is how a renamed metric or column goes missing from a reader."""
+    second spelling is how a renamed metric or column goes missing from a reader. The page's
+    script (viewer/player.js) reads them from the page's data."""
     import re
     from pathlib import Path
 
@@ -82,7 +83,7 @@ def test_metric_names_and_trajectory_column_prefixes_are_spelled_in_one_module()
     found = [
         f"{path.relative_to(root)}:{number}: {line.strip()}"
         for package in PACKAGES
-        for path in sorted((root / package).rglob("*.py"))
+        for path in sorted([*(root / package).rglob("*.py"), *(root / package).rglob("*.js")])
         if path != root / "jobs" / "rundir.py"
         for number, line in enumerate(path.read_text().splitlines(), start=1)
         if spelled.search(line)

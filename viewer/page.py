@@ -97,6 +97,7 @@ def build_page(run: Path, out: Path | None = None, episodes: int = DEFAULT_EPISO
     data = {
         "run": str(run_dir.path),
         "sim": handle.name,
+        "prefixes": {"state": STATE, "action": ACTION},  # the trajectory columns' (player.js)
         "states": [s for s in handle.log_states if f"{STATE}{s}" in selection.rows],
         "all_states": sorted(c.removeprefix(STATE) for c in selection.rows if c.startswith(STATE)),
         "actions": sorted(c.removeprefix(ACTION) for c in selection.rows if c.startswith(ACTION)),

@@ -31,13 +31,15 @@
   const data = JSON.parse(document.getElementById("run-data").textContent);
   const $ = (id) => document.getElementById(id);
   const units = data.units || {};
+  const STATE = data.prefixes.state, ACTION = data.prefixes.action;  // jobs/rundir.py's
+  const bare = (column) => column.startsWith(STATE) ? column.slice(STATE.length) : column;
   const label = (column) => {
-    const name = column.replace(/^(state|action)_/, "");
+    const name = column.startsWith(ACTION) ? column.slice(ACTION.length) : bare(column);
     return units[column] ? `${name} [${units[column]}]` : name;
   };
   const rows = [
-    ...data.states.map((s) => "state_" + s),
-    ...data.actions.map((a) => "action_" + a),
+    ...data.states.map((s) => STATE + s),
+    ...data.actions.map((a) => ACTION + a),
     "reward",
   ];
   let episode = null;
@@ -115,14 +117,14 @@
                       name: partner.controller, legendgroup: "partner", showlegend: i === 0,
                       line: { color: "#ff7f0e", dash: "dot" }, xaxis: "x", yaxis: axis });
       }
-      const name = column.replace(/^state_/, "");
+      const name = bare(column);
       const target = data.targets[name];
-      if (column.startsWith("state_") && target && episode.values["state_" + target]) {
-        traces.push({ x: episode.step.map(at), y: episode.values["state_" + target], mode: "lines",
+      if (column.startsWith(STATE) && target && episode.values[STATE + target]) {
+        traces.push({ x: episode.step.map(at), y: episode.values[STATE + target], mode: "lines",
                       name: `set point (${target})`, line: { dash: "dash", color: "black" },
                       showlegend: false, xaxis: "x", yaxis: axis });
       }
-      for (const edge of (column.startsWith("state_") && data.limits[name]) || []) {
+      for (const edge of (column.startsWith(STATE) && data.limits[name]) || []) {
         if (edge === null) continue;  // a constraint limit: the runaway temperature
         layout.shapes.push({ type: "line", xref: "paper", yref: axis, x0: 0, x1: 1, y0: edge,
                              y1: edge, line: { color: "#c00", dash: "dash", width: 1 } });
@@ -156,7 +158,7 @@
   function stateAt(index) {
     const states = {};
     for (const [column, values] of Object.entries(episode.values)) {
-      if (column.startsWith("state_")) states[column.slice(6)] = values[index];
+      if (column.startsWith(STATE)) states[bare(column)] = values[index];
     }
     return states;
   }
@@ -171,7 +173,7 @@
     $("drawing").innerHTML = data.states.map((name) => {
       const range = data.ranges[name], value = states[name];
       const f = range && value !== null ? Math.max(0, Math.min(1, (value - range[0]) / (range[1] - range[0]))) : 0;
-      return `<div class="gauge"><span>${label("state_" + name)}</span><div class="bar"><div class="fill" style="width:${(100 * f).toFixed(1)}%"></div></div>` +
+      return `<div class="gauge"><span>${label(STATE + name)}</span><div class="bar"><div class="fill" style="width:${(100 * f).toFixed(1)}%"></div></div>` +
         `<span>${value === null || value === undefined ? "" : +(+value).toPrecision(5)}</span></div>`;
     }).join("") + "<p class='note'>gauges: each observed state within its range (the simulator has no drawing)</p>";
   }
