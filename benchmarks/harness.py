@@ -35,6 +35,8 @@ class Benchmark:
     conditions: str = ""
     skipped: str = ""
     date: str = ""
+    reading: str = ""
+    """What the figures say, in words computed from them (rendered under the table)."""
     load: list[float] = field(default_factory=list)
     """The machine's 1-minute load average when the benchmark started and when it ended: a
     wall-time figure means little without it."""
@@ -136,6 +138,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"| {f['target']} | {met} |"
             )
         lines.append("")
+        if bench.get("reading"):
+            lines += [bench["reading"], ""]
     return "\n".join(lines)
 
 

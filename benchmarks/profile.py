@@ -279,10 +279,13 @@ def bench_profile(quick: bool) -> Benchmark:
                 lifetime = out["num_env_steps_sampled_lifetime"]
     finally:
         algo.stop()
+    rates = {name: steps[name] / walls[name] for name in setups}
     for name, watch in watches.items():
         shares = exclusive(watch.seconds)
         wall = walls[name]
-        result.add(f"{name}: env steps/s", steps[name] / wall, "steps/s", "the other variant")
+        if name == list(setups)[-1]:
+            result.reading = _reading(name, shares, watch.seconds, wall, rates)
+        result.add(f"{name}: env steps/s", rates[name], "steps/s", "the other variants")
         for phase, label in (("sampling", SAMPLING), ("learning", LEARNING)):
             result.add(f"{name}: {phase}", 100 * watch.seconds[phase] / wall, "%", "iteration time")
             for text, key in label:
@@ -290,3 +293,19 @@ def bench_profile(quick: bool) -> Benchmark:
                     f"{name}: {phase} / {text}", 100 * shares[key] / wall, "%", "iteration time"
                 )
     return result
+
+
+def _reading(
+    name: str, shares: dict[str, float], seconds: Counter[str], wall: float, rates: dict
+) -> str:
+    """Where the time goes, the largest shares first, and what the cuts bought."""
+    labels = {key: text for text, key in SAMPLING + LEARNING}
+    top = sorted(shares, key=shares.get, reverse=True)[:5]
+    first, last = rates[next(iter(rates))], rates[name]
+    return (
+        f"Where an iteration's time goes ({name}): sampling "
+        f"{100 * seconds['sampling'] / wall:.0f}%, learning "
+        f"{100 * seconds['learning'] / wall:.0f}%, one after the other. The largest shares: "
+        + "; ".join(f"{labels[key]} {100 * shares[key] / wall:.1f}%" for key in top)
+        + f". The cuts together: {last / first:.2f}x the env steps/s of the hot path as it was."
+    )
