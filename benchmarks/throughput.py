@@ -114,76 +114,85 @@ def peer_rate(sets: list[str], steps: int) -> float | None:
 
 
 def bench_throughput(quick: bool) -> Benchmark:
+    """Every variant once per round, rounds one after the other, and the median of each: this
+    machine's speed drifts by tens of percent within minutes, which a one-after-the-other
+    sequence would read as differences between the variants."""
+    import statistics
+
     import ray
     import torch
 
     torch.set_num_threads(1)  # as `invoke train` runs its learner, and as the peer runs
-    default = (1, 8)  # jobs/configs/cstr_ppo.yaml
-    layouts = [default] if quick else [default, (0, 8), (2, 4)]
-    iterations = 1 if quick else 5
+    rounds = 1 if quick else 3
+    iterations = 1 if quick else 3
     batch = 1000 if quick else 4000
-    result = Benchmark(
-        "training_throughput",
-        conditions=(
-            f"default CSTR PPO config (the recipe: minibatch 128, 10 epochs), train batch "
-            f"{batch}, {iterations} timed iterations after 2 warm-up, {os.cpu_count()} CPUs; "
-            f"Stable-Baselines3's PPO with the same hyperparameters on the same environment, "
-            f"{PEER_ENVS} envs in one process, over the same env steps"
-        ),
-    )
-    ray.init(include_dashboard=False, logging_level="ERROR", ignore_reinit_error=True)
     sizes = [f"training.train_batch_size={batch}"]
-    rates = {}
-    for runners, envs in layouts:
-        sets = [
+    default = "1 runner(s) x 8 envs (the default)"  # jobs/configs/cstr_ppo.yaml
+    layouts = {default: (1, 8)} if quick else {default: (1, 8), "0 runner(s) x 8 envs": (0, 8),
+                                               "2 runner(s) x 4 envs": (2, 4)}  # fmt: skip
+    variants = {
+        name: [
             *sizes,
             f"env_runners.num_env_runners={runners}",
             f"env_runners.num_envs_per_env_runner={envs}",
         ]
-        algo = _algo(sets, None)
-        rates[(runners, envs)] = _rate(algo, iterations)
-        algo.stop()
-        result.add(
-            f"env steps/s, {runners} runner(s) x {envs} envs"
-            + (" (the default)" if (runners, envs) == default else ""),
-            rates[(runners, envs)],
-            "steps/s",
-            "other layouts",
-        )
-    best = max(rates, key=rates.get)
-    algo = _algo([*sizes, "env_runners.batched=true"], None)  # the CSTR's batch form
-    batched = _rate(algo, iterations)
-    algo.stop()
-    result.add(
-        "env steps/s, the default with the batched CSTR (env_runners.batched)",
-        batched,
-        "steps/s",
-        "the default",
+        for name, (runners, envs) in layouts.items()
+    }
+    batched = "the default with the batched CSTR (env_runners.batched)"
+    ahead = "the default sampling ahead (env_runners.sample_ahead)"
+    variants[batched] = [
+        *sizes,
+        "env_runners.batched=true",
+    ]
+    variants[ahead] = [
+        *sizes,
+        "env_runners.sample_ahead=true",
+    ]
+    peer = "Stable-Baselines3 PPO"
+    result = Benchmark(
+        "training_throughput",
+        conditions=(
+            f"default CSTR PPO config (the recipe: minibatch 128, 10 epochs), train batch "
+            f"{batch}, {iterations} timed iterations after 2 warm-up; Stable-Baselines3's PPO "
+            f"with the same hyperparameters on the same environment, {PEER_ENVS} envs in one "
+            f"process, over the same env steps; {rounds} round(s) of every variant, medians; "
+            f"{os.cpu_count()} CPUs"
+        ),
     )
-    algo = _algo([*sizes, "env_runners.sample_ahead=true"], None)
-    ahead = _rate(algo, iterations)
-    algo.stop()
+    ray.init(include_dashboard=False, logging_level="ERROR", ignore_reinit_error=True)
+    rates: dict[str, list[float]] = {name: [] for name in [*variants, peer]}
+    for _ in range(rounds):
+        for name, sets in variants.items():
+            algo = _algo(sets, None)
+            rates[name].append(_rate(algo, iterations))
+            algo.stop()
+        measured = peer_rate(sizes, iterations * batch)
+        if measured is not None:
+            rates[peer].append(measured)
+    median = {name: statistics.median(v) if v else None for name, v in rates.items()}
+    for name, value in median.items():
+        result.add(f"env steps/s, {name}", value, "steps/s", "the others, same rounds")
+    spread = rates[default]
     result.add(
-        "env steps/s, the default sampling ahead (env_runners.sample_ahead)",
-        ahead,
-        "steps/s",
-        "the default",
+        "spread of the default's rounds (max - min)",
+        100 * (max(spread) - min(spread)) / median[default] if len(spread) > 1 else None,
+        "%",
+        "its median",
     )
-    peer = peer_rate(sizes, iterations * batch)
-    result.add("env steps/s, Stable-Baselines3 PPO", peer, "steps/s", "same env, same run")
-    for label, rate, least in (
-        ("the default", rates[default], 1.0),
-        (f"best layout ({best[0]} x {best[1]})", rates[best], None),
+    best = max(layouts, key=lambda name: median[name])
+    for label, name, least in (
+        ("the default", default, 1.0),
+        (f"best layout ({best})", best, None),
         ("the default, batched CSTR", batched, 2.0),
         ("the default sampling ahead", ahead, None),
     ):
-        ratio = rate / peer if peer else None
+        ratio = median[name] / median[peer] if median[peer] else None
         target = f">= {least:.1f}x" if least else ""
         result.add(
             f"{label} / Stable-Baselines3",
             ratio,
             "x",
-            "Stable-Baselines3 PPO, same run",
+            "Stable-Baselines3 PPO, median of the same rounds",
             target,
             ratio >= least if least and ratio is not None else None,
         )
