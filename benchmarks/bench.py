@@ -32,6 +32,7 @@ from benchmarks.sim_step import bench_sim_step
 from benchmarks.startup import bench_startup
 from benchmarks.throughput import bench_throughput
 from benchmarks.tune_study import bench_tune
+from benchmarks.warm_start import bench_warm_start
 from benchmarks.zoo import bench_zoo
 
 __all__ = ["BENCHMARKS", "render_markdown", "run"]
@@ -43,6 +44,7 @@ BENCHMARKS: dict[str, Callable[[bool], Benchmark]] = {
     "trajectory_logging_overhead": bench_logging_overhead,
     "control_quality": bench_control,
     "sample_ahead": bench_sample_ahead,
+    "warm_start": bench_warm_start,
     "image": bench_image,
     "startup": bench_startup,
     "viewer": bench_viewer,

@@ -27,12 +27,18 @@ def _median(values: list[float | None]) -> float | None:
 
 
 def bench_sample_ahead(quick: bool) -> Benchmark:
+    return race("sample_ahead", VARIANTS, quick)
+
+
+def race(name: str, variants: dict[str, list[str]], quick: bool) -> Benchmark:
+    """Each variant (settings on the default CSTR config) against the first, to the verdict,
+    the same seeds side by side."""
     import torch
 
     torch.set_num_threads(1)  # as `invoke train` runs its learner
     seeds, budget = ((0,), 40_000) if quick else (SEEDS, BUDGET)
     result = Benchmark(
-        "sample_ahead",
+        name,
         conditions=(
             f"jobs/configs/cstr_ppo.yaml (1 env runner x 8 envs), seeds "
             f"{', '.join(map(str, seeds))}, each variant to its verdict (assessed every 40,000 "
@@ -40,52 +46,54 @@ def bench_sample_ahead(quick: bool) -> Benchmark:
             "excluded"
         ),
     )
-    work = Path(tempfile.mkdtemp(prefix="aml-rl-sample-ahead-"))
+    work = Path(tempfile.mkdtemp(prefix=f"aml-rl-{name}-"))
     found: dict[str, dict[str, list[float | None]]] = {}
     for seed in seeds:
-        for name, sets in VARIANTS.items():
-            record = to_verdict(CONFIG, seed, budget, work / f"{seed}-{len(sets)}", sets)
-            into = found.setdefault(name, {"steps": [], "seconds": []})
+        for number, (variant, sets) in enumerate(variants.items()):
+            record = to_verdict(CONFIG, seed, budget, work / f"{seed}-{number}", sets)
+            into = found.setdefault(variant, {"steps": [], "seconds": []})
             into["steps"].append(record["env_steps_to_verdict"])
             into["seconds"].append(record["seconds_to_verdict"])
             result.add(
-                f"{name}, seed {seed}: env steps to the verdict",
+                f"{variant}, seed {seed}: env steps to the verdict",
                 record["env_steps_to_verdict"],
                 "steps",
                 "the other variant, same seed",
             )
             result.add(
-                f"{name}, seed {seed}: seconds of training to the verdict",
+                f"{variant}, seed {seed}: seconds of training to the verdict",
                 record["seconds_to_verdict"],
                 "s",
                 "the other variant, same seed",
             )
-    medians = {name: {k: _median(v) for k, v in runs.items()} for name, runs in found.items()}
-    turns, ahead = (medians[name] for name in VARIANTS)
-    result.reading = reading(found)
-    for key, unit in (("steps", "env steps"), ("seconds", "seconds")):
-        ratio = (
-            ahead[key] / turns[key] if ahead[key] is not None and turns[key] is not None else None
-        )
-        result.add(
-            f"samples ahead / takes turns, median {unit} to the verdict",
-            ratio,
-            "x",
-            "takes turns (the default), same run",
-        )
+    result.reading = reading(found, variants)
+    medians = {v: {k: _median(x) for k, x in runs.items()} for v, runs in found.items()}
+    first, *others = variants
+    for other in others:
+        for key, unit in (("steps", "env steps"), ("seconds", "seconds")):
+            a, b = medians[other][key], medians[first][key]
+            result.add(
+                f"{other} / {first}, median {unit} to the verdict",
+                a / b if a is not None and b is not None else None,
+                "x",
+                f"{first}, same run",
+            )
     return result
 
 
-def reading(found: dict[str, dict[str, list[float | None]]]) -> str:
+def reading(found: dict[str, dict[str, list[float | None]]], variants: dict) -> str:
     """The race in one sentence, from its figures."""
-    turns, ahead = (found[name] for name in VARIANTS)
+    other = list(variants)[1]
+    turns, ahead = (found[name] for name in list(variants)[:2])
     reached = sum(value is not None for value in ahead["steps"])
     steps, seconds = (_median(ahead[k]) for k in ("steps", "seconds"))
     steps0, seconds0 = (_median(turns[k]) for k in ("steps", "seconds"))
     if None in (steps, seconds, steps0, seconds0):
-        return f"Sampling ahead reached the verdict on {reached} of {len(ahead['steps'])} seeds."
+        return (
+            f"{other.capitalize()} reached the verdict on {reached} of {len(ahead['steps'])} seeds."
+        )
     return (
-        f"Sampling ahead reached the verdict on {reached} of {len(ahead['steps'])} seeds, in "
+        f"{other.capitalize()} reached the verdict on {reached} of {len(ahead['steps'])} seeds, in "
         f"{seconds / seconds0:.2f}x the default's training seconds and {steps / steps0:.2f}x its "
-        "env steps (medians): faster on this machine's two cores, at the price of env steps."
+        "env steps (medians)."
     )

@@ -72,6 +72,11 @@ def algorithm_config(cfg: ExperimentConfig, callbacks: Any) -> AlgorithmConfig:
     if handle.runs_as_process or batched:
         # process simulators of one env runner step together (sims.process.PipelinedVectorEnv)
         config.env_runners(gym_env_vectorize_mode="vector_entry_point")
+    if t.warm_start_steps and handle.baseline is None:
+        raise ConfigError(
+            f"training.warm_start_steps: {t.warm_start_steps}, but simulator {cfg.sim!r} has no "
+            "baseline to start from; give its spec a baseline, or set it to 0"
+        )
     if cfg.env_runners.sample_ahead:
         if cfg.algorithm != "PPO" or cfg.env_runners.num_env_runners == 0:
             raise ConfigError(

@@ -66,6 +66,10 @@ class Training(_Strict):
     """Scale training rewards by the running spread of the discounted return, so value
     targets stay near 1 whatever the simulator's reward units; reported returns do not
     change."""
+    warm_start_steps: int = Field(0, ge=0)
+    """Start from the baseline: before the first batch, this many minibatch updates fit the
+    policy to the baseline's actions on the lesson's scenarios (jobs.warm_start; 20
+    episodes); 0: off. A new run only, never a resume."""
     extra: dict[str, Any] = Field(default_factory=dict)
     """Further ``AlgorithmConfig.training()`` arguments, by RLlib's names (checked)."""
 

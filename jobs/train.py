@@ -422,6 +422,7 @@ def _train(
             console.print(f"resume: {note}")
         if sets:  # only now that the run's own checkpoint restored under the new settings
             write_atomic(run.config, cfg.to_yaml())
+    warm = _warm_start(algo, handle, cfg, run, resumed=bool(candidates))
     if not (run.path / SNAPSHOT_FILE).is_file():  # a new run, or one from before the file
         SimSnapshot.from_handle(handle).write(run)
 
@@ -479,6 +480,7 @@ def _train(
             "mlflow_run_id": progress.mlflow_run_id,
             "timeline": timeline,
             "environment": trained_in,
+            "warm_start": warm,
         }
 
     def fail(cause: str, record: dict[str, Any] | None) -> SimError:
@@ -669,6 +671,27 @@ def commit_metrics(run: RunDir, tracker: Tracker, lines: list[dict[str, Any]]) -
         fh.write("".join(json.dumps(line) + "\n" for line in lines))
     for line in lines:
         tracker.log(metric_values(line), step=line["iteration"])
+
+
+def _warm_start(
+    algo: Any, handle: Any, cfg: ExperimentConfig, run: RunDir, *, resumed: bool
+) -> dict[str, Any] | None:
+    """``training.warm_start_steps``: fit a new run's policy to the baseline first; a resumed
+    run keeps what its first session recorded."""
+    if resumed:
+        earlier = json.loads(run.summary.read_text()) if run.summary.is_file() else {}
+        return earlier.get("warm_start") if isinstance(earlier, dict) else None
+    if not cfg.training.warm_start_steps:
+        return None
+    from jobs.warm_start import as_json, warm_start
+
+    done = warm_start(algo, handle, cfg)
+    console.print(
+        f"warm start: the policy fitted to the baseline's actions over {done.pairs:,} steps of "
+        f"{done.episodes} episodes ({done.steps} updates; loss {done.loss_before:.3g} -> "
+        f"{done.loss_after:.3g})"
+    )
+    return as_json(done)
 
 
 def _restore(algo: Any, run: RunDir, candidates: list[Candidate]) -> tuple[Any, Progress]:
