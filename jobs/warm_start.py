@@ -2,11 +2,13 @@
 baseline's actions on the lesson's scenarios (``training.warm_start_steps``).
 
 The baseline drives the training environment (the config's lesson, its own seeds) for a few
-episodes; the policy is then fitted to those (observation, action) pairs by maximum
-likelihood under its own action distribution (the loss of RLlib's BC: the negative
-log-probability of the baseline's action), in the learner, and the env runners get the
-fitted weights. PPO then trains as usual. The verdict does not change meaning: the agent must
-still beat the baseline by the margin, not copy it.
+episodes; the policy is then fitted to those (observation, action) pairs in the learner,
+and the env runners get the fitted weights. A continuous action's mean is fitted (squared
+error) and its spread left as PPO starts it: fitted by likelihood (RLlib's BC loss) the
+spread shrinks with the error, and PPO, exploring too little, stayed on the copy (the CSTR
+sat within 1% of its PI for 360,000 env steps). A discrete action is fitted by likelihood.
+PPO then trains as usual. The verdict does not change meaning: the agent must still beat the
+baseline by the margin, not copy it.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ class WarmStart:
     steps: int
     loss_before: float
     loss_after: float
-    """Mean negative log-likelihood of the baseline's actions under the policy."""
+    """The fit's loss over all pairs: a continuous action's squared error, a discrete one's
+    negative log-likelihood."""
 
 
 def baseline_pairs(
@@ -66,15 +69,20 @@ def fit(module: Any, obs: np.ndarray, actions: np.ndarray, *, steps: int, lr: fl
     pairs; the mean loss over all pairs before and after."""
     import torch
     from ray.rllib.core.columns import Columns
+    from ray.rllib.core.distribution.torch.torch_distribution import TorchDiagGaussian
 
     dist_class = module.get_train_action_dist_cls()
     x = torch.as_tensor(obs)
     y = torch.as_tensor(actions)
 
+    gaussian = issubclass(dist_class, TorchDiagGaussian)
+
     def loss(index: Any) -> Any:
-        out = module.forward_train({Columns.OBS: x[index]})
-        dist = dist_class.from_logits(out[Columns.ACTION_DIST_INPUTS])
-        return -dist.logp(y[index]).mean()
+        inputs = module.forward_train({Columns.OBS: x[index]})[Columns.ACTION_DIST_INPUTS]
+        if gaussian:  # the mean only: the spread stays as PPO starts it, so it explores
+            mean, _ = inputs.chunk(2, dim=-1)
+            return ((mean - y[index]) ** 2).mean()
+        return -dist_class.from_logits(inputs).logp(y[index]).mean()
 
     everything = torch.arange(len(x))
     with torch.no_grad():

@@ -97,6 +97,7 @@ CASES = [
     Case("set lesson value refused", ["--set", "lessons=l.yaml"], 2, r"--set lessons=l\.yaml: lessons l\.yaml: lessons\[1\] \(transition_noisy\): Cref_signal: the simulator refuses 99: .*Cref_signal must be one of 1-5, got 99", "train", (("l.yaml", "lessons:\n  - name: warm\n    parameters:\n      Cref_signal: {values: [2]}\n  - name: transition_noisy\n    parameters:\n      Cref_signal: {values: [3, 99]}\n"),)),
     Case("set extra of wrong kind", ["--set", "training.extra={clip_param: wide}"], 2, r"clip_param", "train"),
     Case("config batched without a batch form", ["--config", "c.yaml"], 2, r"env_runners\.batched: true, but simulator 'simple_adder' has no batch form \(its spec names no batch_simulator\); add one", "train", (("c.yaml", "experiment: x\nsim: simple_adder\nenv_runners:\n  batched: true\n"),)),
+    Case("config warm start without a baseline", ["--config", "c.yaml"], 2, r"training\.warm_start_steps: 100, but simulator 'CartPole-v1' has no baseline to start from; give its spec a baseline, or set it to 0", "train", (("c.yaml", "experiment: x\nsim: CartPole-v1\ntraining:\n  warm_start_steps: 100\n"),)),
     Case("set sim_package missing", ["--set", "sim_package=nowhere.tar.gz"], 2, r"--set sim_package=nowhere\.tar\.gz: sim_package nowhere\.tar\.gz: no such file or folder", "train"),
     Case("set sim_package checksum not hex", ["--set", "sim_package_sha256=abc"], 2, r"sim_package_sha256: String should match pattern", "train"),
     # python -m jobs.train: --resume
