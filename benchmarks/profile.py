@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -207,7 +208,9 @@ def variants() -> dict[str, Any]:
 
     from sims.registry import ScalarMeanStd
 
-    threads = torch.get_num_threads()
+    # torch's own default (a thread per core), not this process's setting: in a whole
+    # `invoke bench` run an earlier benchmark has set 1 already
+    threads = os.cpu_count() or 1
 
     def as_it_was(env_runner: Any) -> None:
         _use_stats(env_runner, RunningMeanStd)

@@ -36,7 +36,8 @@ def race(name: str, variants: dict[str, list[str]], quick: bool) -> Benchmark:
     import torch
 
     torch.set_num_threads(1)  # as `invoke train` runs its learner
-    seeds, budget = ((0,), 40_000) if quick else (SEEDS, BUDGET)
+    # --quick runs the code path only (two iterations, no assessment): the suite's time
+    seeds, budget = ((0,), 8_000) if quick else (SEEDS, BUDGET)
     result = Benchmark(
         name,
         conditions=(
