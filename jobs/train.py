@@ -7,6 +7,7 @@ address (``RAY_ADDRESS``) and the output location (``--runs-dir``) differ.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import functools
 import json
@@ -679,11 +680,13 @@ def _warm_start(
     """``training.warm_start_steps``: fit a new run's policy to the baseline first; a resumed
     run keeps what its first session recorded."""
     if resumed:
-        earlier = json.loads(run.summary.read_text()) if run.summary.is_file() else {}
-        return earlier.get("warm_start") if isinstance(earlier, dict) else None
+        try:
+            return read_summary(run.path).get("warm_start")
+        except RunError:  # stopped before its first summary, or a damaged one (rewritten)
+            return None
     if not cfg.training.warm_start_steps:
         return None
-    from jobs.warm_start import as_json, warm_start
+    from jobs.warm_start import warm_start
 
     done = warm_start(algo, handle, cfg)
     console.print(
@@ -691,7 +694,7 @@ def _warm_start(
         f"{done.episodes} episodes ({done.steps} updates; loss {done.loss_before:.3g} -> "
         f"{done.loss_after:.3g})"
     )
-    return as_json(done)
+    return dataclasses.asdict(done)
 
 
 def _restore(algo: Any, run: RunDir, candidates: list[Candidate]) -> tuple[Any, Progress]:

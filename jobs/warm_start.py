@@ -13,7 +13,7 @@ baseline by the margin, not copy it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -118,7 +118,3 @@ def warm_start(algo: Any, handle: SimHandle, cfg: ExperimentConfig) -> WarmStart
         from_worker_or_learner_group=algo.learner_group, inference_only=True
     )
     return WarmStart(EPISODES, len(obs), t.warm_start_steps, before, after)
-
-
-def as_json(done: WarmStart) -> dict[str, Any]:
-    return asdict(done)
