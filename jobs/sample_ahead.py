@@ -60,9 +60,10 @@ class SampleAheadPPO(PPO):
                     _sample, tag=TAG, timeout_seconds=WAIT_S
                 )
                 for sampled, stats in ready:
-                    episodes.extend(tree.flatten(sampled))
+                    these = tree.flatten(sampled)
+                    episodes.extend(these)
                     metrics.append(stats)
-                    steps += sum(len(episode) for episode in tree.flatten(sampled))
+                    steps += sum(len(episode) for episode in these)
             if not episodes:
                 return
             self.metrics.aggregate(metrics, key=ENV_RUNNER_RESULTS)
