@@ -18,10 +18,9 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.vector import AutoresetMode
-from gymnasium.vector.utils import iterate
 
 from sims.contract import BatchSimulator, Simulator, SimulatorFault, States
+from sims.process import stepping
 
 
 class Slot(Simulator):
@@ -102,10 +101,7 @@ class BatchVectorEnv(gym.vector.SyncVectorEnv):
     def step(self, actions: Any) -> Any:
         active = np.zeros(len(self.envs), dtype=bool)
         physical = {name: np.zeros(len(self.envs)) for name in self._actions}
-        actions_each = iterate(self.action_space, actions)
-        for i, (action, env) in enumerate(zip(actions_each, self.envs, strict=True)):
-            if self.autoreset_mode == AutoresetMode.NEXT_STEP and self._autoreset_envs[i]:
-                continue  # this one resets instead
+        for i, action, env in stepping(self, actions):
             active[i] = True
             for name, value in env.unwrapped.to_physical(action).items():
                 physical[name][i] = value

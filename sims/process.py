@@ -34,7 +34,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -376,11 +376,18 @@ class PipelinedVectorEnv(gym.vector.SyncVectorEnv):
         super().close_extras(**kwargs)
 
     def step(self, actions: Any) -> Any:
-        actions_each = iterate(self.action_space, actions)
-        for i, (action, env) in enumerate(zip(actions_each, self.envs, strict=True)):
-            if self.autoreset_mode == AutoresetMode.NEXT_STEP and self._autoreset_envs[i]:
-                continue  # this one resets instead
+        for _, action, env in stepping(self, actions):
             send = getattr(env.unwrapped, "send_step", None)
             if send is not None:
                 send(action)
         return super().step(actions)
+
+
+def stepping(vector: gym.vector.SyncVectorEnv, actions: Any) -> Iterator[tuple[int, Any, gym.Env]]:
+    """The sub-envs that this ``step(actions)`` of ``vector`` steps (index, action, env):
+    under Gymnasium's next-step autoreset, one whose episode ended resets instead."""
+    actions_each = iterate(vector.action_space, actions)
+    for i, (action, env) in enumerate(zip(actions_each, vector.envs, strict=True)):
+        if vector.autoreset_mode == AutoresetMode.NEXT_STEP and vector._autoreset_envs[i]:
+            continue
+        yield i, action, env
