@@ -24,6 +24,9 @@ SEEDS = (0, 1, 2)
 BUDGET = 1_000_000  # env steps per run: the target is to beat the baseline within it
 ASSESS_EVERY = 40_000  # env steps: 10 iterations of the recipe's 4,000-step batches
 PEER_ENVS = 8  # as the recipe's one env runner x 8 envs
+PINNED_LAYOUT = ["env_runners.num_env_runners=1", "env_runners.num_envs_per_env_runner=8"]
+"""The layout every figure here was taken with, on any machine: ``auto`` would size it from
+the machine's CPUs, and another layout draws other random numbers (jobs/layout.py)."""
 CONFIGS = Path(__file__).resolve().parents[1] / "jobs" / "configs"
 
 
@@ -56,6 +59,7 @@ def to_verdict(
             f"stop.max_env_steps={budget}",
             "stop.max_wall_s=null",  # env steps decide, whatever the machine's load
             "trajectories.enabled=false",
+            *PINNED_LAYOUT,
             *(sets or []),
         ],
         runs_root=work / "runs",

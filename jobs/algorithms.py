@@ -13,6 +13,7 @@ from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
 from jobs.config import ConfigError, ExperimentConfig
+from jobs.layout import Layout, local_nodes, resolve_layout
 from sims.package import package_source
 from sims.registry import RLlibEnv, resolve
 
@@ -23,8 +24,12 @@ CONFIG_CLASSES: dict[str, type[AlgorithmConfig]] = {
 }
 
 
-def algorithm_config(cfg: ExperimentConfig, callbacks: Any) -> AlgorithmConfig:
-    """The whole experiment as one fluent chain; ``callbacks`` builds the RLlibCallback."""
+def algorithm_config(
+    cfg: ExperimentConfig, callbacks: Any, layout: Layout | None = None
+) -> AlgorithmConfig:
+    """The whole experiment as one fluent chain; ``callbacks`` builds the RLlibCallback.
+    ``layout``: where the work goes (jobs.layout); by default as this machine holds it."""
+    layout = layout or resolve_layout(cfg, local_nodes())
     handle = resolve(cfg.sim)
     env_config = handle.env_config(lessons=cfg.lessons, lesson=cfg.lesson)
     t = cfg.training
@@ -47,14 +52,19 @@ def algorithm_config(cfg: ExperimentConfig, callbacks: Any) -> AlgorithmConfig:
         # Every env runner resolves the simulator's name itself (importing a user's module).
         .environment(RLlibEnv, env_config=env_config)
         .env_runners(
-            num_env_runners=cfg.env_runners.num_env_runners,
-            num_envs_per_env_runner=cfg.env_runners.num_envs_per_env_runner,
+            num_env_runners=layout.num_env_runners,
+            num_envs_per_env_runner=layout.num_envs_per_env_runner,
+        )
+        .learners(
+            num_learners=layout.num_learners,
+            num_gpus_per_learner=layout.num_gpus_per_learner,
         )
         .training(
             lr=t.lr,
             gamma=t.gamma,
-            train_batch_size_per_learner=t.train_batch_size,
-            minibatch_size=t.minibatch_size,
+            # the recipe's batch in total: each learner updates on its share
+            train_batch_size_per_learner=layout.train_batch_size_per_learner,
+            minibatch_size=layout.minibatch_size,
             num_epochs=t.num_epochs,
             entropy_coeff=t.entropy_coeff,
             grad_clip=t.grad_clip,
@@ -78,10 +88,10 @@ def algorithm_config(cfg: ExperimentConfig, callbacks: Any) -> AlgorithmConfig:
             "baseline to start from; give its spec a baseline, or set it to 0"
         )
     if cfg.env_runners.sample_ahead:
-        if cfg.algorithm != "PPO" or cfg.env_runners.num_env_runners == 0:
+        if cfg.algorithm != "PPO" or layout.num_env_runners == 0:
             raise ConfigError(
                 f"env_runners.sample_ahead: true needs PPO with env_runners.num_env_runners >= 1 "
-                f"(here {cfg.algorithm} with {cfg.env_runners.num_env_runners}): "
+                f"(here {cfg.algorithm} with {layout.num_env_runners}): "
                 + (
                     "sampling in the driver cannot overlap learning; set num_env_runners: 1"
                     if cfg.algorithm == "PPO"

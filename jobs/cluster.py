@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import time
+from pathlib import Path
 
 from jobs.console import console
 from jobs.rundir import RunError
@@ -24,7 +25,20 @@ def check_ray_version(expected: str | None = None) -> None:
         )
 
 
+CODE_ROOT = Path(__file__).resolve().parents[1]
+"""The folder the job's code was imported from: on Azure ML the job's staged code snapshot,
+in the image /app, in a checkout the repository."""
+SHIPPED_EXCLUDES = [".git", ".venv", ".aml", "runs", "outputs", "node_modules", "benchmarks/tmp",
+                    "**/__pycache__", "*.pyc", "*.parquet", "tests/artifacts"]  # fmt: skip
+"""Never shipped to the other nodes with the code: environments, runs, caches."""
+NAMESPACE = b"aml-rl"  # Ray's internal key-value store: the keys below, for every node
+DRIVER_KEY = b"driver-job"  # the driver's Ray job id, set when it joins the cluster
+OVER_KEY = b"training-over"  # set when the driver's training has ended, however it ended
+
+
 def start_ray() -> None:
+    """Start a local Ray, or join the cluster at ``RAY_ADDRESS`` shipping the job's code to
+    every node (Ray's ``working_dir``): a worker node imports this code, not the image's."""
     import ray
 
     check_ray_version()
@@ -32,16 +46,41 @@ def start_ray() -> None:
         return
     address = os.environ.get("RAY_ADDRESS")
     if not address:
-        ray.init(include_dashboard=False, logging_level=logging.WARNING, configure_logging=True)
+        # "local": a Ray of this run's own, never one that `ray start` left on the machine
+        # (a dead one's address file would make the run wait on it for ever)
+        ray.init(
+            address="local",
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            configure_logging=True,
+        )
         return
     try:
-        ray.init(address=address, logging_level=logging.WARNING)
+        ray.init(
+            address=address,
+            logging_level=logging.WARNING,
+            runtime_env={"working_dir": str(CODE_ROOT), "excludes": SHIPPED_EXCLUDES},
+        )
     except RuntimeError as exc:
         if "version" in str(exc).lower():  # Ray's own check when a node's version differs
             raise RunError(
                 f"Ray version mismatch joining the cluster at {address}: {exc}"
             ) from None
         raise
+    from ray.experimental.internal_kv import _internal_kv_put
+
+    job = ray.get_runtime_context().get_job_id()
+    _internal_kv_put(DRIVER_KEY, job.encode(), overwrite=True, namespace=NAMESPACE)
+
+
+def announce_over() -> None:
+    """The driver's training has ended: say so to every node's command, through Ray itself,
+    so that a worker leaves whether or not Azure ML keeps the head's Ray running."""
+    import ray
+    from ray.experimental.internal_kv import _internal_kv_initialized, _internal_kv_put
+
+    if os.environ.get("RAY_ADDRESS") and ray.is_initialized() and _internal_kv_initialized():
+        _internal_kv_put(OVER_KEY, b"1", overwrite=True, namespace=NAMESPACE)
 
 
 # The node's rank, by the first of these that is set: Azure ML's runtime sets
@@ -95,8 +134,9 @@ def wait_as_worker(
     join_timeout_s: float = 600.0,
 ) -> int:
     """A worker node: its Ray joins the head's cluster (Azure ML starts it) and the driver runs
-    on the head only. Wait while the head's Ray answers, then leave: a worker never runs a
-    driver, and never outlives the head (it watches the head itself, not a mounted file).
+    on the head only. Wait until the training is over, then leave: the driver said so in
+    Ray's key-value store, or its Ray job ended (killed before it could say), or the head's
+    Ray is gone. So a worker neither waits on a head that waits on it nor outlives the head.
     Leaves with 1 if no head answers within ``join_timeout_s``."""
     where = f"from {variable}" if variable else "no rank variable"
     console.print(f"node {rank} ({where}): a Ray worker; the driver runs on the head (rank 0)")
@@ -113,7 +153,33 @@ def wait_as_worker(
         waited += poll_s
         head = head or head_address(address)
     console.print(f"node {rank}: the head's Ray cluster is at {head[0]}:{head[1]}")
+    from ray._raylet import GcsClient
+
+    gcs = GcsClient(address=f"{head[0]}:{head[1]}")
     while _reachable(*head):
+        why = _training_over(gcs)
+        if why:
+            console.print(f"node {rank}: {why}; leaving")
+            return 0
         time.sleep(poll_s)
     console.print(f"node {rank}: the head's Ray cluster is gone (the run ended there); leaving")
     return 0
+
+
+def _training_over(gcs: object) -> str | None:
+    """Why the training is over, read from the head's Ray; None while it goes on (or while
+    the head does not answer, which the caller tells apart)."""
+    from ray.exceptions import RpcError
+
+    try:
+        if gcs.internal_kv_get(OVER_KEY, NAMESPACE, timeout=5) is not None:
+            return "the driver says the training is over"
+        driver = gcs.internal_kv_get(DRIVER_KEY, NAMESPACE, timeout=5)
+        if driver is None:
+            return None
+        for job_id, info in gcs.get_all_job_info(timeout=5).items():
+            if job_id.hex() == driver.decode() and info.is_dead:
+                return "the driver's Ray job has ended (it could not say so itself)"
+    except RpcError:
+        return None
+    return None

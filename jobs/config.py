@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
 
 from sims.contract import SimError
 from sims.lessons import format_validation_error, load_yaml, read_yaml
@@ -83,11 +91,34 @@ class Training(_Strict):
         return self
 
 
+Auto = Literal["auto"]
+
+
+def _auto_or(kind: str) -> WrapValidator:
+    """One message for a value that is neither ``auto`` nor ``kind`` (not one per branch)."""
+
+    def check(value: Any, handler: Any) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise ValueError(f"give auto or {kind}") from None
+
+    return WrapValidator(check)
+
+
+AutoCount = Annotated[Annotated[int, Field(ge=0)] | Auto, _auto_or("a whole number >= 0")]
+AutoPositive = Annotated[Annotated[int, Field(ge=1)] | Auto, _auto_or("a whole number >= 1")]
+AutoShare = Annotated[Annotated[float, Field(ge=0)] | Auto, _auto_or("a number >= 0")]
+
+
 class EnvRunners(_Strict):
-    num_env_runners: int = Field(1, ge=0)
-    """Sampling processes (0 samples in the driver; APPO and IMPALA need >= 1)."""
-    num_envs_per_env_runner: int = Field(4, ge=1)
-    """Vectorised environments in each env runner."""
+    num_env_runners: AutoCount = "auto"
+    """Sampling processes (0 samples in the driver; APPO and IMPALA need >= 1). ``auto``: one
+    per CPU that Ray has beyond the driver and the learners, on every node of the cluster;
+    under two, sampling runs in the driver (jobs.layout)."""
+    num_envs_per_env_runner: AutoPositive = "auto"
+    """Vectorised environments in each env runner. ``auto``: the recipe's 8 envs spread over
+    the env runners (8 with sampling in the driver or one runner, 4 each with two, ...)."""
     sample_ahead: bool = False
     """PPO: each env runner samples the next batch while the learner updates on this one
     (jobs.sample_ahead), so sampling and learning use different cores; batches are one
@@ -97,6 +128,16 @@ class EnvRunners(_Strict):
     the same states step for step) instead of one scalar simulator each. Off by default:
     it pays where a step is array work (a NumPy model over many cells); for the CSTR's two
     states NumPy's cost per call outweighs it (BENCHMARKS.md, training_throughput)."""
+
+
+class Learners(_Strict):
+    num_learners: AutoCount = "auto"
+    """Remote learner processes (RLlib's ``num_learners``; 0 updates in the driver).
+    ``auto``: one per GPU where the cluster has more than one, else 0. The train batch stays
+    ``training.train_batch_size`` in total: each learner takes its share."""
+    num_gpus_per_learner: AutoShare = "auto"
+    """GPUs each learner (or the driver's, with 0 learners) updates on. ``auto``: 1 where
+    the cluster has a GPU per learner, 0 (CPU) where it has none."""
 
 
 class Stop(_Strict):
@@ -160,6 +201,7 @@ class ExperimentConfig(_Strict):
     """RLlib algorithm (new API stack)."""
     training: Training = Field(default_factory=Training)
     env_runners: EnvRunners = Field(default_factory=EnvRunners)
+    learners: Learners = Field(default_factory=Learners)
     stop: Stop = Field(default_factory=Stop)
     checkpoints: Checkpoints = Field(default_factory=Checkpoints)
     trajectories: Trajectories = Field(default_factory=Trajectories)
@@ -197,7 +239,7 @@ class ExperimentConfig(_Strict):
 
     @model_validator(mode="after")
     def _async_needs_runners(self) -> ExperimentConfig:
-        if self.algorithm in ("APPO", "IMPALA") and self.env_runners.num_env_runners < 1:
+        if self.algorithm in ("APPO", "IMPALA") and self.env_runners.num_env_runners == 0:
             raise ValueError(f"{self.algorithm} needs env_runners.num_env_runners >= 1")
         return self
 

@@ -40,7 +40,7 @@ from jobs.checkpoints import (
     save_checkpoint,
     set_aside,
 )
-from jobs.cluster import node_rank, start_ray, wait_as_worker
+from jobs.cluster import announce_over, node_rank, start_ray, wait_as_worker
 from jobs.config import DEFAULT_CONFIG, ConfigError, ExperimentConfig, load_config
 from jobs.console import console, print_kpis, progress_line
 from jobs.faults import (
@@ -55,6 +55,7 @@ from jobs.faults import (
     send_ray_notes_to,
     set_aside_record,
 )
+from jobs.layout import cluster_layout, env_runner_nodes
 from jobs.rundir import (
     Metric,
     RunDir,
@@ -260,7 +261,7 @@ def check_before_start(cfg: ExperimentConfig, source: str) -> None:
             default_scenarios(handle)
     algorithm_config(cfg, None)  # training.extra: names and kinds of value
     runners, cpus = cfg.env_runners.num_env_runners, os.cpu_count() or 1
-    if runners > cpus and not os.environ.get("RAY_ADDRESS"):
+    if runners != "auto" and runners > cpus and not os.environ.get("RAY_ADDRESS"):
         # Each env runner asks Ray for one CPU; more than the machine has never start.
         raise ConfigError(
             f"{source}: env_runners.num_env_runners {runners} needs {runners} CPUs, but this "
@@ -389,7 +390,7 @@ def _train(
     )
     send_ray_notes_to(ray_log(run.path))  # Ray's and RLlib's warnings: to the run's log
     send_fault_tracebacks_to(fault_log(run.path))  # the driver's, and a local env runner's
-    algo_config = algorithm_config(cfg, callbacks)  # raises ConfigError before Ray starts
+    algorithm_config(cfg, callbacks)  # raises ConfigError before Ray starts
     set_aside_record(run.path, session)
     console.print(f"run {run.path} ({'resuming' if candidates else 'new'})")
 
@@ -407,7 +408,13 @@ def _train(
     import torch
 
     torch.set_num_threads(1)
-    algo = algo_config.build_algo()
+    layout = cluster_layout(cfg, echo=console.print)
+    console.print(f"layout: {layout.describe()}", markup=False, highlight=False)
+    if threading.current_thread() is threading.main_thread():  # a study's trials share nodes
+        for warning in layout.warnings:
+            console.print(f"layout: warning: {warning}", markup=False, highlight=False)
+    algo = algorithm_config(cfg, callbacks, layout).build_algo()
+    placement = env_runner_nodes(algo)
     timeline["algorithm_built"] = time.time()
     kept = ""  # the newest whole checkpoint, relative to the run ("" before the first)
     if candidates:
@@ -482,6 +489,7 @@ def _train(
             "timeline": timeline,
             "environment": trained_in,
             "warm_start": warm,
+            "layout": {**layout.to_json(), "env_runner_nodes": placement},
         }
 
     def fail(cause: str, record: dict[str, Any] | None) -> SimError:
@@ -834,6 +842,8 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         return 130
+    finally:
+        announce_over()  # on a cluster: every node's command may leave now
     return 0
 
 

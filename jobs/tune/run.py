@@ -13,9 +13,10 @@ from typing import Any
 
 from ray import tune
 
-from jobs.cluster import node_rank, start_ray, wait_as_worker
+from jobs.cluster import announce_over, node_rank, start_ray, wait_as_worker
 from jobs.config import DEFAULT_CONFIG, ExperimentConfig, load_config
 from jobs.console import console
+from jobs.layout import pinned_for_trials
 from jobs.rundir import RunError, new_run_id, write_atomic
 from jobs.tracking import tracking_uri, use_tracking_uri
 from jobs.train import USER_ERRORS
@@ -59,7 +60,7 @@ def run_study(
         if space is None:
             raise SpaceError("give the search space: --space FILE (see the README's Tune section)")
         config = config or DEFAULT_CONFIG
-        cfg = load_config(config)
+        cfg = pinned_for_trials(load_config(config))  # trials share the nodes
         params = load_space(space, config)
         study = new_study(params, samples, scheduler, metric, kpi, max_concurrent, cfg)
         if time_budget_s is not None and not (math.isfinite(time_budget_s) and time_budget_s > 0):
@@ -215,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        announce_over()  # on a cluster: every node's command may leave now
     return 0
 
 

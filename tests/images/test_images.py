@@ -291,6 +291,94 @@ def test_three_node_cluster_spreads_env_runners_and_survives_losing_a_worker(
         assert summary["assessment"]["agent"]["return"] > 0
         result = assess(resolve_checkpoint(run), out=tmp_path / "assessment")
         assert result.to_json()["kpis"] == summary["assessment"]
+        # The command on the head only: the job ends with it, and the head's Ray goes; the
+        # workers Azure ML started (`ray start --block`) leave with it.
+        head.kill()
+        survivor = next(w for w in workers if w.id != victim.id)
+        left = survivor.wait(timeout=90)
+        assert left["StatusCode"] in (0, 1), survivor.logs().decode()[-2000:]
+    finally:
+        for container in containers:
+            container.remove(force=True)
+        network.remove()
+
+
+STAGED_MARK = """
+import pathlib as _pathlib, socket as _socket
+_pathlib.Path("/runs", "imported-" + _socket.gethostname()).write_text(__file__)
+"""
+
+
+def test_every_nodes_command_ends_with_the_driver_and_workers_import_the_staged_code(
+    image, client, tmp_path
+):
+    """Azure ML runs the command on every node, and may keep the head's Ray up until every
+    node's command has ended: the workers must leave on the driver's word, not on the head's
+    Ray going. The driver runs from the job's staged code, in which one module changed; the
+    worker nodes, whose image holds the old one, must import the staged one."""
+    runs = writable(tmp_path / "runs")
+    job = tmp_path / "job"
+    for package in ("sims", "jobs"):
+        shutil.copytree(ROOT / package, job / package, ignore=shutil.ignore_patterns("__pycache__"))
+    cstr = job / "sims" / "cstr.py"
+    cstr.write_text(cstr.read_text() + STAGED_MARK)
+    for path in [job, *job.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)  # the image runs as uid 1000
+    network = client.networks.create(f"aml-rl-every-{os.getpid()}", driver="bridge")
+    common = {"detach": True, "network": network.name, "shm_size": "512m",
+              "volumes": {str(runs): {"bind": "/runs", "mode": "rw"},
+                          str(job): {"bind": "/job", "mode": "ro"}}}  # fmt: skip
+    containers = []
+    try:
+        # the head's Ray outlives the driver (the worst case); no env runner on it
+        head = client.containers.run(
+            TAG, ["ray", "start", "--head", "--port=6379", "--num-cpus=0",
+                  "--disable-usage-stats", "--block"],
+            name=f"aml-rl-every-head-{os.getpid()}", **common,
+        )  # fmt: skip
+        containers.append(head)
+        address = f"{head.name}:6379"
+        # as Azure ML runs a job on every node: Ray joins the head, then the job's command
+        command = (f"ray start --address={address} --num-cpus=1 && "
+                   "exec python -m jobs.train --smoke --run-dir /runs/run")  # fmt: skip
+        workers = [
+            client.containers.run(
+                TAG,
+                ["bash", "-c", command],
+                environment={"AZUREML_CR_NODE_RANK": str(rank), "RAY_ADDRESS": address},
+                **common,
+            )
+            for rank in (1, 2)
+        ]
+        containers += workers
+        alive = "import ray; ray.init(address='auto', logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))"
+        deadline = time.monotonic() + 120
+        while head.exec_run(["python", "-c", alive]).output.decode().strip()[-1:] != "3":
+            assert time.monotonic() < deadline, "the 3-node cluster did not form"
+            time.sleep(2)
+        driver = head.exec_run(
+            ["python", "-m", "jobs.train", "--smoke", "--run-dir", "/runs/run",
+             "--set", "env_runners.num_env_runners=2", "--set", "stop.max_env_steps=1600"],
+            environment={"RAY_ADDRESS": "auto", "AZUREML_CR_NODE_RANK": "0"}, workdir="/job",
+        )  # fmt: skip
+        assert driver.exit_code == 0, driver.output.decode()[-3000:]
+        ended = time.monotonic()
+        for worker in workers:
+            left = worker.wait(timeout=60)
+            logs = " ".join(worker.logs().decode().split())
+            assert left["StatusCode"] == 0, logs[-2000:]
+            assert "the driver says the training is over; leaving" in logs
+        assert time.monotonic() - ended < 60
+        head.reload()
+        assert head.status == "running", "the head's Ray stayed up: the workers left on its word"
+
+        hosts = {w.attrs["Config"]["Hostname"] for w in workers}
+        summary = json.loads((runs / "run" / "summary.json").read_text())
+        placed = {r["host"] for r in summary["layout"]["env_runner_nodes"]}
+        assert placed == hosts, f"env runners on {placed}, workers {hosts}"
+        for host in hosts:  # each worker imported the staged module, not the image's /app
+            imported = (runs / f"imported-{host}").read_text()
+            assert imported.endswith("sims/cstr.py") and not imported.startswith("/app/")
     finally:
         for container in containers:
             container.remove(force=True)
