@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from client.staging import STAGING, check_in_image, stage_code, stage_space
-from client.workspace import SubmitError, Target, credential, ml_client, require
+from client.vm_sizes import node_of
+from client.workspace import ENVIRONMENT, SubmitError, Target, credential, ml_client, require
 from images.build import git_revision
 from jobs.config import DEFAULT_CONFIG, ConfigError, ExperimentConfig, load_config
+from jobs.layout import NODES_VARIABLE, Layout, resolve_layout
 from jobs.rundir import new_run_id, write_atomic
 from jobs.snapshot import REVISION_VARIABLE
 
@@ -31,6 +33,27 @@ DEFAULT_TIMEOUT_S = 24 * 3600  # when the config sets no max_wall_s
 def training_image(target: Target, gpu: bool, image: str | None = None) -> str:
     """The image a job runs: ``image``, or the registry's aml-rl:cpu / aml-rl:cuda."""
     return image or f"{target['registry_login_server']}/aml-rl:{'cuda' if gpu else 'cpu'}"
+
+
+def expected_layout(
+    cfg: ExperimentConfig, target: Target, *, nodes: int, gpu: bool
+) -> tuple[Layout | None, str]:
+    """The layout ``cfg`` resolves to on ``nodes`` of the cluster's VM size (as the job will
+    resolve it once they have joined), and one line saying so, or why it cannot be told."""
+    key = "gpu_vm_size" if gpu else "cpu_vm_size"
+    vm_size = target.values.get(key, "")
+    node = node_of(vm_size) if vm_size else None
+    if node is None:
+        why = (
+            f"VM size {vm_size!r} does not say its vCPUs and GPUs"
+            if vm_size
+            else f"the {key} is not known (infra outputs, ${ENVIRONMENT[key]})"
+        )
+        return None, f"layout: sized on the cluster once its {nodes} node(s) join; {why}"
+    layout = resolve_layout(cfg, [node] * nodes)
+    lines = [f"layout expected on {nodes} x {vm_size}: {layout.describe()}"]
+    lines += [f"layout: warning: {warning}" for warning in layout.warnings]
+    return layout, "\n".join(lines)
 
 
 def package_input(source: str) -> Any:
@@ -87,6 +110,7 @@ def build_job(
     environment_variables = {"AML_RL_RUN_ID": run_id, REVISION_VARIABLE: git_revision()}
     if nodes > 1:
         environment_variables["RAY_ADDRESS"] = "auto"  # join the cluster Azure ML started
+        environment_variables[NODES_VARIABLE] = str(nodes)  # the driver sizes for all of them
     # a study may run its trials one after another: its limit is theirs, summed
     runs = samples or 1
     timeout = (
@@ -104,6 +128,13 @@ def build_job(
     tags["run_id"] = run_id
     if samples:
         tags["study_samples"] = str(samples)
+    layout, _ = expected_layout(cfg, target, nodes=nodes, gpu=gpu)
+    if layout is not None and not samples:  # a study's trials keep the zoo's layout each
+        tags.update(
+            expected_layout=layout.describe(),
+            expected_env_runners=f"{layout.num_env_runners} x {layout.num_envs_per_env_runner}",
+            expected_learners=f"{layout.num_learners} x {layout.num_gpus_per_learner:g} GPU",
+        )
     return CommandJob(
         code=str(code),
         command=command,
@@ -246,6 +277,8 @@ def submit_experiment(
         failed = [item.name for item in checks if item.ok is False]
         if failed:
             raise SubmitError(f"the workspace is not ready: {', '.join(failed)} (see above)")
+    if tune is None:
+        echo(expected_layout(cfg, target, nodes=nodes, gpu=gpu)[1])
     run_id = new_run_id()
     code = stage_code(cfg, run_id, root=staging)
     try:

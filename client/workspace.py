@@ -17,6 +17,8 @@ ENVIRONMENT = {
     "workspace_name": "AZUREML_WORKSPACE_NAME",
     "cpu_cluster": "AZUREML_CPU_CLUSTER",
     "gpu_cluster": "AZUREML_GPU_CLUSTER",
+    "cpu_vm_size": "AZUREML_CPU_VM_SIZE",  # the layout `submit` expects (client/vm_sizes.py)
+    "gpu_vm_size": "AZUREML_GPU_VM_SIZE",
     "datastore": "AZUREML_DATASTORE",
     "registry_login_server": "AZURE_CONTAINER_REGISTRY",
     "endpoint_identity": "AZUREML_ENDPOINT_IDENTITY",  # resource id; `invoke deploy` only

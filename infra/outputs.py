@@ -1,7 +1,8 @@
 """The outputs contract that job submission reads, from `pulumi stack output --json` or a file.
 
 Fields: subscription_id, resource_group, location, workspace_name, cpu_cluster, gpu_cluster
-(empty when gpuCluster is false), datastore, registry_login_server, storage_account,
+(empty when gpuCluster is false), cpu_vm_size and gpu_vm_size (the clusters' VM sizes),
+datastore, registry_login_server, storage_account,
 mlflow_tracking_uri, endpoint_identity (the resource id of the identity online endpoints run
 under). Nothing is copied by hand: `invoke submit` reads these.
 """
@@ -31,6 +32,8 @@ class InfraOutputs(BaseModel):
     workspace_name: str
     cpu_cluster: str
     gpu_cluster: str = ""
+    cpu_vm_size: str = ""  # stacks from before the layout have none
+    gpu_vm_size: str = ""
     datastore: str
     registry_login_server: str
     storage_account: str

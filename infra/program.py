@@ -81,6 +81,9 @@ def build(cfg: InfraConfig) -> dict[str, pulumi.Input[str]]:
         "workspace_name": workspace.name,
         "cpu_cluster": clusters["cpu"].name,
         "gpu_cluster": clusters["gpu"].name if "gpu" in clusters else "",
+        # what `invoke submit --dry-run` sizes the expected layout from (jobs/layout.py)
+        "cpu_vm_size": cfg.cpu.vm_size,
+        "gpu_vm_size": cfg.gpu.vm_size if "gpu" in clusters else "",
         "datastore": datastore.name,
         "registry_login_server": foundation.registry.login_server,
         "storage_account": foundation.storage.name,

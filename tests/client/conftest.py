@@ -23,6 +23,7 @@ ARM = "https://management.azure.com"
 OUTPUTS = {
     "subscription_id": "sub-1", "resource_group": "rg-amlrl-dev", "location": "westeurope",
     "workspace_name": "mlw-amlrl-dev", "cpu_cluster": "cpu-cluster", "gpu_cluster": "gpu-cluster",
+    "cpu_vm_size": "Standard_D4s_v3", "gpu_vm_size": "Standard_NC4as_T4_v3",
     "datastore": "outputs", "registry_login_server": "amlrldevacr.azurecr.io", "storage_account": "amlrldevst",
     "mlflow_tracking_uri": "azureml://westeurope.api.azureml.ms/mlflow/v1.0/subscriptions/sub-1",
     "endpoint_identity": "/subscriptions/sub-1/resourceGroups/rg-amlrl-dev/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-mlw-amlrl-dev-endpoints",

@@ -21,8 +21,10 @@ from azure.core.pipeline.transport import RequestsTransport
 
 from client import results, staging, workspace
 from client import submit as sub
+from client.vm_sizes import node_of
 from jobs.cluster import RANK_VARIABLES, node_rank, wait_as_worker
 from jobs.config import CONFIGS, load_config
+from jobs.layout import Node
 from jobs.rundir import RunError
 from jobs.snapshot import git_revision
 from jobs.train import main
@@ -57,6 +59,66 @@ def test_four_gpu_nodes_get_a_ray_cluster(target, tmp_path):
     assert job.environment.image == "amlrldevacr.azurecr.io/aml-rl:cuda"
     assert isinstance(job.distribution, RayDistribution)
     assert job.environment_variables["RAY_ADDRESS"] == "auto"
+    # the driver waits for all four, then sizes the layout from what Ray reports
+    assert job.environment_variables["AML_RL_NODES"] == "4"
+
+
+def test_the_dry_run_for_four_gpu_nodes_carries_the_layout_it_expects(target, tmp_path):
+    messages: list[str] = []
+    sub.submit_experiment(
+        target, nodes=4, gpu=True, dry_run=True, out=tmp_path / "job.yaml",
+        staging=tmp_path / ".aml", echo=messages.append,
+    )  # fmt: skip
+    # 4 x Standard_NC4as_T4_v3: 4 vCPUs and one T4 each; a learner per GPU, the rest sample
+    assert messages[0] == (
+        "layout expected on 4 x Standard_NC4as_T4_v3: 11 env runners x 1 envs, "
+        "4 learners on 1 GPU each (4 nodes: 16 CPUs, 4 GPUs)"
+    )
+    job = load_job(tmp_path / "job.yaml")
+    assert job.tags["expected_env_runners"] == "11 x 1"
+    assert job.tags["expected_learners"] == "4 x 1 GPU"
+    assert job.environment_variables["AML_RL_NODES"] == "4"
+    staged = load_config(next((tmp_path / ".aml").iterdir()) / "code" / "experiment.yaml")
+    assert staged.env_runners.num_env_runners == "auto"  # resolved again once nodes joined
+
+
+def test_an_explicit_layout_that_leaves_nodes_idle_is_warned_about_before_sending(target, tmp_path):
+    messages: list[str] = []
+    sub.submit_experiment(
+        target, sets=["env_runners.num_env_runners=1"], nodes=4, dry_run=True,
+        out=tmp_path / "job.yaml", staging=tmp_path / ".aml", echo=messages.append,
+    )  # fmt: skip
+    assert messages[1] == (
+        "layout: warning: env_runners.num_env_runners: 1 leaves 14 of the cluster's 16 CPUs "
+        "idle, more than a node's worth (4); set it to auto (it would be 15), or ask for fewer "
+        "nodes"
+    )
+
+
+def test_a_vm_size_whose_name_does_not_tell_is_sized_on_the_cluster(target, tmp_path):
+    target.values["cpu_vm_size"] = "Standard_DS3_v2"  # 4 vCPUs, but not by its name
+    layout, line = sub.expected_layout(cstr(), target, nodes=2, gpu=False)
+    assert layout is None
+    assert line == (
+        "layout: sized on the cluster once its 2 node(s) join; VM size 'Standard_DS3_v2' "
+        "does not say its vCPUs and GPUs"
+    )
+
+
+@pytest.mark.parametrize(
+    ("vm_size", "node"),
+    [
+        ("Standard_D4s_v3", Node(4)),
+        ("Standard_F72s_v2", None),  # before the v3 naming
+        ("Standard_E96ads_v5", Node(96)),
+        ("Standard_NC24ads_A100_v4", Node(24, 1)),
+        ("Standard_ND96isr_H100_v5", Node(96, 8)),
+        ("Standard_NV36ads_A10_v5", None),  # a GPU size not in the table: not guessed
+        ("Standard_DS3_v2", None),
+    ],
+)
+def test_a_nodes_cpus_and_gpus_are_read_from_its_vm_size(vm_size, node):
+    assert node_of(vm_size) == node
 
 
 def test_staged_code_is_sims_jobs_and_the_resolved_config(tmp_path):
@@ -453,7 +515,11 @@ def test_dry_run_of_the_default_config_writes_a_job_that_loads_back(target, tmp_
         staging=tmp_path / ".aml",
         echo=messages.append,
     )
-    checked, wrote = messages
+    layout, checked, wrote = messages
+    assert layout == (
+        "layout expected on 1 x Standard_D4s_v3: 3 env runners x 3 envs, learner in the "
+        "driver on CPU (1 node: 4 CPUs)"
+    )
     assert checked.startswith(
         ("checked in the training image ", "not checked in the training image: ")
     )

@@ -121,6 +121,7 @@ def test_outputs_contract(default_stack):
     assert outputs.resource_group == "rg-amlrl-dev"
     assert outputs.workspace_name == "mlw-amlrl-dev"
     assert (outputs.cpu_cluster, outputs.gpu_cluster) == ("cpu-cluster", "gpu-cluster")
+    assert (outputs.cpu_vm_size, outputs.gpu_vm_size) == ("Standard_D4s_v3", "Standard_NC4as_T4_v3")
     assert outputs.datastore == "outputs"
     suffix = name_suffix(SUBSCRIPTION, "dev")
     assert outputs.registry_login_server == f"amlrldev{suffix}acr.azurecr.io"
