@@ -736,9 +736,9 @@ def predict(
 @task(
     help={
         "quick": "tiny budgets, to check the harness (results go to benchmarks/quick/)",
-        "only": "run one benchmark: zoo, sim_step, training_throughput, "
-        "trajectory_logging_overhead, control_quality, image, startup, viewer, serving, tune, "
-        "process_simulator",
+        "only": "run one benchmark: zoo, sim_step, training_throughput, layout, "
+        "trajectory_logging_overhead, control_quality, image, scale_out, startup, viewer, "
+        "serving, tune, process_simulator, profile, sample_ahead, warm_start",
     }
 )
 def bench(c: Context, quick: bool = False, only: str = "") -> None:

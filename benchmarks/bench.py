@@ -22,11 +22,13 @@ from benchmarks.harness import (
     versions,
 )
 from benchmarks.image import bench_image
+from benchmarks.layout import bench_layout
 from benchmarks.logging_overhead import bench_logging_overhead
 from benchmarks.page_viewer import bench_viewer
 from benchmarks.process_simulator import bench_process_sim
 from benchmarks.profile import bench_profile
 from benchmarks.sample_ahead import bench_sample_ahead
+from benchmarks.scale_out import bench_scale_out
 from benchmarks.serving import bench_serving
 from benchmarks.sim_step import bench_sim_step
 from benchmarks.startup import bench_startup
@@ -40,12 +42,14 @@ __all__ = ["BENCHMARKS", "render_markdown", "run"]
 BENCHMARKS: dict[str, Callable[[bool], Benchmark]] = {
     "sim_step": bench_sim_step,
     "training_throughput": bench_throughput,
+    "layout": bench_layout,
     "profile": bench_profile,
     "trajectory_logging_overhead": bench_logging_overhead,
     "control_quality": bench_control,
     "sample_ahead": bench_sample_ahead,
     "warm_start": bench_warm_start,
     "image": bench_image,
+    "scale_out": bench_scale_out,
     "startup": bench_startup,
     "viewer": bench_viewer,
     "serving": bench_serving,

@@ -113,6 +113,14 @@ def peer_rate(sets: list[str], steps: int) -> float | None:
         vec.close()
 
 
+def _layout_sets(shape: tuple[int, int] | None) -> list[str]:
+    """``--set`` items for an explicit layout (runners, envs each); none for ``auto``."""
+    if shape is None:
+        return []
+    runners, envs = shape
+    return [f"env_runners.num_env_runners={runners}", f"env_runners.num_envs_per_env_runner={envs}"]
+
+
 def bench_throughput(quick: bool) -> Benchmark:
     """Every variant once per round, rounds one after the other, and the median of each: this
     machine's speed drifts by tens of percent within minutes, which a one-after-the-other
@@ -127,27 +135,15 @@ def bench_throughput(quick: bool) -> Benchmark:
     iterations = 1 if quick else 3
     batch = 1000 if quick else 4000
     sizes = [f"training.train_batch_size={batch}"]
-    default = "1 runner(s) x 8 envs (the default)"  # jobs/configs/cstr_ppo.yaml
-    layouts = {default: (1, 8)} if quick else {default: (1, 8), "0 runner(s) x 8 envs": (0, 8),
-                                               "2 runner(s) x 4 envs": (2, 4)}  # fmt: skip
-    variants = {
-        name: [
-            *sizes,
-            f"env_runners.num_env_runners={runners}",
-            f"env_runners.num_envs_per_env_runner={envs}",
-        ]
-        for name, (runners, envs) in layouts.items()
-    }
+    default = "auto (the default layout)"  # jobs/configs/cstr_ppo.yaml; jobs/layout.py
+    layouts = {default: None} if quick else {default: None, "1 runner(s) x 8 envs": (1, 8),
+                                             "0 runner(s) x 8 envs": (0, 8),
+                                             "2 runner(s) x 4 envs": (2, 4)}  # fmt: skip
+    variants = {name: [*sizes, *_layout_sets(shape)] for name, shape in layouts.items()}
     batched = "the default with the batched CSTR (env_runners.batched)"
     ahead = "the default sampling ahead (env_runners.sample_ahead)"
-    variants[batched] = [
-        *sizes,
-        "env_runners.batched=true",
-    ]
-    variants[ahead] = [
-        *sizes,
-        "env_runners.sample_ahead=true",
-    ]
+    variants[batched] = [*sizes, "env_runners.batched=true"]
+    variants[ahead] = [*sizes, "env_runners.sample_ahead=true"]
     peer = "Stable-Baselines3 PPO"
     result = Benchmark(
         "training_throughput",
