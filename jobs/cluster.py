@@ -153,11 +153,13 @@ def wait_as_worker(
         waited += poll_s
         head = head or head_address(address)
     console.print(f"node {rank}: the head's Ray cluster is at {head[0]}:{head[1]}")
-    from ray._raylet import GcsClient
-
-    gcs = GcsClient(address=f"{head[0]}:{head[1]}")
+    gcs = _gcs_client(*head)
+    if gcs is None:
+        console.print(
+            f"node {rank}: cannot read the head's Ray state; leaving when its Ray is gone"
+        )
     while _reachable(*head):
-        why = _training_over(gcs)
+        why = _training_over(gcs) if gcs is not None else None
         if why:
             console.print(f"node {rank}: {why}; leaving")
             return 0
@@ -166,10 +168,26 @@ def wait_as_worker(
     return 0
 
 
+def _gcs_client(host: str, port: int) -> object | None:
+    """A client of the head's Ray state (GCS), authenticated as any driver of the cluster is
+    (Ray's token, where the cluster uses one); None where it cannot connect."""
+    from ray._private.authentication.authentication_token_setup import (
+        maybe_enable_token_auth_if_token_available,
+    )
+    from ray._raylet import GcsClient
+    from ray.exceptions import RayError
+
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    try:
+        return GcsClient(address=f"{host}:{port}")
+    except RayError:
+        return None
+
+
 def _training_over(gcs: object) -> str | None:
     """Why the training is over, read from the head's Ray; None while it goes on (or while
     the head does not answer, which the caller tells apart)."""
-    from ray.exceptions import RpcError
+    from ray.exceptions import RayError
 
     try:
         if gcs.internal_kv_get(OVER_KEY, NAMESPACE, timeout=5) is not None:
@@ -180,6 +198,6 @@ def _training_over(gcs: object) -> str | None:
         for job_id, info in gcs.get_all_job_info(timeout=5).items():
             if job_id.hex() == driver.decode() and info.is_dead:
                 return "the driver's Ray job has ended (it could not say so itself)"
-    except RpcError:
+    except RayError:  # the head restarting or going: the caller tells which
         return None
     return None

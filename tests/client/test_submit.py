@@ -88,7 +88,7 @@ def test_an_explicit_layout_that_leaves_nodes_idle_is_warned_about_before_sendin
         target, sets=["env_runners.num_env_runners=1"], nodes=4, dry_run=True,
         out=tmp_path / "job.yaml", staging=tmp_path / ".aml", echo=messages.append,
     )  # fmt: skip
-    assert messages[1] == (
+    assert messages[0].splitlines()[1] == (
         "layout: warning: env_runners.num_env_runners: 1 leaves 14 of the cluster's 16 CPUs "
         "idle, more than a node's worth (4); set it to auto (it would be 15), or ask for fewer "
         "nodes"
@@ -243,6 +243,7 @@ def test_submission_sends_the_job_to_the_workspace(target, arm, ml, tmp_path):
         "AML_RL_RUN_ID": "r4",
         "AML_RL_REVISION": git_revision(),  # the code snapshot has no .git
         "RAY_ADDRESS": "auto",
+        "AML_RL_NODES": "4",
     }
     assert body["command"] == sub.ENTRYPOINT
     assert body["tags"]["config_digest"] == cstr().digest()
