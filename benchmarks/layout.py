@@ -14,7 +14,7 @@ AUTO = "auto (the default)"
 
 
 def bench_layout(quick: bool) -> Benchmark:
-    """Every layout once per round, three rounds, medians (this machine drifts by tens of
+    """Every layout once per round, five rounds, medians (this machine drifts by tens of
     percent within minutes); target: ``auto`` within 5% of the fastest."""
     import ray
     import torch
@@ -23,7 +23,7 @@ def bench_layout(quick: bool) -> Benchmark:
     from jobs.layout import ray_nodes, resolve_layout
 
     torch.set_num_threads(1)  # as `invoke train` runs its learner
-    rounds, iterations, batch = (1, 1, 1000) if quick else (3, 3, 4000)
+    rounds, iterations, batch = (1, 1, 1000) if quick else (5, 3, 4000)
     sizes = [f"training.train_batch_size={batch}"]
     layouts = {"1 runner x 8 envs": (1, 8)} if quick else EXPLICIT
     variants = {AUTO: sizes} | {

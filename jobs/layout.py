@@ -15,7 +15,8 @@ RECIPE_ENVS = 8
 env runners, so each iteration's batch holds as many episodes side by side whatever the
 layout, and learning in env steps hardly depends on the machine."""
 DRIVER_CPUS = 1
-"""The driver's CPU: it runs the training loop and, without remote learners, the learner."""
+"""The driver's CPU (the training loop and, without remote learners, the learner), reserved
+where it works while the env runners sample."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Layout:
     warnings: tuple[str, ...] = ()
 
     def describe(self) -> str:
-        """One line: ``2 env runners x 4 envs, learner in the driver on CPU (1 node: 3 CPUs)``."""
+        """One line: ``2 env runners x 4 envs, learner in the driver on CPU (1 node: 2 CPUs)``."""
         runners = (
             "sampling in the driver"
             if self.num_env_runners == 0
@@ -57,8 +58,9 @@ class Layout:
             if self.num_learners == 0
             else f"{self.num_learners} learner{'s' * (self.num_learners != 1)} on {device} each"
         )
-        where = f"{self.nodes} node{'s' * (self.nodes != 1)}: {self.cpus:g} CPUs" + (
-            f", {self.gpus:g} GPUs" if self.gpus else ""
+        cpus = f"{self.cpus:g} CPU{'s' * (self.cpus != 1)}"
+        where = f"{self.nodes} node{'s' * (self.nodes != 1)}: {cpus}" + (
+            f", {self.gpus:g} GPU{'s' * (self.gpus != 1)}" if self.gpus else ""
         )
         return f"{runners} x {self.num_envs_per_env_runner} envs, {learners} ({where})"
 
@@ -69,11 +71,12 @@ class Layout:
 def resolve_layout(cfg: Any, nodes: Sequence[Node]) -> Layout:
     """The layout for ``cfg`` (an :class:`~jobs.config.ExperimentConfig`) on ``nodes``.
 
-    ``auto`` learners: one per GPU (1 GPU each) when the cluster has GPUs, else the learner
-    in the driver on CPU. ``auto`` env runners: every CPU left after the driver and the
-    learners, one each; under two, sampling runs in the driver, since one remote runner only
-    takes turns with the learner in synchronous PPO (BENCHMARKS.md, layout). ``auto`` envs
-    per runner: the recipe's 8 envs spread over the runners. The train batch stays the
+    ``auto`` learners: one per GPU (1 GPU each) where the cluster has several, the driver's
+    on the GPU where it has one, else the driver's on CPU. ``auto`` env runners: one per CPU
+    left after the remote learners (and after the driver's, where it learns while they
+    sample: APPO, IMPALA, sampling ahead); under two, sampling runs in the driver, since one
+    remote runner would only add actor calls to the same turns (BENCHMARKS.md, layout).
+    ``auto`` envs per runner: the recipe's 8 envs spread over the runners. The train batch stays the
     recipe's in total: each learner takes its share.
 
     An explicit setting wins, with a warning when it leaves more than a node's worth of CPUs,
@@ -101,13 +104,15 @@ def resolve_layout(cfg: Any, nodes: Sequence[Node]) -> Layout:
     else:
         per_learner = float(gpus_set)
 
-    reserved = DRIVER_CPUS + learners  # each remote learner is an actor with a CPU of its own
-    if runners_set == AUTO:
-        free = max(0, math.floor(cpus) - reserved)
-        needs_remote = cfg.algorithm in ("APPO", "IMPALA") or cfg.env_runners.sample_ahead
-        runners = free if free >= 2 else (1 if needs_remote else 0)
-    else:
-        runners = runners_set
+    # Synchronous PPO takes turns: the runners sample while the driver waits, then the driver
+    # learns while they wait, so they share its CPU. Where the two overlap (APPO, IMPALA,
+    # sampling ahead) the driver keeps a CPU of its own. Each remote learner is an actor with
+    # a CPU of its own.
+    overlaps = cfg.algorithm in ("APPO", "IMPALA") or cfg.env_runners.sample_ahead
+    reserved = learners + (DRIVER_CPUS if overlaps else 0)
+    fits = max(0, math.floor(cpus) - reserved)
+    auto_runners = fits if fits >= 2 else (1 if overlaps else 0)
+    runners = auto_runners if runners_set == AUTO else runners_set
     envs = math.ceil(RECIPE_ENVS / max(1, runners)) if envs_set == AUTO else envs_set
 
     shares = max(1, learners)
@@ -116,12 +121,12 @@ def resolve_layout(cfg: Any, nodes: Sequence[Node]) -> Layout:
 
     warnings = []
     largest_node = max((node.cpus for node in nodes), default=0.0)
-    idle_cpus = cpus - reserved - runners
+    idle_cpus = cpus - reserved - max(runners, 1)  # with none, the driver samples
     if runners_set != AUTO and len(nodes) > 1 and idle_cpus >= largest_node:
         warnings.append(
             f"env_runners.num_env_runners: {runners_set} leaves {idle_cpus:g} of the cluster's "
             f"{cpus:g} CPUs idle, more than a node's worth ({largest_node:g}); set it to auto "
-            f"(it would be {max(0, math.floor(cpus) - reserved)}), or ask for fewer nodes"
+            f"(it would be {fits}), or ask for fewer nodes"
         )
     if gpus and per_learner == 0:
         warnings.append(

@@ -29,33 +29,41 @@ def layout(nodes: list[dict], *sets: str) -> Layout:
     return resolve_layout(load_config(DEFAULT_CONFIG, list(sets)), nodes_from_ray(nodes))
 
 
-def test_one_machine_of_two_cpus_samples_in_the_driver():
-    # one remote env runner would only take turns with the learner (BENCHMARKS.md, layout)
-    got = layout([reported(2)])
+def test_one_cpu_samples_in_the_driver():
+    got = layout([reported(1)])
     assert (got.num_env_runners, got.num_envs_per_env_runner) == (0, 8)
-    assert (got.num_learners, got.num_gpus_per_learner) == (0, 0.0)
-    assert got.train_batch_size_per_learner == 4000 and not got.warnings
     assert got.describe() == (
-        "sampling in the driver x 8 envs, learner in the driver on CPU (1 node: 2 CPUs)"
+        "sampling in the driver x 8 envs, learner in the driver on CPU (1 node: 1 CPU)"
     )
 
 
-def test_four_nodes_of_sixteen_cpus_use_every_cpu_but_the_drivers():
+def test_two_cpus_sample_on_both_while_the_learner_waits():
+    # synchronous PPO takes turns: the runners share the driver's CPU (BENCHMARKS.md, layout)
+    got = layout([reported(2)])
+    assert (got.num_env_runners, got.num_envs_per_env_runner) == (2, 4)
+    assert (got.num_learners, got.num_gpus_per_learner) == (0, 0.0)
+    assert got.train_batch_size_per_learner == 4000 and not got.warnings
+    assert got.describe() == (
+        "2 env runners x 4 envs, learner in the driver on CPU (1 node: 2 CPUs)"
+    )
+
+
+def test_four_nodes_of_sixteen_cpus_sample_on_every_cpu():
     got = layout([reported(16, host=f"10.0.0.{i}") for i in range(4)])
-    assert (got.num_env_runners, got.num_envs_per_env_runner) == (63, 1)
+    assert (got.num_env_runners, got.num_envs_per_env_runner) == (64, 1)
     assert got.num_learners == 0 and got.nodes == 4 and got.cpus == 64
     assert not got.warnings
 
 
 def test_a_dead_node_is_not_counted():
     got = layout([reported(16), reported(16, alive=False, host="10.0.0.9")])
-    assert got.nodes == 1 and got.num_env_runners == 15
+    assert got.nodes == 1 and got.num_env_runners == 16
 
 
 def test_two_gpu_nodes_get_a_learner_on_each_gpu_and_share_the_batch():
     got = layout([reported(8, gpus=1, host="10.0.0.4"), reported(8, gpus=1, host="10.0.0.5")])
     assert (got.num_learners, got.num_gpus_per_learner) == (2, 1.0)
-    assert got.num_env_runners == 16 - 1 - 2  # the driver's CPU and one per learner actor
+    assert got.num_env_runners == 16 - 2  # a CPU for each learner actor
     assert got.train_batch_size_per_learner * 2 == 4000  # the recipe's batch in total
     assert got.minibatch_size == 64
     assert got.describe().endswith("2 learners on 1 GPU each (2 nodes: 16 CPUs, 2 GPUs)")
@@ -64,7 +72,7 @@ def test_two_gpu_nodes_get_a_learner_on_each_gpu_and_share_the_batch():
 def test_one_gpu_updates_in_the_driver():
     got = layout([reported(4, gpus=1)])
     assert (got.num_learners, got.num_gpus_per_learner) == (0, 1.0)
-    assert got.num_env_runners == 3 and got.num_envs_per_env_runner == 3
+    assert got.num_env_runners == 4 and got.num_envs_per_env_runner == 2
 
 
 def test_an_explicit_layout_wins_and_says_when_a_node_sits_idle():
@@ -74,8 +82,8 @@ def test_an_explicit_layout_wins_and_says_when_a_node_sits_idle():
     assert got.chosen["num_env_runners"] == "config"
     (warning,) = got.warnings
     assert warning == (
-        "env_runners.num_env_runners: 1 leaves 62 of the cluster's 64 CPUs idle, more than a "
-        "node's worth (16); set it to auto (it would be 63), or ask for fewer nodes"
+        "env_runners.num_env_runners: 1 leaves 63 of the cluster's 64 CPUs idle, more than a "
+        "node's worth (16); set it to auto (it would be 64), or ask for fewer nodes"
     )
 
 
@@ -93,8 +101,9 @@ def test_an_explicit_layout_on_one_machine_is_not_warned_about():
 
 
 @pytest.mark.parametrize("sets", [["algorithm=APPO"], ["env_runners.sample_ahead=true"]])
-def test_what_needs_a_remote_env_runner_gets_one_on_two_cpus(sets):
-    assert layout([reported(2)], *sets).num_env_runners == 1
+def test_where_learning_overlaps_sampling_the_driver_keeps_a_cpu(sets):
+    assert layout([reported(4)], *sets).num_env_runners == 3
+    assert layout([reported(2)], *sets).num_env_runners == 1  # they need one, even so
 
 
 def test_a_studys_trials_keep_the_zoos_layout_where_the_config_says_auto():
