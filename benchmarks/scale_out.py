@@ -134,7 +134,26 @@ def bench_scale_out(quick: bool) -> Benchmark:
                 rate["end_to_end"] / (k * rates[1]["end_to_end"]), "x",
                 f"{k} x the 1-worker end-to-end rate",
             )  # fmt: skip
+    result.reading = reading(rates)
     return result
+
+
+def reading(rates: dict[int, dict[str, float]]) -> str:
+    """What the figures say, computed from them: how sampling and training grow."""
+    if len(rates) < 2:
+        return ""
+    top = max(rates)
+    sampling = rates[top]["sampling"] / (top * rates[1]["sampling"])
+    end_to_end = rates[top]["end_to_end"] / rates[1]["end_to_end"]
+    return (
+        f"From 1 to {top} workers the env runners sample {sampling * top:.2f}x as fast "
+        f"({sampling:.2f} of linear), but training runs only {end_to_end:.2f}x as fast: the "
+        "learner, one process on the head, takes "
+        f"{100 * rates[1]['learner_share']:.0f}% of an iteration with 1 worker and "
+        f"{100 * rates[top]['learner_share']:.0f}% with {top}, and synchronous PPO waits for it; "
+        "more env runners shorten only the sampling share. Past this point a faster learner "
+        "(a GPU) or an asynchronous algorithm (APPO, IMPALA, sampling ahead) is the lever."
+    )
 
 
 def _wait_for_nodes(head: Any, expected: int, timeout_s: float = 120) -> None:
