@@ -516,8 +516,9 @@ def _target(
     help={
         "config": "experiment YAML (default jobs/configs/cstr_ppo.yaml)",
         "set": "override a config key, KEY=VALUE (repeatable)",
-        "nodes": "nodes (>1 starts a Ray cluster through Azure ML's Ray distribution)",
-        "gpu": "run on the GPU cluster with the GPU image",
+        "nodes": "nodes (>1 starts a Ray cluster through Azure ML's Ray distribution; an auto "
+        "layout uses every node's CPUs)",
+        "gpu": "run on the GPU cluster with the GPU image (an auto layout learns on the GPUs)",
         "wait": "stream the job's logs until it ends",
         "dry_run": "write the job YAML (for `az ml job create -f`) and touch no network",
         "out": "where --dry-run writes the YAML (default .aml/<run-id>/job.yaml)",
