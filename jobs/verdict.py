@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from jobs.rundir import Metric
@@ -123,7 +123,7 @@ def decide(assessment: Mapping[str, Any], handle: SimHandle, margin: float = 0.0
         for name in handle.constraint_kpis:
             if name in agent and agent[name] > baseline.get(name, 0.0):
                 violations[name] = [agent[name], baseline.get(name, 0.0)]
-    return Verdict(
+    verdict = Verdict(
         kpi=kpi,
         agent=_number(agent.get(kpi)),
         baseline=None if baseline is None else _number(baseline.get(kpi)),
@@ -131,8 +131,40 @@ def decide(assessment: Mapping[str, Any], handle: SimHandle, margin: float = 0.0
         margin=margin,
         unit=handle.kpi_units.get(kpi, ""),
         violations=violations,
-        diagnoses=constant_policy(assessment.get("action_spread", {})),
     )
+    notes = constant_policy(assessment.get("action_spread", {}))
+    if baseline is not None:
+        notes += reward_disagrees(verdict, _number(agent.get("return")), baseline.get("return"))
+    return replace(verdict, diagnoses=notes)
+
+
+def reward_disagrees(verdict: Verdict, agent_return: float, baseline_return: Any) -> list[str]:
+    """Name a reward that does not rank the two controllers as the primary KPI does: the
+    agent's return as good as the baseline's (within ``RETURN_TIE``) while the KPI misses.
+    PPO climbs the return; where the return cannot tell the KPI's winner from its loser, it
+    has nothing to climb toward the verdict."""
+    improvement = verdict.improvement
+    if (
+        verdict.kpi == "return"
+        or improvement is None
+        or not math.isfinite(improvement)
+        or improvement >= verdict.margin
+        or not isinstance(baseline_return, int | float)
+        or not math.isfinite(agent_return)
+    ):
+        return []
+    gap = (agent_return - baseline_return) / max(abs(baseline_return), 1e-12)
+    if gap < -RETURN_TIE:
+        return []
+    return [
+        f"Reward and KPI disagree: the agent's return is {agent_return:.4g} against the "
+        f"baseline's {baseline_return:.4g} ({gap:+.1%}), yet its {verdict.kpi} is "
+        f"{abs(improvement):.1%} {'worse' if improvement < 0 else 'better'} where "
+        f"{verdict.margin:.0%} better is asked: the reward hardly tells the two apart, so "
+        f"training has little to climb toward the verdict. Make the reward penalise what "
+        f"{verdict.kpi} measures, or name the KPI the reward pursues as primary. See the "
+        "README, 'When it does not learn'."
+    ]
 
 
 def _number(value: Any) -> float:
@@ -201,6 +233,9 @@ def refuse_losing(summary: Mapping[str, Any], what: str, where: str, flag: str) 
 
 VALUE_AT_CLIP = 0.5
 """A mean value loss above this share of the value clip: the critic is far off its targets."""
+RETURN_TIE = 0.01
+"""An agent whose return is within this share of the baseline's (or above it) while its primary
+KPI misses: the reward does not tell the two controllers apart as the KPI does."""
 LARGE_RETURN = 100.0
 """Episode returns beyond this, with reward normalisation off, are outside the recipe's scale."""
 

@@ -128,3 +128,39 @@ def test_a_kpi_not_measured_loses_and_says_so_through_summary_and_report(tmp_pat
     write_json(run / "summary.json", summary)
     text = markdown(run)
     assert said in text and "| agent | not measured |" in text
+
+
+@pytest.mark.parametrize(
+    ("agent_return", "named"),
+    [(80.37, True), (81.5, True), (78.0, False)],  # within 1% of the PI's 80.9, above, below
+)
+def test_a_reward_that_cannot_tell_the_kpis_loser_is_named(agent_return, named):
+    # the CSTR's seed 2 with the 2 x 4 layout: a return within 1% of the PI's, Ca RMS 21% worse
+    verdict = decide(
+        kpis({"return": agent_return, "ca_rms": 0.1254}, {"return": 80.9, "ca_rms": 0.1034}),
+        resolve("cstr"),
+        0.05,
+    )
+    assert verdict.beats is False
+    said = [note for note in verdict.diagnoses if note.startswith("Reward and KPI disagree")]
+    assert bool(said) is named
+    if agent_return == 80.37:
+        assert said == [
+            "Reward and KPI disagree: the agent's return is 80.37 against the baseline's 80.9 "
+            "(-0.7%), yet its ca_rms is 21.3% worse where 5% better is asked: the reward hardly "
+            "tells the two apart, so training has little to climb toward the verdict. Make the "
+            "reward penalise what ca_rms measures, or name the KPI the reward pursues as "
+            "primary. See the README, 'When it does not learn'."
+        ]
+        assert said[0] in verdict.line()
+
+
+def test_a_winner_or_a_return_kpi_gets_no_reward_note():
+    winner = decide(
+        kpis({"return": 80.9, "ca_rms": 0.09}, {"return": 80.9, "ca_rms": 0.1034}),
+        resolve("cstr"),
+        0.05,
+    )
+    assert winner.beats is True and not winner.diagnoses
+    on_return = decide(kpis({"return": 400.0}, {"return": 480.0}), resolve("CartPole-v1"))
+    assert not on_return.diagnoses
