@@ -78,14 +78,28 @@ def left_in_session(sid: int, grace_s: float = 10.0) -> list[str]:
         time.sleep(0.5)
 
 
+def run_dirs(runs: Path) -> list[Path]:
+    """``runs/<experiment>/<run-id>/``: not a walk of the whole tree, which a live run's
+    checkpoint save (a temporary folder renamed) can pull from under it."""
+    return [p.parent for p in runs.glob("*/*/config.yaml")]
+
+
 def only_run(runs: Path) -> Path:
-    (run,) = [p.parent for p in runs.rglob("config.yaml")]
+    (run,) = run_dirs(runs)
     return run
+
+
+def _holds(predicate) -> bool:
+    """A predicate over a live run's files; a folder the run renamed mid-look is "not yet"."""
+    try:
+        return bool(predicate())
+    except FileNotFoundError:
+        return False
 
 
 def wait_for(predicate, proc: subprocess.Popen, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while not _holds(predicate):
         if proc.poll() is not None:
             pytest.fail(f"training exited early ({proc.returncode}):\n{proc.stdout.read()[-3000:]}")
         if time.monotonic() > deadline:
@@ -219,7 +233,7 @@ def training_files(run: Path) -> set[str]:
 
 def rolled_back_work_exists(runs: Path) -> bool:
     """A checkpoint, and trajectory files written after it: the kill will roll something back."""
-    runs_found = [p.parent for p in runs.rglob("config.yaml")]
+    runs_found = run_dirs(runs)
     if not runs_found or (checkpoint := newest_checkpoint(runs_found[0])) is None:
         return False
     covered = set(json.loads((checkpoint / "trajectories.json").read_text()))
