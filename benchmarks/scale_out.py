@@ -50,7 +50,7 @@ algo.stop()
 """
 
 
-def _measure(client: Any, head: Any, runners: int, batch: int, iterations: int) -> dict[str, Any]:
+def _measure(head: Any, runners: int, batch: int, iterations: int) -> dict[str, Any]:
     done = head.exec_run(
         ["python", "-c", DRIVER, str(runners), str(ENVS), str(batch), str(iterations)],
         environment={"RAY_ADDRESS": "auto"},
@@ -103,7 +103,7 @@ def bench_scale_out(quick: bool) -> Benchmark:
                 join = ["ray", "start", f"--address={head.name}:6379", "--num-cpus=1", "--block"]
                 containers.append(client.containers.run(image, join, **limits))
             _wait_for_nodes(head, k + 1)
-            got = _measure(client, head, k, batch, iterations)
+            got = _measure(head, k, batch, iterations)
             if len(set(got["hosts"])) != k:
                 raise RuntimeError(f"{k} env runners ran on {got['hosts']}, not one per worker")
             rates[k] = {

@@ -252,7 +252,7 @@ def wait_for_nodes(
 ) -> list[Node]:
     """The cluster's nodes once ``expected`` have joined, or what is there after
     ``timeout_s`` (said, so that a smaller cluster trains rather than waits forever)."""
-    waited = 0.0
+    waited, said = 0.0, False
     found = nodes()
     while len(found) < expected:
         if waited >= timeout_s:
@@ -261,9 +261,10 @@ def wait_for_nodes(
                 f"{waited:.0f} s; sizing for those"
             )
             return found
-        if not waited:
+        if not said:
             echo(f"layout: waiting for {expected} nodes ({len(found)} joined so far)")
+            said = True
         time.sleep(poll_s)
-        waited += poll_s or 1e-9  # said once, however short the poll
+        waited += poll_s
         found = nodes()
     return found

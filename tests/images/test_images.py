@@ -207,6 +207,20 @@ def _python(container, code: str) -> str:
     return result.output.decode().strip()
 
 
+ALIVE_NODES = "import ray; ray.init(address='auto', logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))"
+
+
+def wait_for_nodes(head, expected: int, timeout_s: float = 120) -> None:
+    """Until the Ray cluster the ``head`` container started has ``expected`` alive nodes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        said = head.exec_run(["python", "-c", ALIVE_NODES]).output.decode().splitlines()
+        if said[-1:] == [str(expected)]:  # the count, after any line Ray logs first
+            return
+        assert time.monotonic() < deadline, f"the {expected}-node cluster did not form"
+        time.sleep(2)
+
+
 def test_three_node_cluster_spreads_env_runners_and_survives_losing_a_worker(
     image, client, tmp_path
 ):
@@ -244,11 +258,7 @@ def test_three_node_cluster_spreads_env_runners_and_survives_losing_a_worker(
             for _ in range(2)
         ]
         containers += workers
-        alive_nodes = "import ray; ray.init(address='auto', logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))"
-        deadline = time.monotonic() + 120
-        while head.exec_run(["python", "-c", alive_nodes]).output.decode().strip() != "3":
-            assert time.monotonic() < deadline, "the 3-node cluster did not form"
-            time.sleep(2)
+        wait_for_nodes(head, 3)
 
         command = ["python", "-m", "jobs.train", "--smoke", "--runs-dir", "/runs",
                    "--set", "env_runners.num_env_runners=2", "--set", "stop.max_env_steps=8000",
@@ -351,11 +361,7 @@ def test_every_nodes_command_ends_with_the_driver_and_workers_import_the_staged_
             for rank in (1, 2)
         ]
         containers += workers
-        alive = "import ray; ray.init(address='auto', logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))"
-        deadline = time.monotonic() + 120
-        while head.exec_run(["python", "-c", alive]).output.decode().strip()[-1:] != "3":
-            assert time.monotonic() < deadline, "the 3-node cluster did not form"
-            time.sleep(2)
+        wait_for_nodes(head, 3)
         driver = head.exec_run(
             ["python", "-m", "jobs.train", "--smoke", "--run-dir", "/runs/run",
              "--set", "env_runners.num_env_runners=2", "--set", "stop.max_env_steps=1600"],
