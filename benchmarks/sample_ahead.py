@@ -4,26 +4,16 @@ seconds of training to the verdict, the same seeds side by side in one run."""
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 from pathlib import Path
 
-from benchmarks.harness import ROOT, Benchmark
+from benchmarks.harness import ROOT, Benchmark, median_or_never
 from benchmarks.zoo import to_verdict
 
 CONFIG = ROOT / "jobs" / "configs" / "cstr_ppo.yaml"
 VARIANTS = {"takes turns (the default)": [], "samples ahead": ["env_runners.sample_ahead=true"]}
 SEEDS = (0, 1, 2)
 BUDGET = 1_000_000
-
-
-def _median(values: list[float | None]) -> float | None:
-    """The median, a run that never reached the verdict counting as never (None)."""
-    if any(value is None for value in values):
-        ordered = sorted(values, key=lambda v: float("inf") if v is None else v)
-        middle = ordered[len(ordered) // 2]
-        return None if middle is None else float(middle)
-    return float(statistics.median(values))  # type: ignore[type-var]
 
 
 def bench_sample_ahead(quick: bool) -> Benchmark:
@@ -68,7 +58,7 @@ def race(name: str, variants: dict[str, list[str]], quick: bool) -> Benchmark:
                 "the other variant, same seed",
             )
     result.reading = reading(found, variants)
-    medians = {v: {k: _median(x) for k, x in runs.items()} for v, runs in found.items()}
+    medians = {v: {k: median_or_never(x) for k, x in runs.items()} for v, runs in found.items()}
     first, *others = variants
     for other in others:
         for key, unit in (("steps", "env steps"), ("seconds", "seconds")):
@@ -87,8 +77,8 @@ def reading(found: dict[str, dict[str, list[float | None]]], variants: dict) -> 
     other = list(variants)[1]
     turns, ahead = (found[name] for name in list(variants)[:2])
     reached = sum(value is not None for value in ahead["steps"])
-    steps, seconds = (_median(ahead[k]) for k in ("steps", "seconds"))
-    steps0, seconds0 = (_median(turns[k]) for k in ("steps", "seconds"))
+    steps, seconds = (median_or_never(ahead[k]) for k in ("steps", "seconds"))
+    steps0, seconds0 = (median_or_never(turns[k]) for k in ("steps", "seconds"))
     if None in (steps, seconds, steps0, seconds0):
         return (
             f"{other.capitalize()} reached the verdict on {reached} of {len(ahead['steps'])} seeds."

@@ -8,6 +8,7 @@ import os
 import time
 from typing import Any
 
+from benchmarks import peer
 from benchmarks.harness import (
     ROOT,
     Benchmark,
@@ -62,50 +63,30 @@ def _algo(sets: list[str], callbacks: Any) -> Any:
 
 
 CONFIG = ROOT / "jobs" / "configs" / "cstr_ppo.yaml"
-PEER_ENVS = 8
 
 
 def peer_rate(sets: list[str], steps: int) -> float | None:
-    """Stable-Baselines3's PPO with the config's own hyperparameters (batch, minibatch,
-    epochs, learning rate, GAE, gradient clip, separate tanh networks of the same widths) on
-    the environment the env runners step (``sims.registry.RLlibEnv``, reward scaling
-    included), 8 envs in its DummyVecEnv, in this process on one torch thread; env steps/s
-    over ``steps`` after one warm-up rollout. None without the bench extra."""
-    try:
-        import torch
-        from stable_baselines3 import PPO
-        from stable_baselines3.common.env_util import make_vec_env
-    except ImportError:
+    """Stable-Baselines3's PPO with the config's own hyperparameters
+    (:func:`benchmarks.peer.recipe_kwargs`) on the environment the env runners step
+    (``sims.registry.RLlibEnv``, reward scaling included), 8 envs in its DummyVecEnv, in this
+    process on one torch thread; env steps/s over ``steps`` after one warm-up rollout. None
+    without the bench extra."""
+    if not peer.available():
         return None
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
     from jobs.algorithms import algorithm_config
     from jobs.config import load_config
     from sims.registry import RLlibEnv
 
     cfg = load_config(CONFIG, sets)
-    t = cfg.training
     env_config = algorithm_config(cfg, None).env_config
-    vec = make_vec_env(lambda: RLlibEnv(env_config), n_envs=PEER_ENVS, seed=cfg.seed)
+    vec = make_vec_env(lambda: RLlibEnv(env_config), n_envs=peer.ENVS, seed=cfg.seed)
     try:
-        model = PPO(
-            "MlpPolicy",
-            vec,
-            learning_rate=t.lr,
-            n_steps=t.train_batch_size // PEER_ENVS,
-            batch_size=t.minibatch_size,
-            n_epochs=t.num_epochs,
-            gamma=t.gamma,
-            gae_lambda=t.gae_lambda,
-            ent_coef=t.entropy_coeff,
-            max_grad_norm=t.grad_clip or 1e9,
-            policy_kwargs={
-                "net_arch": {"pi": list(t.hidden), "vf": list(t.hidden)},
-                "activation_fn": torch.nn.Tanh,
-            },
-            seed=cfg.seed,
-            device="cpu",
-            verbose=0,
-        )
-        model.learn(total_timesteps=t.train_batch_size)  # warm-up
+        kwargs = peer.recipe_kwargs(cfg.training)
+        model = PPO("MlpPolicy", vec, seed=cfg.seed, device="cpu", verbose=0, **kwargs)
+        model.learn(total_timesteps=cfg.training.train_batch_size)  # warm-up
         start = time.perf_counter()
         model.learn(total_timesteps=steps, reset_num_timesteps=False)
         return steps / (time.perf_counter() - start)
@@ -150,7 +131,7 @@ def bench_throughput(quick: bool) -> Benchmark:
         conditions=(
             f"default CSTR PPO config (the recipe: minibatch 128, 10 epochs), train batch "
             f"{batch}, {iterations} timed iterations after 2 warm-up; Stable-Baselines3's PPO "
-            f"with the same hyperparameters on the same environment, {PEER_ENVS} envs in one "
+            f"with the same hyperparameters on the same environment, {peer.ENVS} envs in one "
             f"process, over the same env steps; {rounds} round(s) of every variant, medians; "
             f"{os.cpu_count()} CPUs"
         ),

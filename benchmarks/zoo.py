@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import Benchmark
+from benchmarks.peer import ENVS as PEER_ENVS
+from benchmarks.peer import available as sb3_available
 
 ZOO = {
     "cstr": "cstr",
@@ -23,7 +25,6 @@ ZOO = {
 SEEDS = (0, 1, 2)
 BUDGET = 1_000_000  # env steps per run: the target is to beat the baseline within it
 ASSESS_EVERY = 40_000  # env steps: 10 iterations of the recipe's 4,000-step batches
-PEER_ENVS = 8  # as the recipe's one env runner x 8 envs
 PINNED_LAYOUT = ["env_runners.num_env_runners=1", "env_runners.num_envs_per_env_runner=8"]
 """The layout every figure here was taken with, on any machine: ``auto`` would size it from
 the machine's CPUs, and another layout draws other random numbers (jobs/layout.py)."""
@@ -50,7 +51,7 @@ def to_verdict(
     ``budget`` env steps, whatever the machine's load): the env steps (and seconds of
     training) to the first assessment that beat the baseline."""
     from jobs.train import train
-    from jobs.verdict import beaten_at
+    from jobs.verdict import beaten_at, training_seconds_to_verdict
 
     summary = train(
         config,
@@ -64,59 +65,24 @@ def to_verdict(
         ],
         runs_root=work / "runs",
     )
-    beating = [v for v in summary.get("verdicts") or [] if v.get("beats")]
     return {
         "env_steps_to_verdict": beaten_at(summary),
-        "seconds_to_verdict": beating[0].get("wall_time_s") if beating else None,
+        "seconds_to_verdict": training_seconds_to_verdict(summary),
         "env_steps": summary["env_steps_sampled"],
         "verdict": summary["verdict"],
     }
 
 
-def peer(sim: str, seed: int, budget: int) -> dict[str, Any]:
+def peer(name: str, sim: str, seed: int, budget: int) -> dict[str, Any]:
     """Stable-Baselines3's PPO with its defaults (``PPO("MlpPolicy", env)``) on the same
-    environment (``resolve(sim).make_env()``), 8 envs in a DummyVecEnv, assessed by the
-    project's assessment every ``ASSESS_EVERY`` env steps; stops at the first verdict."""
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.env_util import make_vec_env
+    environment, 8 envs, assessed every ``ASSESS_EVERY`` env steps against the margin the
+    simulator's config asks of ours; stops at the first verdict."""
+    from benchmarks import peer as sb3
+    from jobs.config import load_config
 
-    from jobs.assess import Controller, compare, default_scenarios
-    from jobs.verdict import decide
-    from sims.registry import resolve
-
-    handle = resolve(sim)
-    scenarios = default_scenarios(handle)
-    judge_env = handle.make_env()
-    found: dict[str, Any] = {"env_steps_to_verdict": None, "verdict": None}
-
-    class Assess(BaseCallback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.next = ASSESS_EVERY
-
-        def _on_step(self) -> bool:
-            if self.num_timesteps < self.next:
-                return True
-            self.next += ASSESS_EVERY
-            agent = Controller(lambda obs, info: self.model.predict(obs, deterministic=True)[0])
-            result, _ = compare(handle, judge_env, scenarios, agent)
-            verdict = decide(result.to_json(), handle)
-            found["verdict"] = verdict.to_json()
-            if verdict.beats:
-                found["env_steps_to_verdict"] = self.num_timesteps
-                return False
-            return True
-
-    vec = make_vec_env(lambda: handle.make_env(), n_envs=PEER_ENVS, seed=seed)
-    try:
-        model = PPO("MlpPolicy", vec, seed=seed, device="cpu", verbose=0)
-        model.learn(total_timesteps=budget, callback=Assess())
-        found["env_steps"] = int(model.num_timesteps)
-    finally:
-        vec.close()
-        judge_env.close()
-    return found
+    config = CONFIGS / f"{name}_ppo.yaml"
+    margin = load_config(config).assessment.margin if config.is_file() else 0.0
+    return sb3.train(sim, seed, budget, margin=margin, assess_every=ASSESS_EVERY)
 
 
 def run_zoo(quick: bool, add: Any) -> str:
@@ -125,12 +91,7 @@ def run_zoo(quick: bool, add: Any) -> str:
     import torch
 
     torch.set_num_threads(1)  # the peer in one process on one thread, as users run it
-    try:
-        import stable_baselines3  # noqa: F401
-
-        have_peer = True
-    except ImportError:
-        have_peer = False
+    have_peer = sb3_available()
     zoo = {"tank": ZOO["tank"]} if quick else ZOO
     seeds, budget = ((0,), 40_000) if quick else (SEEDS, BUDGET)
     work = Path(tempfile.mkdtemp(prefix="aml-rl-zoo-"))
@@ -139,7 +100,7 @@ def run_zoo(quick: bool, add: Any) -> str:
         runs = []
         for seed in seeds:
             mine = ours(name, sim, seed, budget, work / f"{name}-{seed}")
-            theirs = peer(sim, seed, budget) if have_peer else None
+            theirs = peer(name, sim, seed, budget) if have_peer else None
             runs.append({"sim": name, "seed": seed, "ours": mine, "peer": theirs})
         records += runs
         add_figures(name, runs, budget, have_peer, add)

@@ -548,11 +548,14 @@ def _train(
                     and (progress.iteration % cfg.stop.assess_every_iterations == 0)
                 ):
                     saved = checkpoint_now()
+                    assessing = time.perf_counter()
                     verdict = _assess_in_loop(cfg, run, handle, saved)
                     verdicts.append(
                         {
                             "env_steps": progress.env_steps,
-                            "wall_time_s": round(progress.wall_time_s, 3),  # of training
+                            # of the run so far, this session's earlier assessments included
+                            "wall_time_s": round(progress.wall_time_s, 3),
+                            "assess_s": round(time.perf_counter() - assessing, 3),
                             **verdict.to_json(),
                         }
                     )

@@ -214,6 +214,18 @@ def beaten_at(summary: Mapping[str, Any]) -> int | None:
     return None
 
 
+def training_seconds_to_verdict(summary: Mapping[str, Any]) -> float | None:
+    """Seconds of training (this session's wall time, less the stop criterion's own
+    assessments before it) until the first assessment that beat the baseline; None where
+    none did."""
+    assessing = 0.0
+    for verdict in summary.get("verdicts") or []:
+        if verdict.get("beats"):
+            return float(verdict["wall_time_s"]) - assessing
+        assessing += float(verdict.get("assess_s") or 0.0)
+    return None
+
+
 def refuse_losing(summary: Mapping[str, Any], what: str, where: str, flag: str) -> str | None:
     """Raise :class:`LosingPolicy` unless the run's policy beats its baseline; returns a note
     to print where it passes for want of a verdict or a baseline."""
