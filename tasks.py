@@ -189,6 +189,8 @@ def train(
         "time_budget": "seconds for the whole study; running trials then stop early",
         "resume": "continue this study folder after a kill",
         "runs_dir": "where study folders go (default runs/)",
+        "confirm_seeds": "e.g. 1,2,3: train the best config and the config as given on these "
+        "seeds too, and say whether the best's lead holds (one seed's lead is often luck)",
     }
 )
 def tune(
@@ -203,11 +205,12 @@ def tune(
     time_budget: float = 0.0,
     resume: str = "",
     runs_dir: str = "runs",
+    confirm_seeds: str = "",
 ) -> None:
     """Search hyperparameters with Ray Tune: every trial a run, the best config written back."""
     from jobs.train import USER_ERRORS
     from jobs.tune.run import run_study
-    from jobs.tune.study import DEFAULT_METRIC
+    from jobs.tune.study import DEFAULT_METRIC, parse_seeds
 
     try:
         run_study(
@@ -221,6 +224,7 @@ def tune(
             time_budget_s=time_budget or None,
             runs_root=Path(runs_dir),
             resume=Path(resume) if resume else None,
+            confirm_seeds=parse_seeds(confirm_seeds),
         )
     except USER_ERRORS as exc:
         raise Exit(f"tune: {exc}", code=2) from None

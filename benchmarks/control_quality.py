@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import peer
-from benchmarks.harness import ROOT, Benchmark, median_or_never
+from benchmarks.harness import ROOT, Benchmark
+from jobs.verdict import median_or_never
 
 CONFIG = ROOT / "jobs" / "configs" / "cstr_ppo.yaml"
 SEEDS = (0, 1, 2)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import platform
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,16 +141,6 @@ def render_markdown(report: dict[str, Any]) -> str:
         if bench.get("reading"):
             lines += [bench["reading"], ""]
     return "\n".join(lines)
-
-
-def median_or_never(values: list[float | None]) -> float | None:
-    """The median of runs to a verdict, a run that never reached it counting as never (None):
-    None where the middle run never did."""
-    if any(value is None for value in values):
-        ordered = sorted(values, key=lambda v: math.inf if v is None else v)
-        middle = ordered[len(ordered) // 2]
-        return None if middle is None else float(middle)
-    return float(statistics.median(values))  # type: ignore[type-var]
 
 
 def percentiles(seconds: list[float]) -> tuple[float, float]:

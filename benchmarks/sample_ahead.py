@@ -7,8 +7,9 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from benchmarks.harness import ROOT, Benchmark, median_or_never
+from benchmarks.harness import ROOT, Benchmark
 from benchmarks.zoo import to_verdict
+from jobs.verdict import median_or_never
 
 CONFIG = ROOT / "jobs" / "configs" / "cstr_ppo.yaml"
 VARIANTS = {"takes turns (the default)": [], "samples ahead": ["env_runners.sample_ahead=true"]}

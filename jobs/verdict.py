@@ -226,6 +226,19 @@ def training_seconds_to_verdict(summary: Mapping[str, Any]) -> float | None:
     return None
 
 
+def median_or_never(steps: list[float | None]) -> float | None:
+    """The median of runs' env steps (or seconds) to the verdict, a run that never got there
+    counting as never: None where the middle run never did."""
+    ordered = sorted(steps, key=lambda v: math.inf if v is None else v)
+    if not ordered:
+        return None
+    middle = len(ordered) // 2
+    if len(ordered) % 2 or ordered[middle] is None:
+        return None if ordered[middle] is None else float(ordered[middle])
+    low = ordered[middle - 1]
+    return None if low is None else (float(low) + float(ordered[middle])) / 2
+
+
 def refuse_losing(summary: Mapping[str, Any], what: str, where: str, flag: str) -> str | None:
     """Raise :class:`LosingPolicy` unless the run's policy beats its baseline; returns a note
     to print where it passes for want of a verdict or a baseline."""

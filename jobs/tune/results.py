@@ -117,10 +117,17 @@ def finish_study(
     text = (folder / best.trial / "config.yaml").read_text()
     verdict = _verdict_words(best)
     against = against_given(best, rows)
+    given = next((r for r in rows if r.given), None)
+    confirmed = None
+    if study.confirm_seeds and given is not None and given is not best:
+        from jobs.tune.confirm import confirm
+
+        confirmed = confirm(folder, study, given, best, mlflow_uri)
     header = (
         f"# The best trial of study {folder.name}: {best.trial}, {study.kpi} {best.kpi:.4g} "
         f"(baseline {best.baseline_kpi:.4g}); {verdict}\n"
         + (f"# {against}\n" if against else "")
+        + (f"# {confirmed.words()}\n" if confirmed else "")
         + "".join(f"# {k}: {v}\n" for k, v in best.params.items())
         + f"# Train it: invoke train --config {folder / BEST_FILE}\n"
     )
@@ -131,6 +138,7 @@ def finish_study(
         "kpi": study.kpi,
         "best": {**asdict(best), "config": BEST_FILE},
         "against_given": against,
+        "confirmation": confirmed.to_json() if confirmed else None,
         "trials": [asdict(r) for r in rows],
     }
     write_json(folder / RESULTS_FILE, result)
@@ -140,6 +148,8 @@ def finish_study(
     )
     if against:
         console.print(against)
+    if confirmed:
+        console.print(confirmed.words())
     return result
 
 

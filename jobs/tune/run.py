@@ -29,6 +29,7 @@ from jobs.tune.study import (
     STUDY_FILE,
     Study,
     new_study,
+    parse_seeds,
 )
 from jobs.tune.trial import Trial, trial_resources
 
@@ -46,8 +47,11 @@ def run_study(
     runs_root: Path = Path("runs"),
     study_dir: Path | None = None,
     resume: Path | None = None,
+    confirm_seeds: list[int] | None = None,
 ) -> dict[str, Any]:
-    """Run (or with ``resume``, continue) a study; returns what ``study.json`` holds."""
+    """Run (or with ``resume``, continue) a study; returns what ``study.json`` holds.
+    ``confirm_seeds``: train the best trial's config and the config as given on these seeds
+    too, and compare (jobs.tune.confirm)."""
     if resume is not None:
         if space is not None or config is not None:
             given = " ".join(f"--{n} {v}" for n, v in (("space", space), ("config", config)) if v)
@@ -62,7 +66,9 @@ def run_study(
         config = config or DEFAULT_CONFIG
         cfg = pinned_for_trials(load_config(config))  # trials share the nodes
         params = load_space(space, config)
-        study = new_study(params, samples, scheduler, metric, kpi, max_concurrent, cfg)
+        study = new_study(
+            params, samples, scheduler, metric, kpi, max_concurrent, cfg, confirm_seeds
+        )
         if time_budget_s is not None and not (math.isfinite(time_budget_s) and time_budget_s > 0):
             raise SpaceError(f"--time-budget {time_budget_s}: give a number of seconds above 0")
         study.time_budget_s = time_budget_s
@@ -183,6 +189,12 @@ def parser() -> argparse.ArgumentParser:
     out.add_argument("--runs-dir", type=Path, default=Path("runs"))
     out.add_argument("--study-dir", type=Path, help="exactly this folder (Azure ML's output)")
     out.add_argument("--resume", type=Path, metavar="DIR", help="continue this study")
+    out.add_argument(
+        "--confirm-seeds",
+        default="",
+        metavar="1,2,3",
+        help="train the best config and the config as given on these seeds too, and compare",
+    )
     return out
 
 
@@ -212,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             runs_root=args.runs_dir,
             study_dir=args.study_dir,
             resume=resume,
+            confirm_seeds=parse_seeds(args.confirm_seeds),
         )
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)

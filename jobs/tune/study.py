@@ -47,6 +47,10 @@ class Study:
     """The config's own values of the space's keys: the first trial trains them unchanged, so
     that the study says whether it found anything better than what it was given. None where
     the config leaves a key of the space unset (a ``training.extra`` name)."""
+    confirm_seeds: list[int] = field(default_factory=list)
+    """Seeds the trials did not train with: the best trial's config and the config as given
+    are each trained on every one to the verdict, and the study's last word compares their
+    medians (one seed's lead is often luck). Empty: no confirmation."""
 
     @classmethod
     def read(cls, folder: Path) -> Study:
@@ -69,6 +73,7 @@ def new_study(
     kpi: str,
     max_concurrent: int,
     cfg: ExperimentConfig,
+    confirm_seeds: list[int] | None = None,
 ) -> Study:
     if samples < 1:
         raise SpaceError(f"--samples {samples}: give 1 or more")
@@ -88,7 +93,14 @@ def new_study(
     kpi = kpi or handle.primary_kpi  # the verdict's KPI unless asked otherwise
     if kpi not in known:
         raise SpaceError(f"--kpi {kpi!r}: {cfg.sim} has KPIs {', '.join(dict.fromkeys(known))}")
+    confirm_seeds = list(confirm_seeds or [])
+    if cfg.seed in confirm_seeds:
+        raise SpaceError(
+            f"--confirm-seeds {','.join(map(str, confirm_seeds))}: {cfg.seed} is the seed the "
+            "trials train with (the config's seed); confirm on others"
+        )
     return Study(
+        confirm_seeds=confirm_seeds,
         samples=samples,
         scheduler=scheduler,
         metric=metric,
@@ -97,3 +109,14 @@ def new_study(
         space={p.key: [p.distribution, list(p.args)] for p in params},
         given=given_values(params, cfg),
     )
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--confirm-seeds 1,2,3``: distinct whole numbers >= 0, in the order given."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not all(item.isdigit() for item in items) or len(set(items)) != len(items):
+        raise SpaceError(
+            f"--confirm-seeds {text!r}: give distinct whole numbers separated by commas, "
+            "e.g. --confirm-seeds 1,2,3"
+        )
+    return [int(item) for item in items]

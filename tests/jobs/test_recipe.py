@@ -63,6 +63,7 @@ def test_the_recipe_beats_the_tanks_pi_loops_and_stops_there_whatever_the_reward
     assert plain["env_steps_sampled"] < BUDGET  # it stopped on the verdict, not the budget
     assert printed.rstrip().splitlines()[-3].startswith("verdict: beats the baseline (return ")
     assert "assessment at 20,0" in printed  # it said how far it was, at each assessment
+    assert all(v["assess_s"] > 0 for v in plain["verdicts"])  # kept apart from training time
 
     scaled, printed = train_to_verdict("tank_x1000", tmp_path)
     assert scaled["verdict"]["beats"] is True, printed[-3000:]

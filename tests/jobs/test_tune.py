@@ -282,3 +282,102 @@ def test_ranking_puts_assessed_trials_first_by_the_kpi_in_its_direction():
     study = Study(metric="env_runners/episode_return_mean")
     assert [r.trial for r in rank(rows, study, higher_kpi_better=True)] == ["c", "b", "a", "d"]
     assert [r.trial for r in rank(rows, study, higher_kpi_better=False)] == ["b", "c", "a", "d"]
+
+
+# A user's adder whose old controller turns the wrong way: any policy that holds still beats
+# it, so every run beats it at its first assessment, and a trial's speed to the verdict is
+# set by how often it is assessed, not by luck.
+WRONG_WAY = """
+import dataclasses
+
+from sims import simple_adder
+
+
+class AlwaysAddTen:
+    def reset(self):
+        pass
+
+    def act(self, states):
+        return {"addend": 10.0}
+
+
+SPEC = dataclasses.replace(
+    simple_adder.SPEC, name="wrong_way", env_id="user/WrongWay-v0", baseline=AlwaysAddTen,
+    primary_kpi="final_error", kpi_units={**simple_adder.SPEC.kpi_units, "final_error": "-"},
+    kpi_higher_better=frozenset(), source=__file__,
+)
+"""
+
+
+def test_the_best_trials_lead_is_confirmed_on_seeds_the_study_did_not_use(tmp_path):
+    (tmp_path / "wrong_way.py").write_text(WRONG_WAY)
+    config = yaml.safe_load(CONFIG.format(steps=2000))
+    config.update(experiment="wrong_way_study", sim="wrong_way")
+    config["stop"].update(beats_baseline=True, assess_every_iterations=3)
+    (tmp_path / "user.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "space.yaml").write_text("stop.assess_every_iterations: {choice: [1]}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobs.tune", "--config", "user.yaml", "--space", "space.yaml",
+         "--samples", "2", "--scheduler", "fifo", "--confirm-seeds", "1,2", "--runs-dir", "runs"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"},
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    (folder,) = (tmp_path / "runs" / "wrong_way_study").glob("study-*")
+    results = json.loads((folder / "study.json").read_text())
+    assert results["best"]["trial"] == "trial-001"  # assessed every iteration: first verdict
+    confirmation = results["confirmation"]
+    assert confirmation["seeds"] == [1, 2] and confirmation["best"] == "trial-001"
+    for trial, steps in (("trial-000", "given_steps"), ("trial-001", "best_steps")):
+        runs = sorted((folder / f"confirm-{trial}").glob("trial-*/summary.json"))
+        summaries = [json.loads(path.read_text()) for path in runs]
+        configs = [yaml.safe_load(p.with_name("config.yaml").read_text()) for p in runs]
+        assert [c["seed"] for c in configs] == [1, 2]
+        every = 3 if trial == "trial-000" else 1  # the trial's own values, the seed aside
+        assert all(c["stop"]["assess_every_iterations"] == every for c in configs)
+        assert confirmation[steps] == [s["verdicts"][0]["env_steps"] for s in summaries]
+        assert all(s["verdicts"][0]["beats"] for s in summaries)
+    best, given = confirmation["best_steps"], confirmation["given_steps"]
+    assert all(b < g for b, g in zip(best, given, strict=True))
+    assert confirmation["confirmed"] is True
+    said = confirmation["said"]
+    ratio = ((given[0] + given[1]) / 2) / ((best[0] + best[1]) / 2)
+    assert said == (
+        f"confirmed on seeds 1, 2: trial-001 needs a median of {(best[0] + best[1]) / 2:,.0f} "
+        f"env steps to the verdict ({best[0]:,} / {best[1]:,}), the config as given needs a "
+        f"median of {(given[0] + given[1]) / 2:,.0f} env steps to the verdict ({given[0]:,} / "
+        f"{given[1]:,}): {ratio:.2f}x fewer env steps to the verdict"
+    )
+    assert said in out and f"# {said}\n" in (folder / "best.yaml").read_text()
+
+
+def test_a_lead_that_does_not_hold_on_other_seeds_is_not_confirmed():
+    from jobs.tune.confirm import Confirmation
+
+    held = Confirmation([1, 2, 3], "trial-004", [320_000, 160_000, None], [200_000, 640_000, None])
+    assert not held.confirmed
+    assert held.words() == (
+        "NOT confirmed on seeds 1, 2, 3: trial-004 needs a median of 640,000 env steps to the "
+        "verdict (200,000 / 640,000 / never), the config as given needs a median of 320,000 env "
+        "steps to the verdict (320,000 / 160,000 / never): its lead on the study's seed did not "
+        "hold; keep the config"
+    )
+    never = Confirmation([1, 2, 3], "trial-004", [None, None, 1], [1, 2, None])
+    assert never.confirmed
+    assert never.words().endswith(
+        "the config as given never beats the baseline on most seeds (never / never / 1)"
+    )
+
+
+def test_confirming_on_the_studys_own_seed_or_a_bad_list_is_refused():
+    from jobs.tune.space import SpaceError
+    from jobs.tune.study import new_study, parse_seeds
+
+    assert parse_seeds("1, 2,3") == [1, 2, 3] and parse_seeds("") == []
+    for text in ("1,x", "1,1", "-1"):
+        with pytest.raises(SpaceError, match=rf"--confirm-seeds '{text}': give distinct whole"):
+            parse_seeds(text)
+    cfg = load_config(ROOT / "jobs" / "configs" / "simple_adder_ppo.yaml")
+    with pytest.raises(SpaceError, match=rf"--confirm-seeds {cfg.seed},5: {cfg.seed} is the seed"):
+        new_study([], 2, "fifo", "env_runners/episode_return_mean", "", 0, cfg, [cfg.seed, 5])

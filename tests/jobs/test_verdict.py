@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jobs.assess import Controller, compare, default_scenarios
-from jobs.verdict import Verdict, decide
+from jobs.verdict import Verdict, decide, training_seconds_to_verdict
 from sims import simple_adder
 from sims.handle import SimHandle
 from sims.registry import resolve
@@ -164,3 +164,13 @@ def test_a_winner_or_a_return_kpi_gets_no_reward_note():
     assert winner.beats is True and not winner.diagnoses
     on_return = decide(kpis({"return": 400.0}, {"return": 480.0}), resolve("CartPole-v1"))
     assert not on_return.diagnoses
+
+
+def test_seconds_to_the_verdict_leave_out_the_stop_criterions_assessments_before_it():
+    def verdict(wall: float, assess: float, beats: bool) -> dict:
+        return {"wall_time_s": wall, "assess_s": assess, "beats": beats}
+
+    summary = {"verdicts": [verdict(10, 3, False), verdict(20, 4, False), verdict(30, 2, True)]}
+    assert training_seconds_to_verdict(summary) == 30 - 3 - 4
+    assert training_seconds_to_verdict({"verdicts": [verdict(10, 3, False)]}) is None
+    assert training_seconds_to_verdict({"verdict": {"beats": True}}) is None  # no schedule
