@@ -125,7 +125,7 @@ def bench_throughput(quick: bool) -> Benchmark:
     ahead = "the default sampling ahead (env_runners.sample_ahead)"
     variants[batched] = [*sizes, "env_runners.batched=true"]
     variants[ahead] = [*sizes, "env_runners.sample_ahead=true"]
-    peer = "Stable-Baselines3 PPO"
+    sb3 = "Stable-Baselines3 PPO"
     result = Benchmark(
         "training_throughput",
         conditions=(
@@ -137,7 +137,7 @@ def bench_throughput(quick: bool) -> Benchmark:
         ),
     )
     ray.init(include_dashboard=False, logging_level="ERROR", ignore_reinit_error=True)
-    rates: dict[str, list[float]] = {name: [] for name in [*variants, peer]}
+    rates: dict[str, list[float]] = {name: [] for name in [*variants, sb3]}
     for _ in range(rounds):
         for name, sets in variants.items():
             algo = _algo(sets, None)
@@ -145,7 +145,7 @@ def bench_throughput(quick: bool) -> Benchmark:
             algo.stop()
         measured = peer_rate(sizes, iterations * batch)
         if measured is not None:
-            rates[peer].append(measured)
+            rates[sb3].append(measured)
     median = {name: statistics.median(v) if v else None for name, v in rates.items()}
     for name, value in median.items():
         result.add(f"env steps/s, {name}", value, "steps/s", "the others, same rounds")
@@ -163,7 +163,7 @@ def bench_throughput(quick: bool) -> Benchmark:
         ("the default, batched CSTR", batched, 2.0),
         ("the default sampling ahead", ahead, None),
     ):
-        ratio = median[name] / median[peer] if median[peer] else None
+        ratio = median[name] / median[sb3] if median[sb3] else None
         target = f">= {least:.1f}x" if least else ""
         result.add(
             f"{label} / Stable-Baselines3",
