@@ -143,23 +143,19 @@ def bench_control(quick: bool) -> Benchmark:
         }
     mine = medians[OURS]
     for name in variants[1:]:
-        theirs = medians[name]
-        seconds = (mine["seconds_to_verdict"], theirs["seconds_to_verdict"])
-        result.add(
-            f"median seconds to beat PI: ours / {name}",
-            seconds[0] / seconds[1] if None not in seconds else None,
-            "x",
-            f"{name}: {_text(seconds[1], 's')}",
-            "< 1 (sooner)",
-            seconds[0] is not None and (seconds[1] is None or seconds[0] < seconds[1]),
-        )
-        steps = (mine["env_steps_to_verdict"], theirs["env_steps_to_verdict"])
-        result.add(
-            f"median env steps to beat PI: ours / {name}",
-            steps[0] / steps[1] if None not in steps else None,
-            "x",
-            f"{name}: {_text(steps[1], 'env steps')}",
-        )
+        for key, what, unit, sooner in (
+            ("seconds_to_verdict", "seconds", "s", True),
+            ("env_steps_to_verdict", "env steps", "env steps", False),
+        ):
+            a, b = mine[key], medians[name][key]
+            result.add(
+                f"median {what} to beat PI: ours / {name}",
+                a / b if a is not None and b is not None else None,
+                "x",
+                f"{name}: {_text(b, unit)}",
+                "< 1 (sooner)" if sooner else "",
+                (a is not None and (b is None or a < b)) if sooner else None,
+            )
     result.add(
         "median seconds to beat PI, ours",
         mine["seconds_to_verdict"],
