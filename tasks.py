@@ -532,6 +532,7 @@ def _target(
         "check": "first verify the workspace, cluster size, datastore write access and image",
         "tune": "run a study over this search space instead (see `invoke tune`)",
         "samples": "with --tune: trials to sample (default 4)",
+        "confirm_seeds": "with --tune, e.g. 1,2,3: confirm the best trial's lead on these seeds",
     },
     iterable=["set"],
 )
@@ -550,11 +551,14 @@ def submit(
     check: bool = False,
     tune: str = "",
     samples: int = 4,
+    confirm_seeds: str = "",
     azure: dict[str, str] | None = None,
 ) -> None:
     """Run the training job (or with --tune, a study) on Azure ML, as `invoke train` does."""
     from client.submit import submit_experiment
     from client.workspace import SubmitError
+    from jobs.tune.space import SpaceError
+    from jobs.tune.study import parse_seeds
 
     try:
         target = _target(**azure)
@@ -575,8 +579,9 @@ def submit(
             check=check,
             tune=Path(tune) if tune else None,
             samples=samples,
+            confirm_seeds=parse_seeds(confirm_seeds),
         )
-    except SubmitError as exc:
+    except (SubmitError, SpaceError) as exc:
         raise Exit(f"submit: {exc}", code=2) from None
 
 

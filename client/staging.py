@@ -57,16 +57,19 @@ def stage_code(
     return code
 
 
-def stage_space(space: Path, code: Path, samples: int) -> None:
-    """Check a study's search space against the staged config, as the job will read both,
-    and stage it."""
+def stage_space(
+    space: Path, code: Path, samples: int, confirm_seeds: list[int] | None = None
+) -> None:
+    """Check a study's search space (and confirming seeds) against the staged config, as
+    the job will read both, and stage it."""
     from jobs.tune.space import load_space
     from jobs.tune.study import DEFAULT_METRIC, new_study
 
     staged = code / "experiment.yaml"
     try:
         params = load_space(space, staged)
-        new_study(params, samples, "asha", DEFAULT_METRIC, "return", 0, load_config(staged))
+        cfg = load_config(staged)
+        new_study(params, samples, "asha", DEFAULT_METRIC, "return", 0, cfg, confirm_seeds)
     except ConfigError as exc:
         raise SubmitError(str(exc).replace(str(staged), "the config")) from None
     shutil.copy2(space, code / SPACE_FILE)

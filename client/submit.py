@@ -88,10 +88,11 @@ def build_job(
     code: Path | str,
     image: str | None = None,
     samples: int | None = None,
+    confirm_seeds: list[int] | None = None,
 ) -> Any:
     """The Azure ML command job for ``cfg``: same entrypoint, run directory on the datastore.
     With ``samples``, the job is a study (``jobs.tune``, the search space staged in ``code``)
-    whose trials Ray spreads over the job's nodes."""
+    whose trials Ray spreads over the job's nodes, its lead confirmed on ``confirm_seeds``."""
     from azure.ai.ml import Output, RayDistribution
     from azure.ai.ml.entities import (
         CommandJob,
@@ -112,7 +113,8 @@ def build_job(
         environment_variables["RAY_ADDRESS"] = "auto"  # join the cluster Azure ML started
         environment_variables[NODES_VARIABLE] = str(nodes)  # the driver sizes for all of them
     # a study may run its trials one after another: its limit is theirs, summed
-    runs = samples or 1
+    confirm_seeds = list(confirm_seeds or []) if samples else []
+    runs = (samples or 1) + 2 * len(confirm_seeds)  # each confirming seed trains two configs
     timeout = (
         int(runs * cfg.stop.max_wall_s + WALL_MARGIN_S)
         if cfg.stop.max_wall_s
@@ -120,6 +122,8 @@ def build_job(
     )
     folder = f"study-{run_id}" if samples else run_id
     command = STUDY_ENTRYPOINT.replace("SAMPLES", str(samples)) if samples else ENTRYPOINT
+    if confirm_seeds:
+        command += f" --confirm-seeds {','.join(map(str, confirm_seeds))}"
     inputs = {}
     if cfg.sim_package:  # mounted (a folder) or downloaded (an archive) on every node
         inputs[PACKAGE_INPUT] = package_input(cfg.sim_package)
@@ -249,12 +253,16 @@ def submit_experiment(
     check: bool = False,
     tune: Path | None = None,
     samples: int = 4,
+    confirm_seeds: list[int] | None = None,
     client: Any = None,
     http: Any = None,
     echo: Callable[[str], None] = print,
 ) -> Any:
     """What `invoke submit` does: load (and with ``check``, verify the workspace), stage, build
-    the job, then write it or send it. With ``tune`` (a search space), the job is a study."""
+    the job, then write it or send it. With ``tune`` (a search space), the job is a study,
+    its lead confirmed on ``confirm_seeds`` (``invoke tune --confirm-seeds``)."""
+    if confirm_seeds and tune is None:
+        raise SubmitError("--confirm-seeds confirms a study's lead: give --tune SPACE with it")
     try:
         cfg = load_config(config or DEFAULT_CONFIG, sets or [])
     except ConfigError as exc:
@@ -293,10 +301,10 @@ def submit_experiment(
         raise
     try:
         if tune is not None:
-            stage_space(tune, code, samples)
+            stage_space(tune, code, samples, confirm_seeds)
         job = build_job(
             cfg, target, nodes=nodes, gpu=gpu, run_id=run_id, code=code, image=image,
-            samples=samples if tune is not None else None,
+            samples=samples if tune is not None else None, confirm_seeds=confirm_seeds,
         )  # fmt: skip
         if dry_run:
             path = write_yaml(job, out or staging / run_id / "job.yaml")

@@ -659,27 +659,28 @@ def test_a_study_is_one_multi_node_job_running_jobs_tune_over_the_staged_space(t
     out = tmp_path / "job.yaml"
     sub.submit_experiment(
         target, config=CONFIGS / "cstr_ppo.yaml", tune=space, samples=16, nodes=3,
-        dry_run=True, out=out, staging=staging, echo=lambda _: None,
+        confirm_seeds=[1, 2], dry_run=True, out=out, staging=staging, echo=lambda _: None,
     )  # fmt: skip
     job = load_job(out)  # what `az ml job create -f` validates
     (run_id,) = [p.name for p in staging.iterdir()]
     assert job.command == (
         "python -m jobs.tune --config experiment.yaml --space space.yaml --samples 16 "
-        "--study-dir ${{outputs.run}}"
+        "--study-dir ${{outputs.run}} --confirm-seeds 1,2"
     )
     assert job.resources.instance_count == 3 and job.distribution.type == "ray"
     assert job.environment_variables["RAY_ADDRESS"] == "auto"
     assert job.outputs["run"].path == (
         f"azureml://datastores/outputs/paths/cstr_ppo/study-{run_id}/"
     )
-    assert job.limits.timeout == 16 * cstr().stop.max_wall_s + sub.WALL_MARGIN_S
+    # 16 trials, then two configs on each of two confirming seeds, one after another at worst
+    assert job.limits.timeout == (16 + 4) * cstr().stop.max_wall_s + sub.WALL_MARGIN_S
     assert job.tags["study_samples"] == "16"
     code = Path(job.code)
     assert (code / "space.yaml").read_text() == USER_SPACE
     # the command is one jobs.tune accepts, and what it reads is what was staged
     args = parser().parse_args(job.command.split()[3:])
-    assert (args.config, args.space, args.samples) == (
-        Path("experiment.yaml"), Path("space.yaml"), 16,
+    assert (args.config, args.space, args.samples, args.confirm_seeds) == (
+        Path("experiment.yaml"), Path("space.yaml"), 16, "1,2",
     )  # fmt: skip
     assert load_config(code / args.config) == cstr()
 
@@ -694,6 +695,25 @@ def test_a_study_with_a_bad_space_is_refused_before_anything_is_staged(target, t
             target, tune=space, dry_run=True, staging=staging, echo=lambda _: None
         )
     assert not staging.exists(), "a refused submission leaves no staging folder"
+
+
+def test_confirming_a_study_on_its_own_seed_or_without_a_study_is_refused(target, tmp_path):
+    space = tmp_path / "my_space.yaml"
+    space.write_text(USER_SPACE)
+    staging = tmp_path / "staging"
+    seed = cstr().seed
+    with pytest.raises(workspace.SubmitError, match=rf"--confirm-seeds {seed},7: {seed} is the seed "
+                       r"the trials train with \(the config's seed\); confirm on others"):  # fmt: skip
+        sub.submit_experiment(
+            target, tune=space, confirm_seeds=[seed, 7], dry_run=True, staging=staging,
+            echo=lambda _: None,
+        )  # fmt: skip
+    assert not staging.exists(), "a refused submission leaves no staging folder"
+    with pytest.raises(workspace.SubmitError, match=r"--confirm-seeds confirms a study's lead: "
+                       r"give --tune SPACE with it"):  # fmt: skip
+        sub.submit_experiment(
+            target, confirm_seeds=[1], dry_run=True, staging=staging, echo=lambda _: None
+        )
 
 
 def adder_c_config(tmp_path: Path, package: str, sha256: str | None = None) -> Path:
