@@ -16,6 +16,7 @@ from ray import tune
 
 from jobs.console import console
 from jobs.rundir import write_atomic
+from jobs.tune.rows import trial_rows
 from jobs.verdict import median_or_never
 
 
@@ -72,8 +73,6 @@ def confirm(folder: Path, study: Any, given: Any, best: Any, mlflow_uri: str) ->
     """Train ``given``'s and ``best``'s configs (trial rows of ``folder``) on every one of
     ``study.confirm_seeds``, each under ``folder/confirm-<trial>/``; a resumed study
     continues what a kill left."""
-    from jobs.tune.results import trial_rows
-
     found = {}
     for row in (given, best):
         where = folder / f"confirm-{row.trial}"

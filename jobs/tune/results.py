@@ -2,83 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import yaml
 from ray import tune
 
 from jobs.config import load_config
 from jobs.console import console
-from jobs.rundir import RunError, read_summary, write_atomic, write_json
+from jobs.rundir import RunError, write_atomic, write_json
 from jobs.tracking import use_tracking_uri
-from jobs.tune.space import Param, dig
+from jobs.tune.confirm import confirm
+from jobs.tune.rows import TrialRow, trial_rows
+from jobs.tune.space import Param
 from jobs.tune.study import BEST_FILE, RESULTS_FILE, Study
-from jobs.verdict import beaten_at
 from sims.registry import resolve
-
-
-@dataclass
-class TrialRow:
-    trial: str
-    status: str
-    params: dict[str, Any]
-    iterations: int | None
-    env_steps: int | None
-    metric: float | None
-    kpi: float | None
-    baseline_kpi: float | None
-    stop_reason: str | None
-    beats: bool | None = None
-    """The trial's verdict (``jobs.verdict``): None where it was not assessed."""
-    beaten_at: int | None = None
-    """Env steps at the first assessment that beat the baseline."""
-    given: bool = False
-    """The trial trained the config's own values (``Study.given``)."""
-
-
-def trial_rows(folder: Path, study: Study) -> list[TrialRow]:
-    """Every trial's run folder, read back from its files (config, summary, metrics)."""
-    rows = []
-    for run in sorted(folder.glob("trial-*")):
-        if not (run / "config.yaml").is_file():
-            continue
-        config = yaml.safe_load((run / "config.yaml").read_text())
-        params = {key: dig(config, key) for key in study.space}
-        try:
-            summary = read_summary(run)
-        except RunError:
-            summary = {}
-        lines = _metrics(run)
-        last = lines[-1] if lines else {}
-        assessment = summary.get("assessment") or {}
-        rows.append(
-            TrialRow(
-                trial=run.name,
-                status=summary.get("status", "running"),
-                params=params,
-                iterations=summary.get("iterations", last.get("iteration")),
-                env_steps=summary.get("env_steps_sampled", last.get("env_steps")),
-                metric=last.get(study.metric),
-                kpi=(assessment.get("agent") or {}).get(study.kpi),
-                baseline_kpi=(assessment.get("baseline") or {}).get(study.kpi),
-                stop_reason=summary.get("stop_reason"),
-                beats=(summary.get("verdict") or {}).get("beats"),
-                beaten_at=beaten_at(summary),
-                given=study.given is not None and params == study.given,
-            )
-        )
-    return rows
-
-
-def _metrics(run: Path) -> list[dict[str, Any]]:
-    path = run / "metrics.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
 
 
 def rank(rows: list[TrialRow], study: Study, higher_kpi_better: bool) -> list[TrialRow]:
@@ -120,8 +61,6 @@ def finish_study(
     given = next((r for r in rows if r.given), None)
     confirmed = None
     if study.confirm_seeds and given is not None and given is not best:
-        from jobs.tune.confirm import confirm
-
         confirmed = confirm(folder, study, given, best, mlflow_uri)
     header = (
         f"# The best trial of study {folder.name}: {best.trial}, {study.kpi} {best.kpi:.4g} "

@@ -16,7 +16,8 @@ import yaml
 
 from jobs.config import load_config
 from jobs.rundir import RunError
-from jobs.tune.results import TrialRow, rank
+from jobs.tune.results import rank
+from jobs.tune.rows import TrialRow
 from jobs.tune.study import Study
 from jobs.tune.trial import same_values_or_refuse
 from tests.conftest import ROOT
