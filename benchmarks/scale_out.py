@@ -98,6 +98,8 @@ def bench_scale_out(quick: bool) -> Benchmark:
             name=f"{network.name}-head", **limits,
         )  # fmt: skip
         containers.append(head)
+        # a worker's `ray start --address` gives up at once on a head not up yet
+        _wait_for_nodes(head, 1)
         for k in workers:
             while len(containers) - 1 < k:
                 join = ["ray", "start", f"--address={head.name}:6379", "--num-cpus=1", "--block"]
@@ -156,12 +158,18 @@ def reading(rates: dict[int, dict[str, float]]) -> str:
     )
 
 
-def _wait_for_nodes(head: Any, expected: int, timeout_s: float = 120) -> None:
+def _wait_for_nodes(head: Any, expected: int, timeout_s: float = 300) -> None:
+    """Until the head's Ray counts ``expected`` alive nodes. Each probe is a Ray driver in a
+    container of a fraction of a CPU (seconds of start-up each): hence the generous wait."""
     probe = "import ray; ray.init(address='auto', logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))"  # noqa: E501
     deadline = time.monotonic() + timeout_s
-    while head.exec_run(["python", "-c", probe]).output.decode().strip().splitlines()[-1:] != [
-        str(expected)
-    ]:
+    while True:
+        said = head.exec_run(["python", "-c", probe]).output.decode().strip().splitlines()
+        if said[-1:] == [str(expected)]:
+            return
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the cluster did not reach {expected} nodes in {timeout_s:.0f} s")
+            raise RuntimeError(
+                f"the cluster did not reach {expected} nodes in {timeout_s:.0f} s; the head's "
+                f"last count: {said[-1:] or 'nothing'}"
+            )
         time.sleep(2)
