@@ -70,12 +70,13 @@ def bench_scale_out(quick: bool) -> Benchmark:
     from images.build import BuildOptions, ImageError, build_image, docker_client
 
     workers = (1,) if quick else WORKERS
+    cpus = 1.0 if quick else CPUS_PER_CONTAINER  # --quick checks the path: head + 1 worker
     batch, iterations = (1000, 1) if quick else (4000, 3)
     result = Benchmark(
         "scale_out",
         conditions=(
             f"CSTR, default recipe, train batch {batch}, {ENVS} envs per env runner, one env "
-            f"runner per worker container; head and workers each --cpus {CPUS_PER_CONTAINER} "
+            f"runner per worker container; head and workers each --cpus {cpus} "
             f"on one Docker network ({os.cpu_count()} CPUs on this machine); {iterations} timed "
             "iteration(s) after 2 warm-up, per cluster size"
         ),
@@ -87,7 +88,7 @@ def bench_scale_out(quick: bool) -> Benchmark:
         return result
     image = build_image(BuildOptions(tag="aml-rl:cpu"), client=client, echo=lambda _: None).tag
     network = client.networks.create(f"aml-rl-scale-{uuid.uuid4().hex[:8]}", driver="bridge")
-    limits = {"nano_cpus": int(CPUS_PER_CONTAINER * 1e9), "shm_size": "512m", "detach": True,
+    limits = {"nano_cpus": int(cpus * 1e9), "shm_size": "512m", "detach": True,
               "network": network.name}  # fmt: skip
     containers = []
     rates: dict[int, dict[str, float]] = {}

@@ -22,7 +22,8 @@ def bench_tune(quick: bool) -> Benchmark:
     from jobs.tune.run import run_study
     from sims.scaffold import recipe_space
 
-    samples, cap = (2, 8_000) if quick else (8, 320_000)
+    # --quick checks the path: the config as given only (its confirmation is tested apart)
+    samples, cap = (1, 8_000) if quick else (8, 320_000)
     seeds = [1] if quick else [1, 2, 3]
     work = Path(tempfile.mkdtemp(prefix="aml-rl-tune-"))
     default = ROOT / "jobs" / "configs" / "cstr_ppo.yaml"
