@@ -61,17 +61,7 @@ def ours(seed: int, budget: int, assess_every: int, sets: list[str], work: Path)
         runs_root=work / "runs",
         on_checkpoint=on_checkpoint,
     )
-    return _first(verdicts)
-
-
-def _first(verdicts: list[dict[str, Any]]) -> dict[str, Any]:
-    beating = [v for v in verdicts if v["beats"]]
-    return {
-        "env_steps_to_verdict": beating[0]["env_steps"] if beating else None,
-        "seconds_to_verdict": beating[0]["training_s"] if beating else None,
-        "verdict": verdicts[-1] if verdicts else None,
-        "verdicts": verdicts,
-    }
+    return peer.first_verdict(verdicts)
 
 
 def bench_control(quick: bool) -> Benchmark:
@@ -97,11 +87,10 @@ def bench_control(quick: bool) -> Benchmark:
                 (PEER_DEFAULTS, None),
                 (PEER_RECIPE, peer.recipe_kwargs(cfg.training)),
             ):
-                found = peer.train(
+                runs[name].append(peer.train(
                     cfg.sim, seed, budget, margin=margin, ppo_kwargs=kwargs,
                     to_the_end=True, assess_every=assess_every,
-                )  # fmt: skip
-                runs[name].append(_first(found["verdicts"]))
+                ))  # fmt: skip
     result = Benchmark(
         "control_quality",
         conditions=(

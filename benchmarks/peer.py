@@ -45,6 +45,19 @@ def recipe_kwargs(training: Any) -> dict[str, Any]:
     }
 
 
+def first_verdict(verdicts: list[dict[str, Any]]) -> dict[str, Any]:
+    """From assessments in order (each with ``env_steps``, ``training_s`` and the verdict):
+    the env steps and seconds of training to the first that beat the baseline (None where
+    none did), the last verdict, and all of them."""
+    beating = [v for v in verdicts if v["beats"]]
+    return {
+        "env_steps_to_verdict": beating[0]["env_steps"] if beating else None,
+        "seconds_to_verdict": beating[0]["training_s"] if beating else None,
+        "verdict": verdicts[-1] if verdicts else None,
+        "verdicts": verdicts,
+    }
+
+
 def train(
     sim: str,
     seed: int,
@@ -72,7 +85,6 @@ def train(
     handle = resolve(sim)
     scenarios = default_scenarios(handle)
     judge_env = handle.make_env()
-    found: dict[str, Any] = {"env_steps_to_verdict": None, "seconds_to_verdict": None}
     verdicts: list[dict[str, Any]] = []
 
     class Assess(BaseCallback):
@@ -95,19 +107,13 @@ def train(
             verdicts.append(
                 {"env_steps": self.num_timesteps, "training_s": training_s, **verdict.to_json()}
             )
-            if verdict.beats and found["env_steps_to_verdict"] is None:
-                found["env_steps_to_verdict"] = self.num_timesteps
-                found["seconds_to_verdict"] = training_s
             return to_the_end or not verdict.beats
 
     vec = make_vec_env(lambda: handle.make_env(), n_envs=ENVS, seed=seed)
     try:
         model = PPO("MlpPolicy", vec, seed=seed, device="cpu", verbose=0, **(ppo_kwargs or {}))
         model.learn(total_timesteps=budget, callback=Assess())
-        found["env_steps"] = int(model.num_timesteps)
     finally:
         vec.close()
         judge_env.close()
-    found["verdicts"] = verdicts
-    found["verdict"] = verdicts[-1] if verdicts else None
-    return found
+    return {**first_verdict(verdicts), "env_steps": int(model.num_timesteps)}
