@@ -501,13 +501,16 @@ def _train(
         return SimError(_failure_message(cfg, run, cause, record, kept))
 
     watch = FaultWatch(run.path, algo)
+    stop_signal = StopSignal()
     try:
-        with watch:
+        with watch, stop_signal:
             while reason is None:
+                stop_signal.raise_if_received()  # came during the last assessment
                 steps_before = progress.env_steps
                 tick = time.perf_counter()
                 result = algo.train()
                 took = time.perf_counter() - tick
+                stop_signal.raise_if_received()
                 if read_record(run.path) is not None:  # an env runner gave up meanwhile
                     raise SimulatorStopped(str(run.path))
                 if result.get("env_runners", {}).get(DISK_FULL):
@@ -646,6 +649,43 @@ class Terminated(KeyboardInterrupt):
 
 def _terminated(signum: int, frame: Any) -> None:
     raise Terminated
+
+
+class StopSignal:
+    """Ctrl-C or SIGTERM during training ends the iteration under way first: raised at any
+    point, the interrupt could land inside the learner's update (a half-applied optimizer
+    step to checkpoint) or inside a C extension that calls back into Python and turns it
+    into an error of its own (dm-tree's flatten: an AttributeError, exit code 1). A second
+    one raises at once, for an iteration that will not end."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignal:
+        if threading.current_thread() is threading.main_thread():  # a study's trials: threads
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._note)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _note(self, signum: int, frame: Any) -> None:
+        if self.received is not None:
+            self._raise(signum)
+        self.received = signum
+        # a handler may run while the console writes: the raw stream, not rich's
+        os.write(2, b"stopping at the end of this iteration (again to stop at once)\n")
+
+    def raise_if_received(self) -> None:
+        if self.received is not None:
+            self._raise(self.received)
+
+    @staticmethod
+    def _raise(signum: int) -> None:
+        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
 
 def _assess_in_loop(cfg: ExperimentConfig, run: RunDir, handle: Any, checkpoint: Path) -> Verdict:

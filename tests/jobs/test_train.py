@@ -17,6 +17,7 @@ import ray
 from jobs.assess import ScenarioError, assess, resolve_checkpoint
 from jobs.config import CONFIGS
 from jobs.rundir import RunError, read_checkpoint_meta
+from jobs.train import StopSignal, Terminated
 from jobs.trajectories import export_csv, read_trajectories
 from tests.conftest import ROOT
 
@@ -711,6 +712,22 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_before_exiting(tmp_path, how, code
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["stop_reason"] == reason
     assert read_checkpoint_meta(run / summary["checkpoint"])["iteration"] == summary["iterations"]
+    assert "stopping at the end of this iteration (again to stop at once)" in out
+
+
+@pytest.mark.parametrize(
+    ("how", "raised"), [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Terminated)]
+)
+def test_a_stop_signal_waits_for_the_iteration_and_a_second_one_does_not(how, raised, capfd):
+    stop = StopSignal()
+    with stop:
+        os.kill(os.getpid(), how)  # lands mid-iteration: noted, not raised
+        with pytest.raises(raised):
+            stop.raise_if_received()  # the iteration's end
+        with pytest.raises(raised):
+            os.kill(os.getpid(), how)  # again: at once
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    assert "stopping at the end of this iteration" in capfd.readouterr().err
 
 
 def test_resume_with_a_checkpoint_from_another_simulator_stops_before_ray(cstr_run, tmp_path):
