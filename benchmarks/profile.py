@@ -96,6 +96,7 @@ def _timers(watch: Stopwatch, simulator: type) -> contextlib.ExitStack:
     from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 
     from jobs.callbacks import TrajectoryLogger
+    from jobs.learner import LeanPPOTorchLearner
     from sims.adapter import SimEnv
     from sims.registry import RewardInUnits
 
@@ -116,6 +117,7 @@ def _timers(watch: Stopwatch, simulator: type) -> contextlib.ExitStack:
         (TorchLearner, "compute_gradients", "backward"),
         (Learner, "postprocess_gradients", "clip"),
         (TorchLearner, "apply_gradients", "optimizer"),
+        (LeanPPOTorchLearner, "apply_gradients", "optimizer"),
     ]:
         stack.enter_context(watch.wrap(cls, method, bucket))
     # One wrapper on the pipelines' common __call__, attributed by the pipeline's class.
@@ -201,8 +203,23 @@ def _use_stats(env_runner: Any, cls: type) -> None:
         scaler.return_rms = new
 
 
+def _use_learner(algo: Any, lean: bool) -> None:
+    """RLlib's own PPO learner, or jobs.learner's: the same object, its class and its Adam's
+    path swapped (the weights and the optimizer's state stay)."""
+    from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+
+    from jobs.learner import LeanPPOTorchLearner
+
+    learner = algo.learner_group._learner
+    learner.__class__ = LeanPPOTorchLearner if lean else PPOTorchLearner
+    for optimizer in learner._named_optimizers.values():
+        for group in optimizer.param_groups:
+            group["foreach"] = True if lean else None  # None: torch's CPU default, one by one
+
+
 def variants() -> dict[str, Any]:
-    """name -> how to set the process up for it: the hot path as it was, and with the cuts."""
+    """name -> how to set the process up for it: the hot path as it was, and with the cuts,
+    one after the other."""
     import torch
     from gymnasium.wrappers.utils import RunningMeanStd
 
@@ -212,22 +229,31 @@ def variants() -> dict[str, Any]:
     # `invoke bench` run an earlier benchmark has set 1 already
     threads = os.cpu_count() or 1
 
-    def as_it_was(env_runner: Any) -> None:
+    def as_it_was(algo: Any, env_runner: Any) -> None:
         _use_stats(env_runner, RunningMeanStd)
         torch.set_num_threads(threads)
+        _use_learner(algo, lean=False)
 
-    def scalar_stats(env_runner: Any) -> None:
+    def scalar_stats(algo: Any, env_runner: Any) -> None:
         _use_stats(env_runner, ScalarMeanStd)
         torch.set_num_threads(threads)
+        _use_learner(algo, lean=False)
 
-    def one_thread(env_runner: Any) -> None:
+    def one_thread(algo: Any, env_runner: Any) -> None:
         _use_stats(env_runner, ScalarMeanStd)
         torch.set_num_threads(1)
+        _use_learner(algo, lean=False)
+
+    def lean_learner(algo: Any, env_runner: Any) -> None:
+        _use_stats(env_runner, ScalarMeanStd)
+        torch.set_num_threads(1)
+        _use_learner(algo, lean=True)
 
     return {
         "as it was": as_it_was,
         "scalar return statistics": scalar_stats,
         f"and 1 torch thread (not {threads})": one_thread,
+        "and the lean PPO learner (jobs/learner.py)": lean_learner,
     }
 
 
@@ -273,7 +299,7 @@ def bench_profile(quick: bool) -> Benchmark:
         lifetime = algo.train()["num_env_steps_sampled_lifetime"]  # warm-up
         for _ in range(repeats):
             for name, setup in setups.items():
-                setup(runner)
+                setup(algo, runner)
                 with _timers(watches[name], simulator):
                     start = time.perf_counter()
                     out = algo.train()

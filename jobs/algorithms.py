@@ -106,7 +106,9 @@ def algorithm_config(
     if cfg.min_time_s_per_iteration is not None:
         config.reporting(min_time_s_per_iteration=cfg.min_time_s_per_iteration)
     if cfg.algorithm == "PPO":
-        config.training(lambda_=t.gae_lambda)
+        from jobs.learner import LeanPPOTorchLearner
+
+        config.training(lambda_=t.gae_lambda, learner_class=LeanPPOTorchLearner)
     known = training_settings(CONFIG_CLASSES[cfg.algorithm])
     unknown = [key for key in t.extra if key not in known]
     if unknown:
