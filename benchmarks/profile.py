@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import statistics
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -306,6 +307,7 @@ def bench_profile(quick: bool) -> Benchmark:
                     walls[name] += time.perf_counter() - start
                 steps[name] += out["num_env_steps_sampled_lifetime"] - lifetime
                 lifetime = out["num_env_steps_sampled_lifetime"]
+        updates = _learner_updates(algo, cfg, rounds=2 if quick else 8)
     finally:
         algo.stop()
     rates = {name: steps[name] / walls[name] for name in setups}
@@ -321,7 +323,44 @@ def bench_profile(quick: bool) -> Benchmark:
                 result.add(
                     f"{name}: {phase} / {text}", 100 * shares[key] / wall, "%", "iteration time"
                 )
+    for name, seconds in updates.items():
+        result.add(
+            f"{name}: seconds to update on one batch", statistics.median(seconds), "s",
+            "the other learner, interleaved rounds, medians",
+        )  # fmt: skip
+    lean = statistics.median(updates["lean"]) / statistics.median(updates["RLlib's"])
+    result.add("lean / RLlib's learner, seconds per batch", lean, "x", "RLlib's PPO learner")
+    result.reading += (
+        f" The learner alone, one batch's update (every epoch and minibatch), taking turns: "
+        f"{lean:.2f}x RLlib's seconds with jobs/learner.py (the same weights to the bit)."
+    )
     return result
+
+
+def _learner_updates(algo: Any, cfg: Any, rounds: int) -> dict[str, list[float]]:
+    """Seconds for the learner's whole update on one batch (every epoch and minibatch), with
+    RLlib's PPO learner and with jobs.learner's, taking turns on fresh batches: the learner
+    alone, without the sampling that shares an iteration with it."""
+    import torch
+
+    torch.set_num_threads(1)
+    runner = algo.env_runner_group.local_env_runner
+    t = cfg.training
+    seconds: dict[str, list[float]] = {"RLlib's": [], "lean": []}
+    for _ in range(rounds):
+        for name in seconds:
+            _use_learner(algo, lean=name == "lean")
+            episodes = runner.sample(num_timesteps=t.train_batch_size)
+            start = time.perf_counter()
+            algo.learner_group.update(
+                episodes=episodes,
+                timesteps={"num_env_steps_sampled_lifetime": 0},  # for schedules: none
+                num_epochs=t.num_epochs,
+                minibatch_size=t.minibatch_size,
+                shuffle_batch_per_epoch=True,
+            )
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
 
 
 def _reading(
