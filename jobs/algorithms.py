@@ -108,7 +108,7 @@ def algorithm_config(
     if cfg.algorithm == "PPO":
         from jobs.learner import LeanPPOTorchLearner
 
-        config.training(lambda_=t.gae_lambda, learner_class=LeanPPOTorchLearner)
+        config.training(lambda_=t.gae_lambda).learners(learner_class=LeanPPOTorchLearner)
     known = training_settings(CONFIG_CLASSES[cfg.algorithm])
     unknown = [key for key in t.extra if key not in known]
     if unknown:

@@ -3,11 +3,7 @@ same bits as RLlib's own, finite gradients or not."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
-from tests.conftest import ROOT
+from tests.conftest import script_json
 
 # Each learner class in turn, from the same seed, in a process of its own (a Ray of its
 # own): a digest of the weights at the start, after two iterations, and after one more
@@ -34,7 +30,7 @@ for name in ("rllib", "ours"):
     ])
     config = algorithm_config(cfg, None)
     if name == "rllib":
-        config.training(learner_class=PPOTorchLearner)
+        config.learners(learner_class=PPOTorchLearner)
     algo = config.build_algo()
     learner = algo.learner_group._learner
     start = digest(learner)
@@ -55,11 +51,7 @@ print(json.dumps(out))
 
 
 def test_the_lean_learner_updates_to_the_same_bits_as_rllibs():
-    done = subprocess.run(
-        [sys.executable, "-c", SAME_BITS], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out, stderr = script_json(SAME_BITS)
     rllib, ours = out["rllib"], out["ours"]
     assert (rllib["class"], ours["class"]) == ("PPOTorchLearner", "LeanPPOTorchLearner")
     assert rllib["start"] == ours["start"] and rllib["trained"] != rllib["start"]  # it learned
@@ -67,4 +59,4 @@ def test_the_lean_learner_updates_to_the_same_bits_as_rllibs():
     # a NaN in a gradient: zeroed and stepped as RLlib does, never written into the weights
     assert ours["after_nan"] == rllib["after_nan"] != rllib["trained"]
     assert ours["finite"] and rllib["finite"]
-    assert "contain `nan/inf` values" in done.stderr
+    assert "contain `nan/inf` values" in stderr

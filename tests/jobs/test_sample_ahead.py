@@ -4,14 +4,12 @@ updates, in real Ray actors; misconfigured, one message says why."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from jobs.algorithms import algorithm_config
 from jobs.config import ConfigError, load_config
-from tests.conftest import ROOT, train_smoke
+from tests.conftest import ROOT, script_json, train_smoke
 
 # Two iterations of each kind in its own process (a Ray of its own); after each, how many
 # sample requests are still in flight: sampling ahead leaves the next batch on its way.
@@ -41,11 +39,7 @@ print(json.dumps(out))
 
 
 def test_sampling_ahead_keeps_the_next_batch_in_flight_while_the_learner_updates():
-    done = subprocess.run(
-        [sys.executable, "-c", IN_FLIGHT], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out, _ = script_json(IN_FLIGHT)
     assert out["false"]["algorithm"] == "PPO" and out["false"]["in_flight"] == 0
     assert out["true"]["algorithm"] == "SampleAheadPPO"
     assert out["true"]["in_flight"] == 1  # the batch after this one, already sampling
