@@ -60,7 +60,11 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _in_child(to_sim: int, from_sim: int) -> None:
-    """After fork, before exec: die with the parent; the protocol pipes at fds 3 and 4."""
+    """After fork, before exec: die with the parent; the protocol pipes at fds 3 and 4; and
+    ignore a terminal's Ctrl-C, which reaches the whole foreground group: the driver ends the
+    iteration under way (jobs.train.StopSignal) on simulators that are still there, then
+    closes them. (Ray's own processes block SIGINT, and their children inherit it.)"""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # an ignored signal stays so across exec
     if _PRCTL is not None:  # elsewhere (macOS) closing fd 3 is the only way to say goodbye
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
     high_in = fcntl.fcntl(to_sim, fcntl.F_DUPFD, 10)
