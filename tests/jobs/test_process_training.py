@@ -111,8 +111,7 @@ def test_no_simulator_process_outlives_an_interrupted_or_killed_driver(exe, tmp_
             os.killpg(proc.pid, signal.SIGINT)
             out, _ = proc.communicate(timeout=120)
             assert proc.returncode == 130, out[-3000:]
-            (summary,) = runs.rglob("summary.json")
-            summary = json.loads(summary.read_text())
+            summary = json.loads((only_run(runs) / "summary.json").read_text())
             assert summary["status"] == "interrupted"
             assert "simulator faults" not in out, out[-3000:]  # they saw no Ctrl-C of their own
         else:  # the driver alone, as the OOM killer or `kill -9 PID` would
