@@ -3,11 +3,16 @@ same bits as RLlib's own, finite gradients or not."""
 
 from __future__ import annotations
 
+import pytest
+import torch
+
 from tests.conftest import script_json
 
 # Each learner class in turn, from the same seed, in a process of its own (a Ray of its
 # own): a digest of the weights at the start, after two iterations, and after one more
-# update whose gradients hold a NaN (RLlib's handling: zeroed, with a warning).
+# update whose gradients hold a NaN (RLlib's handling: zeroed, with a warning). The gradient
+# clip is small enough that every minibatch's gradients are scaled down, so the clip's
+# multiply is compared too, not only its norm.
 SAME_BITS = """
 import hashlib, json
 import ray, torch
@@ -26,7 +31,7 @@ for name in ("rllib", "ours"):
     cfg = load_config("jobs/configs/cstr_ppo.yaml", [
         "env_runners.num_env_runners=0", "env_runners.num_envs_per_env_runner=4",
         "training.train_batch_size=800", "training.minibatch_size=100", "training.num_epochs=2",
-        "trajectories.enabled=false",
+        "trajectories.enabled=false", "training.grad_clip=0.01",
     ])
     config = algorithm_config(cfg, None)
     if name == "rllib":
@@ -35,13 +40,15 @@ for name in ("rllib", "ours"):
     learner = algo.learner_group._learner
     start = digest(learner)
     for _ in range(2):
-        algo.train()
+        result = algo.train()
     trained = digest(learner)
     grads = {pid: torch.ones_like(p) for pid, p in learner._params.items()}
     next(iter(grads.values()))[0] = float("nan")
     learner.apply_gradients(grads)
     out[name] = {
         "class": type(learner).__name__, "start": start, "trained": trained,
+        "global_norm": float(result["learners"]["default_policy"][
+            "gradients_default_optimizer_global_norm"]),
         "after_nan": digest(learner),
         "finite": all(bool(p.isfinite().all()) for p in learner._params.values()),
     }
@@ -56,7 +63,39 @@ def test_the_lean_learner_updates_to_the_same_bits_as_rllibs():
     assert (rllib["class"], ours["class"]) == ("PPOTorchLearner", "LeanPPOTorchLearner")
     assert rllib["start"] == ours["start"] and rllib["trained"] != rllib["start"]  # it learned
     assert ours["trained"] == rllib["trained"]
+    assert ours["global_norm"] == rllib["global_norm"] > 0.01  # clipped, the same norm
     # a NaN in a gradient: zeroed and stepped as RLlib does, never written into the weights
     assert ours["after_nan"] == rllib["after_nan"] != rllib["trained"]
     assert ours["finite"] and rllib["finite"]
     assert "contain `nan/inf` values" in stderr
+
+
+@pytest.mark.parametrize("poison", [None, float("nan"), float("inf"), 1e30])
+@pytest.mark.parametrize("clip", [0.05, 1e6])
+def test_the_multi_tensor_clip_gives_rllibs_norm_and_gradients_to_the_bit(poison, clip):
+    """clip_by_global_norm against RLlib's clip_gradients on the same gradients: clipped
+    (0.05) or not (1e6), with a NaN, an infinity or an overflowing norm in one of them."""
+    from ray.rllib.utils.torch_utils import clip_gradients
+
+    from jobs.learner import clip_by_global_norm
+
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(64, 6), (64,), (64, 64), (64,), (2, 64), (2,)]
+    grads = {i: torch.randn(shape, generator=generator) for i, shape in enumerate(shapes)}
+    if poison is not None:
+        grads[2][3, 5] = poison
+    grads["frozen"] = None
+    theirs = {k: None if g is None else g.clone() for k, g in grads.items()}
+    ours = {k: None if g is None else g.clone() for k, g in grads.items()}
+
+    their_norm = clip_gradients(theirs, grad_clip=clip, grad_clip_by="global_norm")
+    our_norm = clip_by_global_norm(ours, grad_clip=clip, grad_clip_by="global_norm")
+
+    assert our_norm.numpy().tobytes() == their_norm.numpy().tobytes()
+    for key, grad in theirs.items():
+        if grad is None:
+            assert ours[key] is None
+        else:
+            assert ours[key].numpy().tobytes() == grad.numpy().tobytes(), key
+    if poison is None and clip < 1:  # it did clip
+        assert not torch.equal(ours[0], grads[0])
