@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from benchmarks.harness import ROOT, Benchmark
+from benchmarks.throughput import peer_run
 
 SAMPLING = [
     ("simulator (CSTR.step)", "simulator"),
@@ -276,7 +277,10 @@ def bench_profile(quick: bool) -> Benchmark:
         conditions=(
             f"default CSTR PPO config with its trajectory logging, env runner in the driver "
             f"(0 x 8 envs), train batch {batch}; {repeats} interleaved iterations of each "
-            "variant after one warm-up; shares of the iteration's wall time, exclusive"
+            "variant after one warm-up; shares of the iteration's wall time, exclusive; "
+            "Stable-Baselines3's PPO after ours, with the same hyperparameters and batch on the "
+            "same environment (8 envs, one process, one torch thread, no trajectory logging), "
+            "its collection and training timed apart"
         ),
     )
     cfg = load_config(
@@ -310,6 +314,8 @@ def bench_profile(quick: bool) -> Benchmark:
         updates = _learner_updates(algo, cfg, rounds=2 if quick else 8)
     finally:
         algo.stop()
+    # the peer's two phases, on the same environment and batch, in this process after ours
+    peer = peer_run([f"training.train_batch_size={batch}"], (2 if quick else 10) * batch)
     rates = {name: steps[name] / walls[name] for name in setups}
     for name, watch in watches.items():
         shares = exclusive(watch.seconds)
@@ -328,12 +334,30 @@ def bench_profile(quick: bool) -> Benchmark:
             f"{name}: seconds to update on one batch", statistics.median(seconds), "s",
             "the other learner, interleaved rounds, medians",
         )  # fmt: skip
+    if peer is not None:
+        last = watches[list(setups)[-1]].seconds
+        ours = {"sample": last["sampling"] / repeats, "learn": last["learning"] / repeats}
+        result.add("ours: seconds to sample one batch", ours["sample"], "s", "the last variant")
+        result.add("ours: seconds to learn from one batch", ours["learn"], "s", "the last variant")
+        result.add("Stable-Baselines3 PPO: seconds to collect one batch", peer.collect_s, "s",
+                   "the same env, batch and hyperparameters, one process")  # fmt: skip
+        result.add("Stable-Baselines3 PPO: seconds to train on one batch", peer.train_s, "s",
+                   "the same env, batch and hyperparameters, one process")  # fmt: skip
+        result.add("sampling: ours / SB3's", ours["sample"] / peer.collect_s, "x", "SB3 PPO")
+        result.add("learning: ours / SB3's", ours["learn"] / peer.train_s, "x", "SB3 PPO")
     lean = statistics.median(updates["lean"]) / statistics.median(updates["RLlib's"])
     result.add("lean / RLlib's learner, seconds per batch", lean, "x", "RLlib's PPO learner")
     result.reading += (
         f" The learner alone, one batch's update (every epoch and minibatch), taking turns: "
         f"{lean:.2f}x RLlib's seconds with jobs/learner.py (the same weights to the bit)."
     )
+    if peer is not None:
+        result.reading += (
+            f" Stable-Baselines3's PPO on the same environment and batch: {peer.collect_s:.2f} s "
+            f"to collect it and {peer.train_s:.2f} s to train on it, against our "
+            f"{ours['sample']:.2f} s and {ours['learn']:.2f} s "
+            f"({ours['sample'] / peer.collect_s:.1f}x and {ours['learn'] / peer.train_s:.1f}x)."
+        )
     return result
 
 

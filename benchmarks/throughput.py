@@ -4,8 +4,11 @@ layouts."""
 from __future__ import annotations
 
 import csv
+import dataclasses
+import functools
 import os
 import time
+from collections import Counter
 from typing import Any
 
 from benchmarks import peer
@@ -65,12 +68,24 @@ def _algo(sets: list[str], callbacks: Any) -> Any:
 CONFIG = ROOT / "jobs" / "configs" / "cstr_ppo.yaml"
 
 
-def peer_rate(sets: list[str], steps: int) -> float | None:
+@dataclasses.dataclass
+class PeerRun:
+    """Stable-Baselines3's PPO over a number of batches: its env steps/s, and its seconds per
+    batch in each of its two phases, which take turns in one process."""
+
+    rate: float
+    collect_s: float
+    """Seconds to collect one batch: its envs' steps, its policy's inference, its buffer."""
+    train_s: float
+    """Seconds to train on one batch: every epoch and minibatch."""
+
+
+def peer_run(sets: list[str], steps: int) -> PeerRun | None:
     """Stable-Baselines3's PPO with the config's own hyperparameters
     (:func:`benchmarks.peer.recipe_kwargs`) on the environment the env runners step
     (``sims.registry.RLlibEnv``, reward scaling included), 8 envs in its DummyVecEnv, in this
-    process on one torch thread; env steps/s over ``steps`` after one warm-up rollout. None
-    without the bench extra."""
+    process on one torch thread, over ``steps`` after one warm-up rollout. None without the
+    bench extra."""
     if not peer.available():
         return None
     from stable_baselines3 import PPO
@@ -87,11 +102,32 @@ def peer_rate(sets: list[str], steps: int) -> float | None:
         kwargs = peer.recipe_kwargs(cfg.training)
         model = PPO("MlpPolicy", vec, seed=cfg.seed, device="cpu", verbose=0, **kwargs)
         model.learn(total_timesteps=cfg.training.train_batch_size)  # warm-up
+        seconds: Counter[str] = Counter()
+        for phase in ("collect_rollouts", "train"):  # PPO.learn calls both through self
+            setattr(model, phase, _timed(getattr(model, phase), phase, seconds))
         start = time.perf_counter()
         model.learn(total_timesteps=steps, reset_num_timesteps=False)
-        return steps / (time.perf_counter() - start)
+        wall = time.perf_counter() - start
     finally:
         vec.close()
+    batches = steps / cfg.training.train_batch_size
+    return PeerRun(
+        rate=steps / wall,
+        collect_s=seconds["collect_rollouts"] / batches,
+        train_s=seconds["train"] / batches,
+    )
+
+
+def _timed(method: Any, name: str, seconds: Counter[str]) -> Any:
+    @functools.wraps(method)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            seconds[name] += time.perf_counter() - start
+
+    return timed
 
 
 def _layout_sets(shape: tuple[int, int] | None) -> list[str]:
@@ -143,9 +179,9 @@ def bench_throughput(quick: bool) -> Benchmark:
             algo = _algo(sets, None)
             rates[name].append(_rate(algo, iterations))
             algo.stop()
-        measured = peer_rate(sizes, iterations * batch)
+        measured = peer_run(sizes, iterations * batch)
         if measured is not None:
-            rates[sb3].append(measured)
+            rates[sb3].append(measured.rate)
     median = {name: statistics.median(v) if v else None for name, v in rates.items()}
     for name, value in median.items():
         result.add(f"env steps/s, {name}", value, "steps/s", "the others, same rounds")
