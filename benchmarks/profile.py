@@ -94,6 +94,7 @@ def _timers(watch: Stopwatch, simulator: type) -> contextlib.ExitStack:
     from ray.rllib.connectors.module_to_env import ModuleToEnvPipeline
     from ray.rllib.core.learner.learner import Learner
     from ray.rllib.core.learner.torch.torch_learner import TorchLearner
+    from ray.rllib.core.rl_module.rl_module import RLModule
     from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
     from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 
@@ -115,6 +116,7 @@ def _timers(watch: Stopwatch, simulator: type) -> contextlib.ExitStack:
         (TrajectoryLogger, "on_sample_end", "callbacks"),
         (Learner, "update", "learning"),
         (TorchRLModule, "forward_train", "forward"),
+        (RLModule, "forward_train", "forward"),  # the lean learner's, less the train() walk
         (Learner, "compute_losses", "losses"),
         (TorchLearner, "compute_gradients", "backward"),
         (Learner, "postprocess_gradients", "clip"),

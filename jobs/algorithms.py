@@ -13,6 +13,7 @@ from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
 from jobs.config import ConfigError, ExperimentConfig
+from jobs.connectors import use_fused_connectors
 from jobs.layout import Layout, local_nodes, resolve_layout
 from sims.package import package_source
 from sims.registry import RLlibEnv, resolve
@@ -79,6 +80,8 @@ def algorithm_config(
         .callbacks(callbacks)
         .debugging(seed=cfg.seed, log_level="WARN")
     )
+    # One agent, no recurrent state: RLlib's env-runner pipelines, fused (the same data)
+    use_fused_connectors(config)
     if handle.runs_as_process or batched:
         # process simulators of one env runner step together (sims.process.PipelinedVectorEnv)
         config.env_runners(gym_env_vectorize_mode="vector_entry_point")

@@ -38,13 +38,18 @@ def train_smoke(runs: Path, *args: str, cwd: Path = ROOT) -> tuple[Path, str]:
     return summary.parent, done.stdout
 
 
-def script_json(script: str) -> tuple[dict, str]:
+def script_json(script: str, *args: str) -> tuple[dict, str]:
     """``script`` run by this Python in a process of its own (a Ray of its own), from the
-    repository: the JSON object its last line printed, and its stderr."""
+    repository, with ``args`` as its ``sys.argv[1:]``: the JSON object its last line printed,
+    and its stderr."""
     import json
 
     done = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", script, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
