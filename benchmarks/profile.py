@@ -94,7 +94,6 @@ def _timers(watch: Stopwatch, simulator: type) -> contextlib.ExitStack:
     from ray.rllib.connectors.module_to_env import ModuleToEnvPipeline
     from ray.rllib.core.learner.learner import Learner
     from ray.rllib.core.learner.torch.torch_learner import TorchLearner
-    from ray.rllib.core.rl_module.rl_module import RLModule
     from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
     from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 
@@ -116,7 +115,6 @@ def _timers(watch: Stopwatch, simulator: type) -> contextlib.ExitStack:
         (TrajectoryLogger, "on_sample_end", "callbacks"),
         (Learner, "update", "learning"),
         (TorchRLModule, "forward_train", "forward"),
-        (RLModule, "forward_train", "forward"),  # the lean learner's, less the train() walk
         (Learner, "compute_losses", "losses"),
         (TorchLearner, "compute_gradients", "backward"),
         (Learner, "postprocess_gradients", "clip"),
@@ -221,7 +219,26 @@ def _use_learner(algo: Any, lean: bool) -> None:
             group["foreach"] = True if lean else None  # None: torch's CPU default, one by one
 
 
-def variants() -> dict[str, Any]:
+def _pipelines(algo: Any, env_runner: Any) -> dict[bool, tuple[Any, Any]]:
+    """The env runner's connector pipelines, fused (jobs.connectors, as built) or RLlib's
+    defaults (built here from the same config, less the fused pieces)."""
+    defaults = algo.config.copy(copy_frozen=False).env_runners(
+        env_to_module_connector=None,
+        module_to_env_connector=None,
+        add_default_connectors_to_env_to_module_pipeline=True,
+        add_default_connectors_to_module_to_env_pipeline=True,
+    )
+    e = env_runner
+    return {
+        True: (e._env_to_module, e._module_to_env),
+        False: (
+            defaults.build_env_to_module_connector(env=e.env, spaces=e.spaces, device=e._device),
+            defaults.build_module_to_env_connector(env=e.env, spaces=e.spaces),
+        ),
+    }
+
+
+def variants(pipelines: dict[bool, tuple[Any, Any]]) -> dict[str, Any]:
     """name -> how to set the process up for it: the hot path as it was, and with the cuts,
     one after the other."""
     import torch
@@ -233,31 +250,27 @@ def variants() -> dict[str, Any]:
     # `invoke bench` run an earlier benchmark has set 1 already
     threads = os.cpu_count() or 1
 
-    def as_it_was(algo: Any, env_runner: Any) -> None:
-        _use_stats(env_runner, RunningMeanStd)
-        torch.set_num_threads(threads)
-        _use_learner(algo, lean=False)
+    def setup(stats: type, torch_threads: int, lean: bool, fused: bool) -> Any:
+        def apply(algo: Any, env_runner: Any) -> None:
+            _use_stats(env_runner, stats)
+            torch.set_num_threads(torch_threads)
+            _use_learner(algo, lean=lean)
+            # the next sample starts from fresh episodes: no pipeline's cache carries over
+            env_runner._env_to_module, env_runner._module_to_env = pipelines[fused]
+            env_runner._needs_initial_reset = True
 
-    def scalar_stats(algo: Any, env_runner: Any) -> None:
-        _use_stats(env_runner, ScalarMeanStd)
-        torch.set_num_threads(threads)
-        _use_learner(algo, lean=False)
-
-    def one_thread(algo: Any, env_runner: Any) -> None:
-        _use_stats(env_runner, ScalarMeanStd)
-        torch.set_num_threads(1)
-        _use_learner(algo, lean=False)
-
-    def lean_learner(algo: Any, env_runner: Any) -> None:
-        _use_stats(env_runner, ScalarMeanStd)
-        torch.set_num_threads(1)
-        _use_learner(algo, lean=True)
+        return apply
 
     return {
-        "as it was": as_it_was,
-        "scalar return statistics": scalar_stats,
-        f"and 1 torch thread (not {threads})": one_thread,
-        "and the lean PPO learner (jobs/learner.py)": lean_learner,
+        "as it was": setup(RunningMeanStd, threads, lean=False, fused=False),
+        "scalar return statistics": setup(ScalarMeanStd, threads, lean=False, fused=False),
+        f"and 1 torch thread (not {threads})": setup(ScalarMeanStd, 1, lean=False, fused=False),
+        "and the lean PPO learner (jobs/learner.py)": setup(
+            ScalarMeanStd, 1, lean=True, fused=False
+        ),
+        "and the fused env-runner connectors (jobs/connectors.py)": setup(
+            ScalarMeanStd, 1, lean=True, fused=True
+        ),
     }
 
 
@@ -298,7 +311,7 @@ def bench_profile(quick: bool) -> Benchmark:
     algo = algorithm_config(cfg, callbacks).build_algo()
     runner = algo.env_runner_group.local_env_runner
     simulator = type(resolve(cfg.sim).spec.simulator())
-    setups = variants()
+    setups = variants(_pipelines(algo, runner))
     watches = {name: Stopwatch() for name in setups}
     walls: Counter[str] = Counter()
     steps: Counter[str] = Counter()
