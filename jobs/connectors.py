@@ -6,7 +6,7 @@ observation as an item keyed by its episode, batches the items and makes a tenso
 module-to-env pipeline samples the actions, makes arrays, splits every column back into
 per-episode items, unsquashes each item's action on its own and lists the items again. Each
 of those eleven pieces is timed into RLlib's metrics as it runs. For the recipe's small
-networks that Python is a fifth of an iteration (``invoke bench --only profile``). Here each
+networks that Python was 18% of an iteration (``invoke bench --only profile``). Here each
 direction is one piece that calls the same RLlib functions (the episode's
 ``get_observations``, ``batch``, ``convert_to_torch_tensor``, ``GetActions``,
 ``convert_to_numpy``, ``unsquash_action`` or ``clip_action``) on the whole batch at once:
@@ -14,8 +14,9 @@ element-wise arithmetic on a stacked array is the same arithmetic as on its rows
 observations, actions, log-probabilities and actions sent to the env are the same to the bit
 (tests/jobs/test_connectors.py), and so is all training that follows.
 
-Used where RLlib's default pipelines would hold nothing else: a single agent, a module
-without recurrent state (jobs.algorithms decides).
+Used where RLlib's default pipelines would hold nothing else: a single agent and a module
+without recurrent state, which every config here is (jobs.algorithms builds the model;
+``training.extra`` cannot set one).
 """
 
 from __future__ import annotations
