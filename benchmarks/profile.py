@@ -222,12 +222,9 @@ def _use_learner(algo: Any, lean: bool) -> None:
 def _pipelines(algo: Any, env_runner: Any) -> dict[bool, tuple[Any, Any]]:
     """The env runner's connector pipelines, fused (jobs.connectors, as built) or RLlib's
     defaults (built here from the same config, less the fused pieces)."""
-    defaults = algo.config.copy(copy_frozen=False).env_runners(
-        env_to_module_connector=None,
-        module_to_env_connector=None,
-        add_default_connectors_to_env_to_module_pipeline=True,
-        add_default_connectors_to_module_to_env_pipeline=True,
-    )
+    from jobs.connectors import use_rllib_connectors
+
+    defaults = use_rllib_connectors(algo.config.copy(copy_frozen=False))
     e = env_runner
     return {
         True: (e._env_to_module, e._module_to_env),

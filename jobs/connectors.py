@@ -114,3 +114,13 @@ def use_fused_connectors(config: Any) -> None:
         add_default_connectors_to_env_to_module_pipeline=False,
         add_default_connectors_to_module_to_env_pipeline=False,
     )
+
+
+def use_rllib_connectors(config: Any) -> Any:
+    """RLlib's own default pipelines instead (to compare against: the profile, the tests)."""
+    return config.env_runners(
+        env_to_module_connector=None,
+        module_to_env_connector=None,
+        add_default_connectors_to_env_to_module_pipeline=True,
+        add_default_connectors_to_module_to_env_pipeline=True,
+    )

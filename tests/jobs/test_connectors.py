@@ -13,27 +13,15 @@ from tests.conftest import script_json
 # action's log-probability and distribution inputs, how it ended), and of the weights after
 # two iterations trained on such episodes.
 SAME_BITS = """
-import hashlib, json, sys
-import numpy as np, ray, torch
+import json, sys
+import ray, torch
 from jobs.algorithms import algorithm_config
 from jobs.config import load_config
+from jobs.connectors import use_rllib_connectors
+from tests import bits
 torch.set_num_threads(1)
 ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
 sim = sys.argv[1]
-
-def digest_episodes(episodes):
-    h = hashlib.sha256()
-    for ep in episodes:
-        for part in (ep.get_observations(), ep.get_actions(), ep.get_rewards(),
-                     ep.get_extra_model_outputs("action_logp"),
-                     ep.get_extra_model_outputs("action_dist_inputs"),
-                     [ep.is_terminated, ep.is_truncated]):
-            h.update(np.asarray(part).tobytes())
-    return h.hexdigest()
-
-def digest_weights(learner):
-    state = learner.module["default_policy"].state_dict()
-    return hashlib.sha256(b"".join(state[k].numpy().tobytes() for k in sorted(state))).hexdigest()
 
 out = {}
 for name in ("rllib", "fused"):
@@ -44,11 +32,7 @@ for name in ("rllib", "fused"):
     ])
     config = algorithm_config(cfg, None)
     if name == "rllib":
-        config.env_runners(
-            env_to_module_connector=None, module_to_env_connector=None,
-            add_default_connectors_to_env_to_module_pipeline=True,
-            add_default_connectors_to_module_to_env_pipeline=True,
-        )
+        use_rllib_connectors(config)
     algo = config.build_algo()
     runner = algo.env_runner_group.local_env_runner
     for _ in range(2):
@@ -58,8 +42,8 @@ for name in ("rllib", "fused"):
         "pieces": [type(c).__name__ for c in runner._env_to_module.connectors]
         + [type(c).__name__ for c in runner._module_to_env.connectors],
         "episodes": len(episodes), "done": sum(bool(ep.is_done) for ep in episodes),
-        "sampled": digest_episodes(episodes),
-        "trained": digest_weights(algo.learner_group._learner),
+        "sampled": bits.episodes(episodes),
+        "trained": bits.weights(algo.learner_group._learner),
     }
     algo.stop()
 print(json.dumps(out))

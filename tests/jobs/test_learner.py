@@ -11,17 +11,14 @@ from tests.conftest import script_json
 # clip is small enough that every minibatch's gradients are scaled down, so the clip's
 # multiply is compared too, not only its norm.
 SAME_BITS = """
-import hashlib, json
+import json
 import ray, torch
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from jobs.algorithms import algorithm_config
 from jobs.config import load_config
+from tests import bits
 torch.set_num_threads(1)
 ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
-
-def digest(learner):
-    state = learner.module["default_policy"].state_dict()
-    return hashlib.sha256(b"".join(state[k].numpy().tobytes() for k in sorted(state))).hexdigest()
 
 out = {}
 for name in ("rllib", "ours"):
@@ -35,10 +32,10 @@ for name in ("rllib", "ours"):
         config.learners(learner_class=PPOTorchLearner)
     algo = config.build_algo()
     learner = algo.learner_group._learner
-    start = digest(learner)
+    start = bits.weights(learner)
     for _ in range(2):
         result = algo.train()
-    trained = digest(learner)
+    trained = bits.weights(learner)
     grads = {pid: torch.ones_like(p) for pid, p in learner._params.items()}
     next(iter(grads.values()))[0] = float("nan")
     learner.apply_gradients(grads)
@@ -46,7 +43,7 @@ for name in ("rllib", "ours"):
         "class": type(learner).__name__, "start": start, "trained": trained,
         "global_norm": float(result["learners"]["default_policy"][
             "gradients_default_optimizer_global_norm"]),
-        "after_nan": digest(learner),
+        "after_nan": bits.weights(learner),
         "finite": all(bool(p.isfinite().all()) for p in learner._params.values()),
     }
     algo.stop()
