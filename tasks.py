@@ -134,7 +134,8 @@ def test(c: Context, k: str = "", slow: bool = False, args: str = "") -> None:
     selection = [] if slow else ["-m", "not slow"]
     if k:
         selection += ["-k", k]
-    c.run(f"{shlex.join(['pytest', *selection])} {args}")
+    # the slowest tests named at the end: what to look at when the suite outgrows CI's time
+    c.run(f"{shlex.join(['pytest', '--durations=20', *selection])} {args}")
     bench(c, quick=True)  # the harness must not rot; quick results go to benchmarks/quick/
 
 

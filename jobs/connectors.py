@@ -67,7 +67,7 @@ class ActionsToEnv(ConnectorV2):
         super().__init__(*args, **kwargs)
         self.normalize_actions = normalize_actions
         self.clip_actions = clip_actions
-        self._get_actions = GetActions()
+        self._sample_actions = GetActions()
 
     def recompute_output_action_space(self, input_observation_space: Any, input_action_space: Any):
         self._action_space_struct = get_base_struct_from_space(input_action_space)
@@ -76,7 +76,9 @@ class ActionsToEnv(ConnectorV2):
     def __call__(
         self, *, rl_module: Any, batch: dict, episodes: list, explore: Any = None, **kwargs: Any
     ) -> Any:
-        self._get_actions._get_actions(batch, rl_module, explore)
+        batch = self._sample_actions(
+            rl_module=rl_module, batch=batch, episodes=episodes, explore=explore
+        )
         batch = convert_to_numpy(batch)
         actions = batch[Columns.ACTIONS]
         if self.normalize_actions:

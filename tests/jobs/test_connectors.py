@@ -4,8 +4,6 @@ one (a Gymnasium env, the zoo's thermostat)."""
 
 from __future__ import annotations
 
-import pytest
-
 from tests.conftest import script_json
 
 # Both pipelines in turn, from the same seed, in a process of its own (a Ray of its own): the
@@ -21,10 +19,9 @@ from jobs.connectors import use_rllib_connectors
 from tests import bits
 torch.set_num_threads(1)
 ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
-sim = sys.argv[1]
 
 out = {}
-for name in ("rllib", "fused"):
+for sim, name in [(sim, name) for sim in sys.argv[1:] for name in ("rllib", "fused")]:
     cfg = load_config("jobs/configs/cstr_ppo.yaml", [
         f"sim={sim}", "env_runners.num_env_runners=0", "env_runners.num_envs_per_env_runner=4",
         "training.train_batch_size=800", "training.minibatch_size=100", "training.num_epochs=2",
@@ -38,7 +35,7 @@ for name in ("rllib", "fused"):
     for _ in range(2):
         algo.train()
     episodes = runner.sample(num_timesteps=4000)
-    out[name] = {
+    out.setdefault(sim, {})[name] = {
         "pieces": [type(c).__name__ for c in runner._env_to_module.connectors]
         + [type(c).__name__ for c in runner._module_to_env.connectors],
         "episodes": len(episodes), "done": sum(bool(ep.is_done) for ep in episodes),
@@ -50,13 +47,15 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.parametrize("sim", ["cstr", "sims.thermostat:Thermostat"])
-def test_the_fused_connectors_sample_and_train_to_the_same_bits_as_rllibs(sim):
-    out, _ = script_json(SAME_BITS, sim)
-    rllib, fused = out["rllib"], out["fused"]
-    assert fused["pieces"] == ["ObservationsToModule", "ActionsToEnv"]
-    assert "NormalizeAndClipActions" in rllib["pieces"]  # RLlib's own, for the comparison
-    assert fused["done"] >= 1  # episodes ended and restarted within the sample
-    assert fused["episodes"] == rllib["episodes"]
-    assert fused["sampled"] == rllib["sampled"]
-    assert fused["trained"] == rllib["trained"]
+def test_the_fused_connectors_sample_and_train_to_the_same_bits_as_rllibs():
+    sims = ["cstr", "sims.thermostat:Thermostat"]
+    out, _ = script_json(SAME_BITS, *sims)
+    assert list(out) == sims
+    for sim in sims:
+        rllib, fused = out[sim]["rllib"], out[sim]["fused"]
+        assert fused["pieces"] == ["ObservationsToModule", "ActionsToEnv"], sim
+        assert "NormalizeAndClipActions" in rllib["pieces"], sim  # RLlib's, to compare with
+        assert fused["done"] >= 1, sim  # episodes ended and restarted within the sample
+        assert fused["episodes"] == rllib["episodes"], sim
+        assert fused["sampled"] == rllib["sampled"], sim
+        assert fused["trained"] == rllib["trained"], sim
