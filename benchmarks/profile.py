@@ -346,6 +346,12 @@ def bench_profile(quick: bool) -> Benchmark:
             f"{name}: seconds to update on one batch", statistics.median(seconds), "s",
             "the other learner, interleaved rounds, medians",
         )  # fmt: skip
+    lean = statistics.median(updates["lean"]) / statistics.median(updates["RLlib's"])
+    result.add("lean / RLlib's learner, seconds per batch", lean, "x", "RLlib's PPO learner")
+    result.reading += (
+        f" The learner alone, one batch's update (every epoch and minibatch), taking turns: "
+        f"{lean:.2f}x RLlib's seconds with jobs/learner.py (the same weights to the bit)."
+    )
     if peer is not None:
         last = watches[list(setups)[-1]].seconds
         ours = {"sample": last["sampling"] / repeats, "learn": last["learning"] / repeats}
@@ -357,13 +363,6 @@ def bench_profile(quick: bool) -> Benchmark:
                    "the same env, batch and hyperparameters, one process")  # fmt: skip
         result.add("sampling: ours / SB3's", ours["sample"] / peer.collect_s, "x", "SB3 PPO")
         result.add("learning: ours / SB3's", ours["learn"] / peer.train_s, "x", "SB3 PPO")
-    lean = statistics.median(updates["lean"]) / statistics.median(updates["RLlib's"])
-    result.add("lean / RLlib's learner, seconds per batch", lean, "x", "RLlib's PPO learner")
-    result.reading += (
-        f" The learner alone, one batch's update (every epoch and minibatch), taking turns: "
-        f"{lean:.2f}x RLlib's seconds with jobs/learner.py (the same weights to the bit)."
-    )
-    if peer is not None:
         result.reading += (
             f" Stable-Baselines3's PPO on the same environment and batch: {peer.collect_s:.2f} s "
             f"to collect it and {peer.train_s:.2f} s to train on it, against our "

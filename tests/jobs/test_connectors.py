@@ -11,7 +11,7 @@ from tests.conftest import script_json
 # action's log-probability and distribution inputs, how it ended), and of the weights after
 # two iterations trained on such episodes.
 SAME_BITS = """
-import json, sys
+import itertools, json, sys
 import ray, torch
 from jobs.algorithms import algorithm_config
 from jobs.config import load_config
@@ -21,7 +21,7 @@ torch.set_num_threads(1)
 ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
 
 out = {}
-for sim, name in [(sim, name) for sim in sys.argv[1:] for name in ("rllib", "fused")]:
+for sim, name in itertools.product(sys.argv[1:], ("rllib", "fused")):
     cfg = load_config("jobs/configs/cstr_ppo.yaml", [
         f"sim={sim}", "env_runners.num_env_runners=0", "env_runners.num_envs_per_env_runner=4",
         "training.train_batch_size=800", "training.minibatch_size=100", "training.num_epochs=2",
