@@ -90,17 +90,17 @@ def algorithm_config(
             f"training.warm_start_steps: {t.warm_start_steps}, but simulator {cfg.sim!r} has no "
             "baseline to start from; give its spec a baseline, or set it to 0"
         )
-    if cfg.env_runners.sample_ahead:
-        if cfg.algorithm != "PPO" or layout.num_env_runners == 0:
-            raise ConfigError(
-                f"env_runners.sample_ahead: true needs PPO with env_runners.num_env_runners >= 1 "
-                f"(here {cfg.algorithm} with {layout.num_env_runners}): "
-                + (
-                    "sampling in the driver cannot overlap learning; set num_env_runners: 1"
-                    if cfg.algorithm == "PPO"
-                    else f"{cfg.algorithm} samples asynchronously already; drop the setting"
-                )
+    if cfg.env_runners.sample_ahead is True and not layout.sample_ahead:
+        raise ConfigError(
+            f"env_runners.sample_ahead: true needs PPO with env_runners.num_env_runners >= 1 "
+            f"(here {cfg.algorithm} with {layout.num_env_runners}): "
+            + (
+                "sampling in the driver cannot overlap learning; set num_env_runners: 1"
+                if cfg.algorithm == "PPO"
+                else f"{cfg.algorithm} samples asynchronously already; drop the setting"
             )
+        )
+    if layout.sample_ahead:  # PPO's runners sample the next batch while the learner updates
         from jobs.sample_ahead import SampleAheadPPO
 
         config.algo_class = SampleAheadPPO
@@ -110,8 +110,10 @@ def algorithm_config(
         config.reporting(min_time_s_per_iteration=cfg.min_time_s_per_iteration)
     if cfg.algorithm == "PPO":
         from jobs.learner import LeanPPOTorchLearner
+        from jobs.sample_ahead import SampleAheadLearner  # its batches one update old
 
-        config.training(lambda_=t.gae_lambda).learners(learner_class=LeanPPOTorchLearner)
+        learner = SampleAheadLearner if layout.sample_ahead else LeanPPOTorchLearner
+        config.training(lambda_=t.gae_lambda).learners(learner_class=learner)
     known = training_settings(CONFIG_CLASSES[cfg.algorithm])
     unknown = [key for key in t.extra if key not in known]
     if unknown:

@@ -39,6 +39,17 @@ MAX_FAILED_EPISODES_IN_A_ROW = 100
 # runner ended in a fault; failing for ``stop.max_fault_s`` in a row ends the run, whatever
 # completes in between (a short episode that completes no longer starts the count again).
 FAULT_WINDOW = 20
+# this process's newest trajectory files, since take_written() last ran (one per sample call;
+# bounded, for the runners whose driver never asks: taking turns, evaluation)
+_written: collections.deque[str] = collections.deque(maxlen=64)
+
+
+def take_written() -> list[str]:
+    """The trajectory files this process's env runner wrote since the last call (sampling
+    ahead hands them to the driver with their batch: jobs.sample_ahead)."""
+    names = list(_written)
+    _written.clear()
+    return names
 
 
 def _episode_steps(chunks: list[Any]) -> tuple[list[dict], list[float]]:
@@ -159,6 +170,7 @@ class TrajectoryLogger(RLlibCallback):
             return
         if written is not None:
             self._files += 1
+            _written.append(name)
 
     def on_environment_created(
         self, *, env_runner: Any = None, metrics_logger: Any = None, env: Any = None, **kwargs: Any

@@ -24,6 +24,7 @@ from jobs.rundir import (
     RunDir,
     RunError,
     read_checkpoint_meta,
+    session_tag,
     write_atomic,
     write_json,
 )
@@ -132,7 +133,7 @@ def save_checkpoint(
     try:
         algo.save_to_path(str(tmp.resolve()))
         write_atomic(tmp / METRICS, "".join(json.dumps(dict(line)) + "\n" for line in metrics))
-        write_json(tmp / TRAJECTORIES, _training_files(run))
+        write_json(tmp / TRAJECTORIES, _trained_on(algo, run, progress.sessions))
         meta = {**_meta(cfg, progress, record), "files": _file_digests(tmp)}
         write_json(tmp / CHECKPOINT_META, meta)
         if final.exists():
@@ -189,6 +190,33 @@ def damage(checkpoint: Path, meta: Mapping[str, Any]) -> str | None:
         if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
             return f"{name} differs from what was saved (SHA-256)"
     return None
+
+
+def _trained_on(algo: Any, run: RunDir, session: int) -> list[str]:
+    """The training files whose episodes the learner has had. Sampling ahead, a runner writes
+    the next batch's file before the learner gets that batch: this session's files count only
+    once handed over (``SampleAheadPPO.trajectory_files_trained_on``)."""
+    names = _training_files(run)
+    handed_over = getattr(algo, "trajectory_files_trained_on", None)
+    if handed_over is None:
+        return names
+    ahead = f"train-{session_tag(session)}-"
+    return [name for name in names if name in handed_over or not name.startswith(ahead)]
+
+
+def roll_back_untrained(run: RunDir, checkpoint: Path) -> int:
+    """Move the training files that ``checkpoint`` does not cover to trajectories/rolled-back/
+    (written after it, or sampled ahead and never trained on); returns how many moved."""
+    covered = checkpoint / TRAJECTORIES
+    if not covered.is_file():
+        return 0
+    committed = set(json.loads(covered.read_text()))
+    moved = 0
+    for name in set(_training_files(run)) - committed:
+        run.rolled_back.mkdir(parents=True, exist_ok=True)
+        os.replace(run.trajectories / name, run.rolled_back / name)
+        moved += 1
+    return moved
 
 
 def _training_files(run: RunDir) -> list[str]:
@@ -268,13 +296,7 @@ def reconcile(run: RunDir, checkpoint: Path) -> Reconciled:
                 done.metrics_restored.append(json.loads(text))
     if done.metrics_dropped or done.metrics_restored:
         write_atomic(run.metrics, "".join(line + "\n" for line in kept))
-    covered = checkpoint / TRAJECTORIES
-    if covered.is_file():
-        committed = set(json.loads(covered.read_text()))
-        for name in set(_training_files(run)) - committed:
-            run.rolled_back.mkdir(parents=True, exist_ok=True)
-            os.replace(run.trajectories / name, run.rolled_back / name)
-            done.trajectory_files_rolled_back += 1
+    done.trajectory_files_rolled_back = roll_back_untrained(run, checkpoint)
     for partial in run.checkpoints.glob(".*.tmp"):
         shutil.rmtree(partial, ignore_errors=True)
         done.partial_checkpoints_removed += 1

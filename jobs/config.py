@@ -119,10 +119,13 @@ class EnvRunners(_Strict):
     num_envs_per_env_runner: AutoPositive = "auto"
     """Vectorised environments in each env runner. ``auto``: the recipe's 8 envs spread over
     the env runners (8 with sampling in the driver or one runner, 4 each with two, ...)."""
-    sample_ahead: bool = False
+    sample_ahead: Annotated[bool | Auto, _auto_or("true or false")] = "auto"
     """PPO: each env runner samples the next batch while the learner updates on this one
-    (jobs.sample_ahead), so sampling and learning use different cores; batches are one
-    update old. Needs num_env_runners >= 1."""
+    (jobs.sample_ahead), so sampling and learning use different cores; each batch, one
+    update old, is read against the policy the update starts from (decoupled PPO).
+    ``auto``: on for PPO wherever an env runner has a CPU beside the driver's (and the
+    remote learners'), unless num_env_runners is 0; ``true`` insists (needs
+    num_env_runners >= 1); ``false``: PPO samples, then learns, in turns."""
     batched: bool = False
     """Step each env runner's envs with the spec's ``batch_simulator`` (one call for all,
     the same states step for step) instead of one scalar simulator each. Off by default:

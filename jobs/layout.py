@@ -44,6 +44,8 @@ class Layout:
     chosen: dict[str, str] = field(default_factory=dict)
     """Per setting: ``auto`` or ``config``."""
     warnings: tuple[str, ...] = ()
+    sample_ahead: bool = False
+    """PPO's env runners sample the next batch while the learner updates (jobs.sample_ahead)."""
 
     def describe(self) -> str:
         """One line: ``2 env runners x 4 envs, learner in the driver on CPU (1 node: 2 CPUs)``."""
@@ -62,7 +64,8 @@ class Layout:
         where = f"{self.nodes} node{'s' * (self.nodes != 1)}: {cpus}" + (
             f", {self.gpus:g} GPU{'s' * (self.gpus != 1)}" if self.gpus else ""
         )
-        return f"{runners} x {self.num_envs_per_env_runner} envs, {learners} ({where})"
+        ahead = ", sampling ahead" if self.sample_ahead else ""
+        return f"{runners} x {self.num_envs_per_env_runner} envs{ahead}, {learners} ({where})"
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "warnings": list(self.warnings)}
@@ -93,6 +96,7 @@ def resolve_layout(cfg: Any, nodes: Sequence[Node]) -> Layout:
         "num_envs_per_env_runner": AUTO if envs_set == AUTO else "config",
         "num_learners": AUTO if learners_set == AUTO else "config",
         "num_gpus_per_learner": AUTO if gpus_set == AUTO else "config",
+        "sample_ahead": AUTO if cfg.env_runners.sample_ahead == AUTO else "config",
     }
 
     whole_gpus = math.floor(gpus)
@@ -104,11 +108,16 @@ def resolve_layout(cfg: Any, nodes: Sequence[Node]) -> Layout:
     else:
         per_learner = float(gpus_set)
 
-    # Synchronous PPO takes turns: the runners sample while the driver waits, then the driver
-    # learns while they wait, so they share its CPU. Where the two overlap (APPO, IMPALA,
+    # PPO taking turns: the runners sample while the driver waits, then the driver learns
+    # while they wait, so they share its CPU. Where the two overlap (APPO, IMPALA, PPO
     # sampling ahead) the driver keeps a CPU of its own. Each remote learner is an actor with
-    # a CPU of its own.
-    overlaps = cfg.algorithm in ("APPO", "IMPALA") or cfg.env_runners.sample_ahead
+    # a CPU of its own. PPO samples ahead (auto) where a runner has a CPU beside the driver's.
+    ahead_set = cfg.env_runners.sample_ahead
+    spare = math.floor(cpus) - learners - DRIVER_CPUS >= 1
+    ahead = cfg.algorithm == "PPO" and (
+        ahead_set is True or (ahead_set == AUTO and spare and runners_set != 0)
+    )
+    overlaps = cfg.algorithm in ("APPO", "IMPALA") or ahead
     reserved = learners + (DRIVER_CPUS if overlaps else 0)
     fits = max(0, math.floor(cpus) - reserved)
     auto_runners = fits if fits >= 2 else (1 if overlaps else 0)
@@ -150,6 +159,7 @@ def resolve_layout(cfg: Any, nodes: Sequence[Node]) -> Layout:
         gpus=gpus,
         chosen=chosen,
         warnings=tuple(warnings),
+        sample_ahead=ahead and runners >= 1,
     )
 
 
@@ -162,7 +172,9 @@ def local_nodes() -> list[Node]:
 
 def pinned_for_trials(cfg: Any) -> Any:
     """A study's trials share the cluster: each keeps the zoo's layout (1 env runner x 8 envs,
-    the learner in the driver on CPU) wherever the config says ``auto``."""
+    the learner in the driver on CPU) wherever the config says ``auto``. ``sample_ahead:
+    auto`` stays: with its CPU for the driver and one for its runner, a PPO trial samples
+    ahead, as the zoo does."""
     runners, learners = cfg.env_runners, cfg.learners
     pins = {
         "num_env_runners": 1 if runners.num_env_runners == AUTO else runners.num_env_runners,

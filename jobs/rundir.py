@@ -44,6 +44,11 @@ STATE, ACTION, SCENARIO = "state_", "action_", "scenario_"
 ASSESS_PREFIX = "assess-"
 
 
+def session_tag(number: int) -> str:
+    """A session's part of its trajectory files' names (``train-s02-...``)."""
+    return f"s{number:02d}"
+
+
 def assessment_episode_id(scenario: str, controller: str) -> str:
     """The episode id of an assessment episode: its scenario and controller."""
     return f"{ASSESS_PREFIX}{scenario}-{controller}"

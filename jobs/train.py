@@ -37,6 +37,7 @@ from jobs.checkpoints import (
     refuse_another_model,
     restorable,
     restores_with,
+    roll_back_untrained,
     save_checkpoint,
     set_aside,
 )
@@ -63,6 +64,7 @@ from jobs.rundir import (
     column_units,
     disk_full,
     read_summary,
+    session_tag,
     write_atomic,
     write_json,
 )
@@ -377,7 +379,7 @@ def _train(
         folder=str(run.trajectories.resolve()),
         sim=cfg.sim,
         run_id=run.run_id,
-        session=f"s{progress.sessions:02d}",
+        session=session_tag(progress.sessions),
         every_k_episodes=cfg.trajectories.every_k_episodes,
         enabled=cfg.trajectories.enabled,
         max_fault_s=cfg.stop.max_fault_s,
@@ -596,6 +598,11 @@ def _train(
         algo.stop()
         raise _stopped_on_full_disk(run, tracker, kept, exc) from None
     algo.stop()
+    if untrained := roll_back_untrained(run, last_checkpoint):  # sampled ahead of the end
+        console.print(
+            f"{untrained} trajectory file(s) sampled after the last update, never trained on, "
+            "moved to trajectories/rolled-back/"
+        )
     tracker.close(status, str(last_checkpoint.relative_to(run.path)))
 
     assessment = verdict = None

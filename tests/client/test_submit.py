@@ -69,13 +69,14 @@ def test_the_dry_run_for_four_gpu_nodes_carries_the_layout_it_expects(target, tm
         target, nodes=4, gpu=True, dry_run=True, out=tmp_path / "job.yaml",
         staging=tmp_path / ".aml", echo=messages.append,
     )  # fmt: skip
-    # 4 x Standard_NC4as_T4_v3: 4 vCPUs and one T4 each; a learner per GPU, the rest sample
+    # 4 x Standard_NC4as_T4_v3: 4 vCPUs and one T4 each; a learner per GPU, one CPU for the
+    # driver, the rest sample ahead of the learners
     assert messages[0] == (
-        "layout expected on 4 x Standard_NC4as_T4_v3: 12 env runners x 1 envs, "
+        "layout expected on 4 x Standard_NC4as_T4_v3: 11 env runners x 1 envs, sampling ahead, "
         "4 learners on 1 GPU each (4 nodes: 16 CPUs, 4 GPUs)"
     )
     job = load_job(tmp_path / "job.yaml")
-    assert job.tags["expected_env_runners"] == "12 x 1"
+    assert job.tags["expected_env_runners"] == "11 x 1"
     assert job.tags["expected_learners"] == "4 x 1 GPU"
     assert job.environment_variables["AML_RL_NODES"] == "4"
     staged = load_config(next((tmp_path / ".aml").iterdir()) / "code" / "experiment.yaml")
@@ -89,8 +90,8 @@ def test_an_explicit_layout_that_leaves_nodes_idle_is_warned_about_before_sendin
         out=tmp_path / "job.yaml", staging=tmp_path / ".aml", echo=messages.append,
     )  # fmt: skip
     assert messages[0].splitlines()[1] == (
-        "layout: warning: env_runners.num_env_runners: 1 leaves 15 of the cluster's 16 CPUs "
-        "idle, more than a node's worth (4); set it to auto (it would be 16), or ask for fewer "
+        "layout: warning: env_runners.num_env_runners: 1 leaves 14 of the cluster's 16 CPUs "
+        "idle, more than a node's worth (4); set it to auto (it would be 15), or ask for fewer "
         "nodes"
     )
 
@@ -518,8 +519,8 @@ def test_dry_run_of_the_default_config_writes_a_job_that_loads_back(target, tmp_
     )
     layout, checked, wrote = messages
     assert layout == (
-        "layout expected on 1 x Standard_D4s_v3: 4 env runners x 2 envs, learner in the "
-        "driver on CPU (1 node: 4 CPUs)"
+        "layout expected on 1 x Standard_D4s_v3: 3 env runners x 3 envs, sampling ahead, "
+        "learner in the driver on CPU (1 node: 4 CPUs)"
     )
     assert checked.startswith(
         ("checked in the training image ", "not checked in the training image: ")

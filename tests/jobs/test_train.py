@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -218,6 +219,20 @@ def test_a_folder_that_is_not_a_checkpoint_is_refused(tmp_path):
         resolve_checkpoint(tmp_path)
 
 
+def test_sampling_ahead_the_run_keeps_the_episodes_it_trained_on(cstr_run):
+    """The runner writes its next batch's file before the learner has that batch; the one
+    sampled after the last update is set aside, so the trajectories are what was counted."""
+    summary = json.loads((cstr_run / "summary.json").read_text())
+    assert summary["layout"]["sample_ahead"] is True
+    frame = read_trajectories(cstr_run, phase="train")
+    assert frame["episode_id"].nunique() == summary["episodes_total"]
+    last = cstr_run / summary["checkpoint"] / "trajectories.json"
+    covered = set(json.loads(last.read_text()))
+    assert covered == training_files(cstr_run)
+    set_aside = {p.name for p in (cstr_run / "trajectories" / "rolled-back").iterdir()}
+    assert set_aside and not set_aside & covered  # the batch in flight at the end
+
+
 def test_export_csv_matches_the_parquet_rows(cstr_run, tmp_path):
     path = export_csv(cstr_run, tmp_path / "t.csv")
     assert path.read_text().count("\n") == len(read_trajectories(cstr_run)) + 1
@@ -291,12 +306,14 @@ def test_sigkill_between_checkpoints_then_resume_is_exact(tmp_path):
     out = " ".join(finish(proc).split())  # the console wraps long lines
     assert proc.returncode == 0, out[-3000:]
     assert f"resumed at iteration {meta['iteration']}, {meta['env_steps']:,} env steps" in out
-    # an env runner can outlive the kill by one sample batch: count what the resume moved
+    # an env runner can outlive the kill by one sample batch, and sampling ahead, the runner
+    # writes its next batch before the learner has it (at the kill, and at the end): count
+    # what the resume and the end moved
     rolled_back = {p.name for p in (run / "trajectories" / "rolled-back").iterdir()}
-    assert (
-        f"resume: {len(rolled_back)} trajectory file(s) of rolled-back iterations moved "
-        "to trajectories/rolled-back/" in out
-    )
+    at_resume = re.search(r"resume: (\d+) trajectory file\(s\) of rolled-back iterations", out)
+    at_end = re.search(r"(\d+) trajectory file\(s\) sampled after the last update", out)
+    assert at_resume and int(at_resume[1]) >= len(after_checkpoint)
+    assert int(at_resume[1]) + (int(at_end[1]) if at_end else 0) == len(rolled_back)
     assert after_checkpoint <= rolled_back and not rolled_back & covered
     summary = assert_exact(run)
     assert summary["sessions"] == 2 and summary["env_steps_sampled"] >= target
