@@ -9,8 +9,12 @@ import statistics
 from benchmarks.harness import Benchmark
 from benchmarks.throughput import _algo, _layout_sets, _rate
 
-EXPLICIT = {"1 runner x 8 envs": (1, 8), "0 runners x 8 envs": (0, 8), "2 runners x 4 envs": (2, 4)}
-AUTO = "auto (the default)"
+EXPLICIT = {
+    "1 runner x 8 envs, taking turns": (1, 8),
+    "0 runners x 8 envs": (0, 8),
+    "2 runners x 4 envs, taking turns": (2, 4),
+}
+AUTO = "auto (the default, sampling ahead where it can)"
 
 
 def bench_layout(quick: bool) -> Benchmark:
@@ -25,7 +29,7 @@ def bench_layout(quick: bool) -> Benchmark:
     torch.set_num_threads(1)  # as `invoke train` runs its learner
     rounds, iterations, batch = (1, 1, 1000) if quick else (5, 3, 4000)
     sizes = [f"training.train_batch_size={batch}"]
-    layouts = {"1 runner x 8 envs": (1, 8)} if quick else EXPLICIT
+    layouts = {"1 runner x 8 envs, taking turns": (1, 8)} if quick else EXPLICIT
     variants = {AUTO: sizes} | {
         name: [*sizes, *_layout_sets(shape)] for name, shape in layouts.items()
     }

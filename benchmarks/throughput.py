@@ -131,11 +131,16 @@ def _timed(method: Any, name: str, seconds: Counter[str]) -> Any:
 
 
 def _layout_sets(shape: tuple[int, int] | None) -> list[str]:
-    """``--set`` items for an explicit layout (runners, envs each); none for ``auto``."""
+    """``--set`` items for an explicit layout (runners, envs each), PPO taking turns; none for
+    ``auto``."""
     if shape is None:
         return []
     runners, envs = shape
-    return [f"env_runners.num_env_runners={runners}", f"env_runners.num_envs_per_env_runner={envs}"]
+    return [
+        f"env_runners.num_env_runners={runners}",
+        f"env_runners.num_envs_per_env_runner={envs}",
+        "env_runners.sample_ahead=false",
+    ]
 
 
 def bench_throughput(quick: bool) -> Benchmark:
@@ -152,15 +157,17 @@ def bench_throughput(quick: bool) -> Benchmark:
     iterations = 1 if quick else 3
     batch = 1000 if quick else 4000
     sizes = [f"training.train_batch_size={batch}"]
-    default = "auto (the default layout)"  # jobs/configs/cstr_ppo.yaml; jobs/layout.py
-    layouts = {default: None} if quick else {default: None, "1 runner(s) x 8 envs": (1, 8),
-                                             "0 runner(s) x 8 envs": (0, 8),
-                                             "2 runner(s) x 4 envs": (2, 4)}  # fmt: skip
+    default = "auto (the default layout, sampling ahead)"  # cstr_ppo.yaml; jobs/layout.py
+    layouts: dict[str, tuple[int, int] | None] = {default: None}
+    if not quick:
+        layouts["1 runner(s) x 8 envs, taking turns"] = (1, 8)
+        layouts["0 runner(s) x 8 envs"] = (0, 8)
+        layouts["2 runner(s) x 4 envs, taking turns"] = (2, 4)
     variants = {name: [*sizes, *_layout_sets(shape)] for name, shape in layouts.items()}
     batched = "the default with the batched CSTR (env_runners.batched)"
-    ahead = "the default sampling ahead (env_runners.sample_ahead)"
+    turns = "the default taking turns (env_runners.sample_ahead: false)"
     variants[batched] = [*sizes, "env_runners.batched=true"]
-    variants[ahead] = [*sizes, "env_runners.sample_ahead=true"]
+    variants[turns] = [*sizes, "env_runners.sample_ahead=false"]
     sb3 = "Stable-Baselines3 PPO"
     result = Benchmark(
         "training_throughput",
@@ -197,7 +204,7 @@ def bench_throughput(quick: bool) -> Benchmark:
         ("the default", default, 1.0),
         (f"best layout ({best})", best, None),
         ("the default, batched CSTR", batched, 2.0),
-        ("the default sampling ahead", ahead, None),
+        ("the default taking turns", turns, None),
     ):
         ratio = median[name] / median[sb3] if median[sb3] else None
         target = f">= {least:.1f}x" if least else ""

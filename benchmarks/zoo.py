@@ -25,9 +25,14 @@ ZOO = {
 SEEDS = (0, 1, 2)
 BUDGET = 1_000_000  # env steps per run: the target is to beat the baseline within it
 ASSESS_EVERY = 40_000  # env steps: 10 iterations of the recipe's 4,000-step batches
-PINNED_LAYOUT = ["env_runners.num_env_runners=1", "env_runners.num_envs_per_env_runner=8"]
-"""The layout every figure here was taken with, on any machine: ``auto`` would size it from
-the machine's CPUs, and another layout draws other random numbers (jobs/layout.py)."""
+PINNED_LAYOUT = [
+    "env_runners.num_env_runners=1",
+    "env_runners.num_envs_per_env_runner=8",
+    "env_runners.sample_ahead=true",
+]
+"""The layout every figure here was taken with, on any machine (``auto``'s on this 2-CPU
+machine): ``auto`` would size it from the machine's CPUs, and another layout draws other
+random numbers (jobs/layout.py)."""
 CONFIGS = Path(__file__).resolve().parents[1] / "jobs" / "configs"
 
 
@@ -108,7 +113,8 @@ def run_zoo(quick: bool, add: Any) -> str:
     return (
         f"simulators {', '.join(zoo)}; seeds {', '.join(map(str, seeds))}; the default recipe "
         f"(sims/templates/config.yaml.tmpl, stop.beats_baseline, assessed every 10 iterations "
-        f"= {ASSESS_EVERY:,} env steps) against Stable-Baselines3 PPO with its defaults, "
+        f"= {ASSESS_EVERY:,} env steps; 1 env runner x 8 envs sampling ahead, the default layout "
+        f"on a 2-CPU machine) against Stable-Baselines3 PPO with its defaults, "
         f"{PEER_ENVS} envs, assessed every {ASSESS_EVERY:,} env steps by the same assessment "
         f"and verdict; {budget:,} env steps at most each; each of our seeds against SB3's median "
         f"over its seeds (seed numbers are not paired across libraries); records in "
