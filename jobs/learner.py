@@ -1,25 +1,116 @@
 """PPO's torch learner, less RLlib's per-tensor Python on the hot path; the same numbers.
 
 An update of the recipe's networks on one CPU thread is a few hundred microseconds of
-arithmetic, so the Python around it counts: per minibatch, RLlib's learner checks every
-gradient for NaN twice, one tensor at a time (24 checks and 24 host syncs for two small
-MLPs), and its Adam steps one tensor at a time on CPU. Here the check is one reduction over
-all gradients, and Adam takes the multi-tensor path. Where a gradient is not finite, RLlib's
-own code handles it, as before. And it drops RLlib's "off-policyness" metric, a mean per
-minibatch that synchronous PPO knows in advance (the updates since sampling) and nothing
-here reads. The updates are the same bit for bit (tests/jobs/test_learner.py), so every
-figure measured before holds step for step.
+arithmetic, so the Python around it counts. Per minibatch, RLlib's learner
+- checks every gradient for NaN twice, one tensor at a time (24 checks and 24 host syncs
+  for two small MLPs); here it is one reduction over all gradients, and where one is not
+  finite RLlib's own code handles it, as before;
+- steps Adam one tensor at a time on CPU; here Adam takes the multi-tensor path;
+- computes and logs six loss statistics (policy and value losses, explained variance,
+  entropy, KL) that it keeps only for the last minibatch (window 1); here the loss computes
+  what the gradient needs, and the statistics are computed once, from the last minibatch's
+  tensors, before PPO reads its KL to adapt the KL coefficient;
+- cuts each minibatch out of the batch as slices of a ``SampleBatch`` per column, joined
+  where one wraps around an epoch; here one index gather per column, over the same rows in
+  the same order (the same ``np.random.permutation`` per epoch as RLlib's iterator);
+- logs an "off-policyness" mean that synchronous PPO knows in advance (the updates since
+  sampling) and nothing here reads; here it does not.
+The updates and the statistics are the same bit for bit (tests/jobs/test_learner.py), so
+every figure measured before holds step for step.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
+import tree
+from ray.rllib.algorithms.ppo.ppo import (
+    LEARNER_RESULTS_KL_KEY,
+    LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY,
+    LEARNER_RESULTS_VF_LOSS_UNCLIPPED_KEY,
+)
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.learner.learner import ENTROPY_KEY, POLICY_LOSS_KEY, VF_LOSS_KEY
+from ray.rllib.evaluation.postprocessing import Postprocessing
+from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+from ray.rllib.utils.minibatch_utils import MiniBatchCyclicIterator
+from ray.rllib.utils.torch_utils import explained_variance
+
+
+class GatherMinibatches:
+    """RLlib's ``MiniBatchCyclicIterator`` for one module's flat batch, by index: the same
+    minibatches, row for row. RLlib's shuffles the batch in place whenever a minibatch runs
+    past its end (one ``np.random.permutation`` of its rows) and slices on; here the
+    permutations compose into one row order, and each minibatch is one gather per column."""
+
+    def __init__(
+        self, batch: MultiAgentBatch, *, num_epochs: int, minibatch_size: int, shuffle: bool
+    ) -> None:
+        ((self._module_id, module_batch),) = batch.policy_batches.items()
+        self._columns = dict(module_batch)
+        self._rows = len(module_batch)
+        self._env_steps = len(batch)
+        self._num_epochs, self._minibatch_size, self._shuffle = num_epochs, minibatch_size, shuffle
+
+    @staticmethod
+    def handles(batch: MultiAgentBatch) -> bool:
+        """One module, rows that are single time steps, every column a tensor or array of
+        them."""
+        if len(batch.policy_batches) != 1:
+            return False
+        (module_batch,) = batch.policy_batches.values()
+        rows = len(module_batch)
+        return (
+            rows > 0
+            and not module_batch._slice_seq_lens_in_B
+            and module_batch.get(SampleBatch.SEQ_LENS) is None
+            and all(
+                isinstance(leaf, torch.Tensor | np.ndarray) and leaf.shape[:1] == (rows,)
+                for leaf in tree.flatten(dict(module_batch))
+            )
+        )
+
+    def __iter__(self) -> Iterator[MultiAgentBatch]:
+        order = np.arange(self._rows)
+        start, epochs = 0, 0
+        while epochs < self._num_epochs:
+            pieces, needed = [], self._minibatch_size
+            while start + needed >= self._rows:  # runs past the end: the tail, then reshuffle
+                pieces.append(order[start:])
+                needed -= self._rows - start
+                start, epochs = 0, epochs + 1
+                if self._shuffle:
+                    order = order[np.random.permutation(self._rows)]
+            if needed > 0:
+                pieces.append(order[start : start + needed])
+                start += needed
+            rows = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+            yield MultiAgentBatch(
+                {self._module_id: SampleBatch(_gather(self._columns, rows))},
+                env_steps=self._env_steps,
+            )
+
+
+def _gather(columns: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
+    index = torch.from_numpy(rows)
+    return tree.map_structure(
+        lambda column: column[index] if isinstance(column, torch.Tensor) else column[rows],
+        columns,
+    )
 
 
 class LeanPPOTorchLearner(PPOTorchLearner):
+    _last_loss: dict[Any, dict[str, Any]]
+    """Per module, the last minibatch's tensors its loss statistics are computed from."""
+
+    def build(self) -> None:
+        super().build()
+        self._last_loss = {}
+
     def configure_optimizers_for_module(self, module_id: Any, config: Any = None) -> None:
         params = self.get_parameters(self._module[module_id])
         # foreach: the same element-wise kernels as the single-tensor loop, one call each
@@ -49,3 +140,98 @@ class LeanPPOTorchLearner(PPOTorchLearner):
 
     def _compute_off_policyness(self, batch: Any) -> None:
         pass
+
+    def _create_iterator_if_necessary(self, *, training_data: Any, **kwargs: Any) -> Any:
+        batch_iter = super()._create_iterator_if_necessary(training_data=training_data, **kwargs)
+        if type(batch_iter) is not MiniBatchCyclicIterator:
+            return batch_iter
+        batch = batch_iter._batch
+        if batch_iter._num_total_minibatches or not GatherMinibatches.handles(batch):
+            return batch_iter
+        return GatherMinibatches(
+            batch,
+            num_epochs=batch_iter._num_epochs,
+            minibatch_size=batch_iter._minibatch_size,
+            shuffle=batch_iter._shuffle_batch_per_epoch,
+        )
+
+    def compute_loss_for_module(
+        self, *, module_id: Any, config: Any, batch: dict[str, Any], fwd_out: dict[str, Any]
+    ) -> torch.Tensor:
+        """RLlib's PPO loss, op for op where the gradient flows; its statistics deferred
+        to :meth:`after_gradient_based_update`."""
+        module = self.module[module_id].unwrapped()
+        if Columns.LOSS_MASK in batch:
+            mask = batch[Columns.LOSS_MASK]
+            num_valid = torch.sum(mask)
+
+            def mean(data: torch.Tensor) -> torch.Tensor:
+                return torch.sum(data[mask]) / num_valid
+
+        else:
+            mask, mean = None, torch.mean
+        current = module.get_train_action_dist_cls().from_logits(
+            fwd_out[Columns.ACTION_DIST_INPUTS]
+        )
+        logp_ratio = torch.exp(current.logp(batch[Columns.ACTIONS]) - batch[Columns.ACTION_LOGP])
+        kl = None
+        if config.use_kl_loss:
+            previous = module.get_exploration_action_dist_cls().from_logits(
+                batch[Columns.ACTION_DIST_INPUTS]
+            )
+            kl = mean(previous.kl(current))
+        entropy = current.entropy()
+        advantages = batch[Postprocessing.ADVANTAGES]
+        surrogate = torch.min(
+            advantages * logp_ratio,
+            advantages * torch.clamp(logp_ratio, 1 - config.clip_param, 1 + config.clip_param),
+        )
+        values = vf_loss = None
+        if config.use_critic:
+            values = module.compute_values(batch, embeddings=fwd_out.get(Columns.EMBEDDINGS))
+            vf_loss = torch.pow(values - batch[Postprocessing.VALUE_TARGETS], 2.0)
+            vf_clipped = torch.clamp(vf_loss, 0, config.vf_clip_param)
+        else:  # RLlib's: no value loss, a zero in its place
+            vf_clipped = torch.tensor(0.0, device=surrogate.device)
+        entropy_coeff = self.entropy_coeff_schedulers_per_module[module_id].get_current_value()
+        total = mean(-surrogate + config.vf_loss_coeff * vf_clipped - entropy_coeff * entropy)
+        if kl is not None:
+            total += self.curr_kl_coeffs_per_module[module_id] * kl
+        self._last_loss[module_id] = dict(
+            mean=mean, surrogate=surrogate, entropy=entropy, kl=kl, values=values,
+            vf_loss=vf_loss, vf_clipped=vf_clipped, targets=batch[Postprocessing.VALUE_TARGETS],
+        )  # fmt: skip
+        return total
+
+    def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
+        with torch.no_grad():
+            for module_id, last in self._last_loss.items():
+                self.metrics.log_dict(_loss_statistics(**last), key=module_id, window=1)
+        self._last_loss = {}
+        super().after_gradient_based_update(timesteps=timesteps)  # PPO reads the KL here
+
+
+def _loss_statistics(
+    *,
+    mean: Any,
+    surrogate: Any,
+    entropy: Any,
+    kl: Any,
+    values: Any,
+    vf_loss: Any,
+    vf_clipped: Any,
+    targets: Any,
+) -> dict[str, torch.Tensor]:
+    """What RLlib's PPO loss logs, from one minibatch's tensors (a zero for each value
+    statistic without a critic, and for the KL without a KL loss, as RLlib's)."""
+    zero = torch.tensor(0.0, device=surrogate.device)
+    return {
+        POLICY_LOSS_KEY: -mean(surrogate),
+        VF_LOSS_KEY: zero if values is None else mean(vf_clipped),
+        LEARNER_RESULTS_VF_LOSS_UNCLIPPED_KEY: zero if values is None else mean(vf_loss),
+        LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY: explained_variance(
+            targets, zero if values is None else values
+        ),
+        ENTROPY_KEY: mean(entropy),
+        LEARNER_RESULTS_KL_KEY: zero if kl is None else kl,
+    }

@@ -1,5 +1,5 @@
 """jobs/learner.py: PPO's learner with less Python per minibatch updates the networks to the
-same bits as RLlib's own, finite gradients or not."""
+same bits as RLlib's own, finite gradients or not, and reports the same loss statistics."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from jobs.algorithms import algorithm_config
 from jobs.config import load_config
 from tests import bits
 torch.set_num_threads(1)
+STATS = ("policy_loss", "vf_loss", "vf_loss_unclipped", "vf_explained_var", "entropy",
+         "mean_kl_loss", "curr_kl_coeff")
 ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
 
 out = {}
@@ -43,6 +45,7 @@ for name in ("rllib", "ours"):
         "class": type(learner).__name__, "start": start, "trained": trained,
         "global_norm": float(result["learners"]["default_policy"][
             "gradients_default_optimizer_global_norm"]),
+        "statistics": {key: float(result["learners"]["default_policy"][key]) for key in STATS},
         "after_nan": bits.weights(learner),
         "finite": all(bool(p.isfinite().all()) for p in learner._params.values()),
     }
@@ -58,6 +61,9 @@ def test_the_lean_learner_updates_to_the_same_bits_as_rllibs():
     assert rllib["start"] == ours["start"] and rllib["trained"] != rllib["start"]  # it learned
     assert ours["trained"] == rllib["trained"]
     assert ours["global_norm"] == rllib["global_norm"] > 0.01  # clipped, the same norm
+    # the loss statistics, computed once from the last minibatch, are RLlib's to the bit
+    assert ours["statistics"] == rllib["statistics"]
+    assert rllib["statistics"]["mean_kl_loss"] > 0 and rllib["statistics"]["vf_loss"] > 0
     # a NaN in a gradient: zeroed and stepped as RLlib does, never written into the weights
     assert ours["after_nan"] == rllib["after_nan"] != rllib["trained"]
     assert ours["finite"] and rllib["finite"]
