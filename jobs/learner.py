@@ -43,9 +43,11 @@ from ray.rllib.utils.torch_utils import explained_variance
 
 class GatherMinibatches:
     """RLlib's ``MiniBatchCyclicIterator`` for one module's flat batch, by index: the same
-    minibatches, row for row. RLlib's shuffles the batch in place whenever a minibatch runs
-    past its end (one ``np.random.permutation`` of its rows) and slices on; here the
-    permutations compose into one row order, and each minibatch is one gather per column."""
+    minibatches, row for row. RLlib's shuffles the batch whenever a minibatch runs past its
+    end (one ``np.random.permutation`` of its rows), then slices each minibatch out of it as a
+    ``SampleBatch`` of its own and joins the two slices of one that wraps around; here the
+    permutations compose into one row order, the batch is gathered in it once per epoch, and
+    a minibatch is a view of each column (one join where it wraps)."""
 
     def __init__(
         self, batch: MultiAgentBatch, *, num_epochs: int, minibatch_size: int, shuffle: bool
@@ -75,23 +77,24 @@ class GatherMinibatches:
         )
 
     def __iter__(self) -> Iterator[MultiAgentBatch]:
-        order = np.arange(self._rows)
+        rows = np.arange(self._rows)
+        shuffled = self._columns  # the batch in its current row order
         start, epochs = 0, 0
         while epochs < self._num_epochs:
             pieces, needed = [], self._minibatch_size
             while start + needed >= self._rows:  # runs past the end: the tail, then reshuffle
-                pieces.append(order[start:])
+                pieces.append(_rows(shuffled, start, self._rows))
                 needed -= self._rows - start
                 start, epochs = 0, epochs + 1
                 if self._shuffle:
-                    order = order[np.random.permutation(self._rows)]
+                    rows = rows[np.random.permutation(self._rows)]
+                    shuffled = _gather(self._columns, rows)
             if needed > 0:
-                pieces.append(order[start : start + needed])
+                pieces.append(_rows(shuffled, start, start + needed))
                 start += needed
-            rows = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+            minibatch = pieces[0] if len(pieces) == 1 else _concat(pieces)
             yield MultiAgentBatch(
-                {self._module_id: SampleBatch(_gather(self._columns, rows))},
-                env_steps=self._env_steps,
+                {self._module_id: SampleBatch(minibatch)}, env_steps=self._env_steps
             )
 
 
@@ -100,6 +103,19 @@ def _gather(columns: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
     return tree.map_structure(
         lambda column: column[index] if isinstance(column, torch.Tensor) else column[rows],
         columns,
+    )
+
+
+def _rows(columns: dict[str, Any], start: int, stop: int) -> dict[str, Any]:
+    return tree.map_structure(lambda column: column[start:stop], columns)
+
+
+def _concat(pieces: list[dict[str, Any]]) -> dict[str, Any]:
+    return tree.map_structure(
+        lambda *parts: (
+            torch.cat(parts) if isinstance(parts[0], torch.Tensor) else np.concatenate(parts)
+        ),
+        *pieces,
     )
 
 
