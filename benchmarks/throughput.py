@@ -153,8 +153,8 @@ def bench_throughput(quick: bool) -> Benchmark:
     import torch
 
     torch.set_num_threads(1)  # as `invoke train` runs its learner, and as the peer runs
-    rounds = 1 if quick else 3
-    iterations = 1 if quick else 3
+    rounds = 1 if quick else 5
+    iterations = 1 if quick else 4
     batch = 1000 if quick else 4000
     sizes = [f"training.train_batch_size={batch}"]
     default = "auto (the default layout, sampling ahead)"  # cstr_ppo.yaml; jobs/layout.py
