@@ -10,9 +10,10 @@ arithmetic, so the Python around it counts. Per minibatch, RLlib's learner
   entropy, KL) that it keeps only for the last minibatch (window 1); here the loss computes
   what the gradient needs, and the statistics are computed once, from the last minibatch's
   tensors, before PPO reads its KL to adapt the KL coefficient;
-- cuts each minibatch out of the batch as slices of a ``SampleBatch`` per column, joined
-  where one wraps around an epoch; here one index gather per column, over the same rows in
-  the same order (the same ``np.random.permutation`` per epoch as RLlib's iterator);
+- cuts each minibatch out of the batch as a ``SampleBatch`` of slices per column, joined
+  where one wraps around an epoch; here the batch is gathered once per epoch in the same
+  shuffled row order (the same ``np.random.permutation`` per epoch as RLlib's iterator) and
+  each minibatch is a view of it;
 - logs an "off-policyness" mean that synchronous PPO knows in advance (the updates since
   sampling) and nothing here reads; here it does not.
 The updates and the statistics are the same bit for bit (tests/jobs/test_learner.py), so
@@ -185,7 +186,7 @@ class LeanPPOTorchLearner(PPOTorchLearner):
                 return torch.sum(data[mask]) / num_valid
 
         else:
-            mask, mean = None, torch.mean
+            mean = torch.mean
         current = module.get_train_action_dist_cls().from_logits(
             fwd_out[Columns.ACTION_DIST_INPUTS]
         )
