@@ -3,6 +3,10 @@ same bits as RLlib's own, finite gradients or not, and reports the same loss sta
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+import torch
+
 from tests.conftest import script_json
 
 # Each learner class in turn, from the same seed, in a process of its own (a Ray of its
@@ -68,3 +72,42 @@ def test_the_lean_learner_updates_to_the_same_bits_as_rllibs():
     assert ours["after_nan"] == rllib["after_nan"] != rllib["trained"]
     assert ours["finite"] and rllib["finite"]
     assert "contain `nan/inf` values" in stderr
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize(
+    ("rows", "minibatch_size", "num_epochs"), [(10, 4, 3), (7, 7, 2), (5, 8, 2)]
+)
+def test_gathered_minibatches_are_rllibs_row_for_row(shuffle, rows, minibatch_size, num_epochs):
+    """GatherMinibatches against RLlib's MiniBatchCyclicIterator from the same np.random
+    state: minibatches that wrap into the next epoch (10 rows by 4), that end exactly at an
+    epoch's end (7 by 7), and that are larger than the batch (5 by 8); tensor and array
+    columns."""
+    from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+    from ray.rllib.utils.minibatch_utils import MiniBatchCyclicIterator
+
+    from jobs.learner import GatherMinibatches
+
+    def batch() -> MultiAgentBatch:
+        columns = {
+            "obs": torch.arange(rows * 3, dtype=torch.float32).reshape(rows, 3),
+            "advantages": torch.arange(rows, dtype=torch.float64) / 7,
+            "episode_id": np.arange(rows) * 10,
+        }
+        return MultiAgentBatch({"default_policy": SampleBatch(columns)}, env_steps=rows)
+
+    def taken(iterator) -> list[dict]:
+        return [
+            {key: np.asarray(value).tolist() for key, value in mb["default_policy"].items()}
+            for mb in iterator
+        ]
+
+    kwargs = dict(num_epochs=num_epochs, minibatch_size=minibatch_size)
+    assert GatherMinibatches.handles(batch())
+    np.random.seed(3)
+    rllibs = taken(MiniBatchCyclicIterator(batch(), shuffle_batch_per_epoch=shuffle, **kwargs))
+    np.random.seed(3)
+    ours = taken(GatherMinibatches(batch(), shuffle=shuffle, **kwargs))
+    assert ours == rllibs
+    assert {len(mb["obs"]) for mb in ours} == {minibatch_size}
+    assert len(ours) >= num_epochs * rows // minibatch_size  # every epoch covered
