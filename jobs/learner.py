@@ -14,10 +14,14 @@ arithmetic, so the Python around it counts. Per minibatch, RLlib's learner
   where one wraps around an epoch; here the batch is gathered once per epoch in the same
   shuffled row order (the same ``np.random.permutation`` per epoch as RLlib's iterator) and
   each minibatch is a view of it;
+- logs eight step counters (module and env steps trained, their lifetime sums, the mean
+  minibatch size, the weights' sequence number) through the metrics logger, each call a
+  lookup and a lock; here they are tallied per minibatch and logged once per update: sums
+  of the same counts, reduced to the same values;
 - logs an "off-policyness" mean that synchronous PPO knows in advance (the updates since
   sampling) and nothing here reads; here it does not.
-The updates and the statistics are the same bit for bit (tests/jobs/test_learner.py), so
-every figure measured before holds step for step.
+The updates, the statistics and the step counters are the same bit for bit
+(tests/jobs/test_learner.py), so every figure measured before holds step for step.
 """
 
 from __future__ import annotations
@@ -34,10 +38,19 @@ from ray.rllib.algorithms.ppo.ppo import (
     LEARNER_RESULTS_VF_LOSS_UNCLIPPED_KEY,
 )
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+from ray.rllib.core import ALL_MODULES
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.learner import ENTROPY_KEY, POLICY_LOSS_KEY, VF_LOSS_KEY
 from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+from ray.rllib.utils.metrics import (
+    MODULE_TRAIN_BATCH_SIZE_MEAN,
+    NUM_ENV_STEPS_TRAINED,
+    NUM_ENV_STEPS_TRAINED_LIFETIME,
+    NUM_MODULE_STEPS_TRAINED,
+    NUM_MODULE_STEPS_TRAINED_LIFETIME,
+    WEIGHTS_SEQ_NO,
+)
 from ray.rllib.utils.minibatch_utils import MiniBatchCyclicIterator
 from ray.rllib.utils.torch_utils import explained_variance
 
@@ -123,10 +136,14 @@ def _concat(pieces: list[dict[str, Any]]) -> dict[str, Any]:
 class LeanPPOTorchLearner(PPOTorchLearner):
     _last_loss: dict[Any, dict[str, Any]]
     """Per module, the last minibatch's tensors its loss statistics are computed from."""
+    _minibatch_rows: dict[Any, list[int]]
+    """Per module, the rows of each minibatch of this update, in order."""
+    _minibatch_env_steps: list[int]
+    """The env steps of each minibatch of this update, as RLlib counts them."""
 
     def build(self) -> None:
         super().build()
-        self._last_loss = {}
+        self._last_loss, self._minibatch_rows, self._minibatch_env_steps = {}, {}, []
 
     def configure_optimizers_for_module(self, module_id: Any, config: Any = None) -> None:
         params = self.get_parameters(self._module[module_id])
@@ -220,7 +237,39 @@ class LeanPPOTorchLearner(PPOTorchLearner):
         )  # fmt: skip
         return total
 
+    def _log_steps_trained_metrics(self, batch: MultiAgentBatch) -> None:
+        for module_id, module_batch in batch.policy_batches.items():
+            self._minibatch_rows.setdefault(module_id, []).append(len(module_batch))
+        self._minibatch_env_steps.append(batch.env_steps())
+
+    def _log_steps_trained(self) -> None:
+        """RLlib's step counters for this update's minibatches, one call each: the sums of
+        what it logs per minibatch, and the mean minibatch size (once when every minibatch
+        has the same rows, as ``GatherMinibatches`` cuts them, else each)."""
+        log = self.metrics.log_value
+        for module_id, rows in self._minibatch_rows.items():
+            log((module_id, WEIGHTS_SEQ_NO), self._weights_seq_no, window=1)
+            for size in rows[:1] if len(set(rows)) == 1 else rows:
+                log((module_id, MODULE_TRAIN_BATCH_SIZE_MEAN), size, reduce="mean")
+            steps = sum(rows)
+            log((module_id, NUM_MODULE_STEPS_TRAINED), steps, reduce="sum")
+            for key, reduce in (
+                ((module_id, NUM_MODULE_STEPS_TRAINED_LIFETIME), "lifetime_sum"),
+                ((ALL_MODULES, NUM_MODULE_STEPS_TRAINED), "sum"),
+                ((ALL_MODULES, NUM_MODULE_STEPS_TRAINED_LIFETIME), "lifetime_sum"),
+            ):
+                log(key, steps, reduce=reduce, with_throughput=True)
+        if self._minibatch_env_steps:
+            steps = sum(self._minibatch_env_steps)
+            for key, reduce in (
+                ((ALL_MODULES, NUM_ENV_STEPS_TRAINED), "sum"),
+                ((ALL_MODULES, NUM_ENV_STEPS_TRAINED_LIFETIME), "lifetime_sum"),
+            ):
+                log(key, steps, reduce=reduce, with_throughput=True)
+        self._minibatch_rows, self._minibatch_env_steps = {}, []
+
     def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
+        self._log_steps_trained()
         with torch.no_grad():
             for module_id, last in self._last_loss.items():
                 self.metrics.log_dict(_loss_statistics(**last), key=module_id, window=1)

@@ -1,5 +1,6 @@
 """jobs/learner.py: PPO's learner with less Python per minibatch updates the networks to the
-same bits as RLlib's own, finite gradients or not, and reports the same loss statistics."""
+same bits as RLlib's own, finite gradients or not, and reports the same loss statistics and
+step counters."""
 
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ from tests import bits
 torch.set_num_threads(1)
 STATS = ("policy_loss", "vf_loss", "vf_loss_unclipped", "vf_explained_var", "entropy",
          "mean_kl_loss", "curr_kl_coeff")
+COUNTERS = {"default_policy": ("num_module_steps_trained", "num_module_steps_trained_lifetime",
+                               "module_train_batch_size_mean", "weights_seq_no"),
+            "__all_modules__": ("num_module_steps_trained", "num_module_steps_trained_lifetime",
+                                "num_env_steps_trained", "num_env_steps_trained_lifetime")}
 ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
 
 out = {}
@@ -39,8 +44,11 @@ for name in ("rllib", "ours"):
     algo = config.build_algo()
     learner = algo.learner_group._learner
     start = bits.weights(learner)
+    counters = []
     for _ in range(2):
         result = algo.train()
+        counters.append({f"{group}/{key}": float(result["learners"][group][key])
+                         for group, keys in COUNTERS.items() for key in keys})
     trained = bits.weights(learner)
     grads = {pid: torch.ones_like(p) for pid, p in learner._params.items()}
     next(iter(grads.values()))[0] = float("nan")
@@ -50,6 +58,7 @@ for name in ("rllib", "ours"):
         "global_norm": float(result["learners"]["default_policy"][
             "gradients_default_optimizer_global_norm"]),
         "statistics": {key: float(result["learners"]["default_policy"][key]) for key in STATS},
+        "counters": counters,
         "after_nan": bits.weights(learner),
         "finite": all(bool(p.isfinite().all()) for p in learner._params.values()),
     }
@@ -68,6 +77,16 @@ def test_the_lean_learner_updates_to_the_same_bits_as_rllibs():
     # the loss statistics, computed once from the last minibatch, are RLlib's to the bit
     assert ours["statistics"] == rllib["statistics"]
     assert rllib["statistics"]["mean_kl_loss"] > 0 and rllib["statistics"]["vf_loss"] > 0
+    # the step counters, logged once per update, reduce to RLlib's per-minibatch values
+    assert ours["counters"] == rllib["counters"]
+    first, second = rllib["counters"]
+    assert first["default_policy/module_train_batch_size_mean"] == 100  # the minibatch size
+    assert second["default_policy/weights_seq_no"] == 2  # the second update
+    per_update = [
+        counters["default_policy/num_module_steps_trained"] for counters in (first, second)
+    ]
+    assert min(per_update) >= 2 * 800  # 2 epochs over at least the train batch, each update
+    assert second["default_policy/num_module_steps_trained_lifetime"] == sum(per_update)
     # a NaN in a gradient: zeroed and stepped as RLlib does, never written into the weights
     assert ours["after_nan"] == rllib["after_nan"] != rllib["trained"]
     assert ours["finite"] and rllib["finite"]
