@@ -205,6 +205,18 @@ def _use_stats(env_runner: Any, cls: type) -> None:
         scaler.return_rms = new
 
 
+def _use_infos(env_runner: Any, whole: bool) -> None:
+    """The env runner's vector hands each sub-env's info on whole (sims.vector, as built), or
+    merges them into NumPy columns as Gymnasium's own vector does."""
+    import gymnasium as gym
+
+    vector = env_runner.env.unwrapped
+    if whole:
+        vector.__dict__.pop("_add_info", None)
+    else:
+        vector._add_info = functools.partial(gym.vector.VectorEnv._add_info, vector)
+
+
 def _use_learner(algo: Any, lean: bool) -> None:
     """RLlib's own PPO learner, or jobs.learner's: the same object, its class and its Adam's
     path swapped (the weights and the optimizer's state stay)."""
@@ -247,9 +259,10 @@ def variants(pipelines: dict[bool, tuple[Any, Any]]) -> dict[str, Any]:
     # `invoke bench` run an earlier benchmark has set 1 already
     threads = os.cpu_count() or 1
 
-    def setup(stats: type, torch_threads: int, lean: bool, fused: bool) -> Any:
+    def setup(stats: type, torch_threads: int, *, lean: bool, fused: bool, infos: bool) -> Any:
         def apply(algo: Any, env_runner: Any) -> None:
             _use_stats(env_runner, stats)
+            _use_infos(env_runner, whole=infos)
             torch.set_num_threads(torch_threads)
             _use_learner(algo, lean=lean)
             # the next sample starts from fresh episodes: no pipeline's cache carries over
@@ -259,14 +272,21 @@ def variants(pipelines: dict[bool, tuple[Any, Any]]) -> dict[str, Any]:
         return apply
 
     return {
-        "as it was": setup(RunningMeanStd, threads, lean=False, fused=False),
-        "scalar return statistics": setup(ScalarMeanStd, threads, lean=False, fused=False),
-        f"and 1 torch thread (not {threads})": setup(ScalarMeanStd, 1, lean=False, fused=False),
+        "as it was": setup(RunningMeanStd, threads, lean=False, fused=False, infos=False),
+        "scalar return statistics": setup(
+            ScalarMeanStd, threads, lean=False, fused=False, infos=False
+        ),
+        f"and 1 torch thread (not {threads})": setup(
+            ScalarMeanStd, 1, lean=False, fused=False, infos=False
+        ),
         "and the lean PPO learner (jobs/learner.py)": setup(
-            ScalarMeanStd, 1, lean=True, fused=False
+            ScalarMeanStd, 1, lean=True, fused=False, infos=False
         ),
         "and the fused env-runner connectors (jobs/connectors.py)": setup(
-            ScalarMeanStd, 1, lean=True, fused=True
+            ScalarMeanStd, 1, lean=True, fused=True, infos=False
+        ),
+        "and infos handed on whole (sims/vector.py)": setup(
+            ScalarMeanStd, 1, lean=True, fused=True, infos=True
         ),
     }
 

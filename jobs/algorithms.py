@@ -82,9 +82,10 @@ def algorithm_config(
     )
     # One agent, no recurrent state: RLlib's env-runner pipelines, fused (the same data)
     use_fused_connectors(config)
-    if handle.runs_as_process or batched:
-        # process simulators of one env runner step together (sims.process.PipelinedVectorEnv)
-        config.env_runners(gym_env_vectorize_mode="vector_entry_point")
+    # Every env runner's vector is ours (sims.registry.RLlibEnv): the simulators of a process
+    # or batch simulator step together (sims.process, sims.batch), and each sub-env's info
+    # reaches RLlib whole, without Gymnasium's merge into NumPy columns (sims.vector)
+    config.env_runners(gym_env_vectorize_mode="vector_entry_point")
     if t.warm_start_steps and handle.baseline is None:
         raise ConfigError(
             f"training.warm_start_steps: {t.warm_start_steps}, but simulator {cfg.sim!r} has no "

@@ -21,6 +21,7 @@ import numpy as np
 
 from sims.contract import BatchSimulator, Simulator, SimulatorFault, States
 from sims.process import stepping
+from sims.vector import WholeInfoVectorEnv
 
 
 class Slot(Simulator):
@@ -82,9 +83,10 @@ def share(
             slot.ready = {name: float(values[slot.index]) for name, values in states.items()}
 
 
-class BatchVectorEnv(gym.vector.SyncVectorEnv):
+class BatchVectorEnv(WholeInfoVectorEnv):
     """Gymnasium's synchronous vector whose sub-envs share one batch simulator (made by the
-    spec's ``batch_simulator``); see the module's docstring."""
+    spec's ``batch_simulator``); see the module's docstring. Infos are handed on whole
+    (:mod:`sims.vector`)."""
 
     def __init__(self, env_fns: list[Callable[[], gym.Env]], **kwargs: Any) -> None:
         super().__init__(env_fns, **kwargs)
@@ -130,7 +132,7 @@ def compare(
 ) -> Comparison:
     """Step ``n`` scalar environments and the same ``n`` over one batch simulator with the
     same seeded random actions, through resets and episode ends."""
-    scalar = gym.vector.SyncVectorEnv([make] * n)
+    scalar = WholeInfoVectorEnv([make] * n)
     batched = BatchVectorEnv([make] * n)
     try:
         a, _ = scalar.reset(seed=seed)
@@ -157,11 +159,11 @@ def compare(
                 if not np.array_equal(x, y):
                     unequal = (np.asarray(x) != np.asarray(y)).reshape(n, -1)
                     env = int(np.flatnonzero(unequal.any(axis=1))[0])
-                    states = info_a.get("states", {})
+                    ours, theirs = (info.get("states", [{}] * n)[env] for info in (info_a, info_b))
                     differ = [
-                        f"{name} {states[name][env]!r} vs {info_b['states'][name][env]!r}"
-                        for name in states
-                        if states[name][env] != info_b["states"][name][env]
+                        f"{name} {ours[name]!r} vs {theirs.get(name)!r}"
+                        for name in ours
+                        if ours[name] != theirs.get(name)
                     ]
                     return Comparison(
                         step, episodes,

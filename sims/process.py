@@ -44,6 +44,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import iterate
 
 from sims.contract import SimError, Simulator, SimulatorFault, States
+from sims.vector import WholeInfoVectorEnv
 
 PROTOCOL = 1
 PACKAGE_VARIABLE = "AML_RL_SIM_PACKAGE"
@@ -362,11 +363,20 @@ class ProcessSimulator(Simulator):
         self._buffer = b""
 
 
-class PipelinedVectorEnv(gym.vector.SyncVectorEnv):
+class PipelinedVectorEnv(WholeInfoVectorEnv):
     """Gymnasium's synchronous vector, except that the step requests of all sub-environments
     whose simulators run as processes are sent before any answer is read: one round trip
-    per vector step instead of one per sub-environment. Everything else (autoreset, infos,
-    faults) is ``SyncVectorEnv``'s own, so results are identical."""
+    per vector step instead of one per sub-environment. Everything else (autoreset, faults)
+    is ``SyncVectorEnv``'s own, so results are identical; infos are handed on whole
+    (:mod:`sims.vector`). Where no sub-env's simulator is a process, it steps as
+    ``SyncVectorEnv`` does."""
+
+    def __init__(self, env_fns: Any, **kwargs: Any) -> None:
+        super().__init__(env_fns, **kwargs)
+        self._pipelined = any(
+            isinstance(getattr(env.unwrapped, "simulator", None), ProcessSimulator)
+            for env in self.envs
+        )
 
     def close_extras(self, **kwargs: Any) -> None:
         """Every process is asked to exit first, then all are waited for together."""
@@ -380,10 +390,11 @@ class PipelinedVectorEnv(gym.vector.SyncVectorEnv):
         super().close_extras(**kwargs)
 
     def step(self, actions: Any) -> Any:
-        for _, action, env in stepping(self, actions):
-            send = getattr(env.unwrapped, "send_step", None)
-            if send is not None:
-                send(action)
+        if self._pipelined:
+            for _, action, env in stepping(self, actions):
+                send = getattr(env.unwrapped, "send_step", None)
+                if send is not None:
+                    send(action)
         return super().step(actions)
 
 

@@ -60,8 +60,9 @@ class RLlibEnv(gym.Wrapper):
     resolved in that process (so a user's module is imported there too)."""
 
     def __new__(cls, config: Mapping[str, Any] | None = None, *args: Any, **kwargs: Any) -> Any:
-        """Asked for ``num_envs`` of them (RLlib's vector entry point, which process and
-        batched simulators use): a vector whose simulators step together."""
+        """Asked for ``num_envs`` of them (RLlib's vector entry point, which every env
+        runner uses, jobs.algorithms): a vector whose simulators step together, handing each
+        sub-env's info on whole (sims.vector)."""
         if config is not None and "num_envs" in config:
             from sims.batch import BatchVectorEnv
             from sims.process import PipelinedVectorEnv

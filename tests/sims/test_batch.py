@@ -11,16 +11,18 @@ import pytest
 
 from sims.batch import BatchVectorEnv, Slot
 from sims.registry import RLlibEnv
+from sims.vector import WholeInfoVectorEnv
 
 
 def _vectors(options: dict, n: int) -> tuple[gym.vector.VectorEnv, gym.vector.VectorEnv]:
-    scalar = gym.vector.SyncVectorEnv([functools.partial(RLlibEnv, options)] * n)
+    scalar = WholeInfoVectorEnv([functools.partial(RLlibEnv, options)] * n)
     batched = BatchVectorEnv([functools.partial(RLlibEnv, {**options, "batched": True})] * n)
     return scalar, batched
 
 
 def _same_infos(a: dict, b: dict) -> None:
-    """Gymnasium's vector infos (dicts of arrays, nested) hold the same values."""
+    """The vectors' infos (a column of each sub-env's values per key, sims.vector) hold the
+    same values."""
     assert a.keys() == b.keys()
     for key, value in a.items():
         if isinstance(value, dict):
