@@ -24,11 +24,8 @@ def _same_infos(a: dict, b: dict) -> None:
     """The vectors' infos (a column of each sub-env's values per key, sims.vector) hold the
     same values."""
     assert a.keys() == b.keys()
-    for key, value in a.items():
-        if isinstance(value, dict):
-            _same_infos(value, b[key])
-        else:
-            np.testing.assert_array_equal(value, b[key])
+    for key, column in a.items():
+        np.testing.assert_array_equal(column, b[key])  # dicts compared whole, by value
 
 
 @pytest.mark.parametrize("lesson", [0, "transition_noisy"])
