@@ -130,3 +130,44 @@ def test_gathered_minibatches_are_rllibs_row_for_row(shuffle, rows, minibatch_si
     assert ours == rllibs
     assert {len(mb["obs"]) for mb in ours} == {minibatch_size}
     assert len(ours) >= num_epochs * rows // minibatch_size  # every epoch covered
+
+
+@pytest.mark.parametrize(
+    ("scale", "poison"),
+    [(1e-3, None), (10.0, None), (10.0, float("nan")), (10.0, float("inf")), (1e30, None)],
+)
+def test_clipping_by_the_global_norm_is_rllibs_to_the_bit(scale, poison):
+    """jobs.learner.clip_by_global_norm against RLlib's clip_gradients on the same gradients:
+    under the clip (untouched), over it (scaled down), with a NaN or an inf in one tensor
+    (RLlib's nan_to_num on the norms), and large enough that a squared norm overflows."""
+    from ray.rllib.utils.torch_utils import clip_gradients
+
+    from jobs.learner import clip_by_global_norm
+
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(64, 6), (64,), (64, 64), (64,), (2, 64), (2,)]
+    grads = [torch.randn(shape, generator=generator) * scale for shape in shapes]
+    if poison is not None:
+        grads[2][3, 5] = poison
+
+    def clipped(clip):
+        copies = {f"p{i}": g.clone() for i, g in enumerate(grads)}
+        norm = clip(copies, grad_clip=0.5, grad_clip_by="global_norm")
+        return norm, copies
+
+    (rllib_norm, rllibs), (our_norm, ours) = clipped(clip_gradients), clipped(clip_by_global_norm)
+    assert (
+        our_norm.view(-1).view(torch.int32).item() == rllib_norm.view(-1).view(torch.int32).item()
+    )
+    for key, expected in rllibs.items():
+        assert torch.equal(ours[key].view(torch.int32), expected.view(torch.int32)), key
+    if poison is None and scale == 1e-3:
+        assert all(torch.equal(ours[f"p{i}"], g) for i, g in enumerate(grads))  # under the clip
+    elif poison is None and scale == 10.0:  # scaled down to the clip
+        assert torch.norm(torch.stack([torch.norm(g) for g in ours.values()])) <= 0.5 + 1e-6
+    # the other modes and a missing gradient are RLlib's own
+    missing = {"a": None, "b": torch.ones(3) * 4}
+    assert clip_by_global_norm(missing, grad_clip=0.5, grad_clip_by="global_norm") is not None
+    by_value = {"a": torch.tensor([3.0, -3.0])}
+    clip_by_global_norm(by_value, grad_clip=1.0, grad_clip_by="value")
+    assert by_value["a"].tolist() == [1.0, -1.0]
