@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import statistics
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from benchmarks.harness import ROOT, Benchmark
@@ -46,6 +47,7 @@ LEARNING = [
 
 
 PIPES = ("env_to_module", "module_to_env")
+PLAIN = "plain PyTorch (the same update, no framework)"
 
 
 class Stopwatch:
@@ -368,6 +370,12 @@ def bench_profile(quick: bool) -> Benchmark:
         )  # fmt: skip
     lean = statistics.median(updates["lean"]) / statistics.median(updates["RLlib's"])
     result.add("lean / RLlib's learner, seconds per batch", lean, "x", "RLlib's PPO learner")
+    result.add(
+        "lean / plain PyTorch, seconds per batch",
+        statistics.median(updates["lean"]) / statistics.median(updates[PLAIN]),
+        "x",
+        "the same update in plain PyTorch",
+    )
     result.reading += (
         f" The learner alone, one batch's update (every epoch and minibatch), taking turns: "
         f"{lean:.2f}x RLlib's seconds with jobs/learner.py (the same weights to the bit)."
@@ -383,6 +391,22 @@ def bench_profile(quick: bool) -> Benchmark:
                    "the same env, batch and hyperparameters, one process")  # fmt: skip
         result.add("sampling: ours / SB3's", ours["sample"] / peer.collect_s, "x", "SB3 PPO")
         result.add("learning: ours / SB3's", ours["learn"] / peer.train_s, "x", "SB3 PPO")
+        # With sampling hidden behind learning (sampling ahead, a free simulator), a run can
+        # go no faster than its learner: the ceiling of any layout, against SB3's pace.
+        sb3_rate = batch / (peer.collect_s + peer.train_s)
+        ceilings = {name: batch / statistics.median(updates[name]) for name in ("lean", PLAIN)}
+        for name, ceiling in ceilings.items():
+            result.add(f"ceiling with sampling hidden, {name}: env steps/s", ceiling,
+                       "steps/s", "one batch / its learner's seconds")  # fmt: skip
+            result.add(f"ceiling with sampling hidden, {name} / SB3", ceiling / sb3_rate, "x",
+                       "SB3 PPO, collection and training, this run")  # fmt: skip
+        result.reading += (
+            f" With sampling wholly hidden behind learning, no layout can beat its learner: "
+            f"{ceilings['lean']:,.0f} env steps/s with ours "
+            f"({ceilings['lean'] / sb3_rate:.2f}x SB3's {sb3_rate:,.0f} here), "
+            f"{ceilings[PLAIN]:,.0f} ({ceilings[PLAIN] / sb3_rate:.2f}x) with the same update "
+            f"in plain PyTorch."
+        )
         result.reading += (
             f" Stable-Baselines3's PPO on the same environment and batch: {peer.collect_s:.2f} s "
             f"to collect it and {peer.train_s:.2f} s to train on it, against our "
@@ -392,18 +416,87 @@ def bench_profile(quick: bool) -> Benchmark:
     return result
 
 
+def plain_update(algo: Any, cfg: Any) -> Callable[[], None]:
+    """One batch's PPO update written in plain eager PyTorch, without a framework around it:
+    the recipe's two networks (policy and value, separate, the same widths and activation),
+    RLlib's PPO loss (clipped surrogate, KL penalty, clipped value loss, entropy term), the
+    global-norm clip and Adam's multi-tensor step, every epoch and minibatch over a batch of
+    the same size and shapes. What it costs is the floor for any learner of these networks
+    on this machine: the same arithmetic, nothing else."""
+    import torch
+    from torch import nn
+
+    t, ppo = cfg.training, algo.config
+    env = algo.env_runner_group.local_env_runner.env
+    obs_dim = math.prod(env.single_observation_space.shape)
+    act_dim = math.prod(env.single_action_space.shape)
+    activation = {"tanh": nn.Tanh, "relu": nn.ReLU, "silu": nn.SiLU}[t.activation]
+
+    def mlp(outputs: int) -> nn.Sequential:
+        layers, width = [], obs_dim
+        for hidden in t.hidden:
+            layers += [nn.Linear(width, hidden), activation()]
+            width = hidden
+        return nn.Sequential(*layers, nn.Linear(width, outputs))
+
+    policy, value = mlp(2 * act_dim), mlp(1)
+    params = [*policy.parameters(), *value.parameters()]
+    adam = torch.optim.Adam(params, lr=t.lr, foreach=True)
+    rows = t.train_batch_size
+    obs, actions = torch.randn(rows, obs_dim), torch.randn(rows, act_dim)
+    old_logits = torch.randn(rows, 2 * act_dim) * 0.1
+    old_logp, advantages, targets = torch.randn(rows), torch.randn(rows), torch.randn(rows)
+    columns = (obs, actions, old_logits, old_logp, advantages, targets)
+
+    def dist(logits: torch.Tensor) -> torch.distributions.Normal:
+        mean, log_std = logits.chunk(2, dim=-1)
+        return torch.distributions.Normal(mean, log_std.exp(), validate_args=False)
+
+    size = t.minibatch_size
+    minibatches = math.ceil(t.num_epochs * rows / size)  # as RLlib's cyclic iterator
+
+    def update() -> None:
+        order = torch.cat([torch.randperm(rows) for _ in range(t.num_epochs + 1)])
+        for start in range(0, minibatches * size, size):
+            o, a, old, logp, adv, target = (c[order[start : start + size]] for c in columns)
+            current = dist(policy(o))
+            ratio = torch.exp(current.log_prob(a).sum(-1) - logp)
+            clipped = torch.clamp(ratio, 1 - ppo.clip_param, 1 + ppo.clip_param)
+            surrogate = torch.min(adv * ratio, adv * clipped)
+            vf = torch.clamp((value(o).squeeze(-1) - target) ** 2, 0, ppo.vf_clip_param)
+            entropy = current.entropy().sum(-1)
+            loss = torch.mean(-surrogate + ppo.vf_loss_coeff * vf - ppo.entropy_coeff * entropy)
+            if ppo.use_kl_loss:
+                kl = torch.distributions.kl_divergence(dist(old), current).sum(-1)
+                loss = loss + ppo.kl_coeff * torch.mean(kl)
+            adam.zero_grad(set_to_none=True)
+            loss.backward()
+            if t.grad_clip:
+                nn.utils.clip_grad_norm_(params, t.grad_clip, foreach=True)
+            adam.step()
+
+    return update
+
+
 def _learner_updates(algo: Any, cfg: Any, rounds: int) -> dict[str, list[float]]:
     """Seconds for the learner's whole update on one batch (every epoch and minibatch), with
-    RLlib's PPO learner and with jobs.learner's, taking turns on fresh batches: the learner
-    alone, without the sampling that shares an iteration with it."""
+    RLlib's PPO learner, with jobs.learner's and in plain PyTorch (:func:`plain_update`),
+    taking turns on fresh batches: the learner alone, without the sampling that shares an
+    iteration with it."""
     import torch
 
     torch.set_num_threads(1)
     runner = algo.env_runner_group.local_env_runner
     t = cfg.training
-    seconds: dict[str, list[float]] = {"RLlib's": [], "lean": []}
+    plain = plain_update(algo, cfg)
+    seconds: dict[str, list[float]] = {"RLlib's": [], "lean": [], PLAIN: []}
     for _ in range(rounds):
         for name in seconds:
+            if name == PLAIN:
+                start = time.perf_counter()
+                plain()
+                seconds[name].append(time.perf_counter() - start)
+                continue
             _use_learner(algo, lean=name == "lean")
             episodes = runner.sample(num_timesteps=t.train_batch_size)
             start = time.perf_counter()
