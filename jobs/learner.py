@@ -8,7 +8,8 @@ arithmetic, so the Python around it counts. Per minibatch, RLlib's learner
 - steps Adam one tensor at a time on CPU; here Adam takes the multi-tensor path;
 - clips by the global norm with one norm, one ``nan_to_num`` and one multiply per tensor
   (39 calls for the recipe's networks); here each is one multi-tensor call over them all,
-  on the same kernels;
+  which on CPU runs the same kernel per tensor (on a GPU, torch's fused multi-tensor norm
+  may round its last bit differently);
 - computes and logs six loss statistics (policy and value losses, explained variance,
   entropy, KL) that it keeps only for the last minibatch (window 1); here the loss computes
   what the gradient needs, and the statistics are computed once, from the last minibatch's
@@ -23,7 +24,7 @@ arithmetic, so the Python around it counts. Per minibatch, RLlib's learner
   of the same counts, reduced to the same values;
 - logs an "off-policyness" mean that synchronous PPO knows in advance (the updates since
   sampling) and nothing here reads; here it does not.
-The updates, the statistics and the step counters are the same bit for bit
+The updates, the statistics and the step counters are the same bit for bit on CPU
 (tests/jobs/test_learner.py), so every figure measured before holds step for step.
 """
 
