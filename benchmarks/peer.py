@@ -22,13 +22,17 @@ def available() -> bool:
     return True
 
 
+def activation_class(name: str) -> type:
+    """The torch module of a recipe's ``training.activation``."""
+    import torch
+
+    return {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "silu": torch.nn.SiLU}[name]
+
+
 def recipe_kwargs(training: Any) -> dict[str, Any]:
     """``PPO(...)`` arguments that mirror a recipe (:class:`jobs.config.Training`): batch,
     minibatch, epochs, learning rate, discount, GAE, entropy, gradient clip, and separate
     policy and value networks of the same widths and activation."""
-    import torch
-
-    activation = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "silu": torch.nn.SiLU}
     return {
         "learning_rate": training.lr,
         "n_steps": training.train_batch_size // ENVS,
@@ -40,7 +44,7 @@ def recipe_kwargs(training: Any) -> dict[str, Any]:
         "max_grad_norm": training.grad_clip or 1e9,
         "policy_kwargs": {
             "net_arch": {"pi": list(training.hidden), "vf": list(training.hidden)},
-            "activation_fn": activation[training.activation],
+            "activation_fn": activation_class(training.activation),
         },
     }
 

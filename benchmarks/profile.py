@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from benchmarks.harness import ROOT, Benchmark
+from benchmarks.peer import activation_class
 from benchmarks.throughput import peer_run
 
 SAMPLING = [
@@ -430,7 +431,7 @@ def plain_update(algo: Any, cfg: Any) -> Callable[[], None]:
     env = algo.env_runner_group.local_env_runner.env
     obs_dim = math.prod(env.single_observation_space.shape)
     act_dim = math.prod(env.single_action_space.shape)
-    activation = {"tanh": nn.Tanh, "relu": nn.ReLU, "silu": nn.SiLU}[t.activation]
+    activation = activation_class(t.activation)
 
     def mlp(outputs: int) -> nn.Sequential:
         layers, width = [], obs_dim
