@@ -24,7 +24,9 @@ ZOO = {
 """Name in the benchmark -> simulator name. None of them has settings of its own."""
 SEEDS = (0, 1, 2)
 BUDGET = 1_000_000  # env steps per run: the target is to beat the baseline within it
-ASSESS_EVERY = 40_000  # env steps: 10 iterations of the recipe's 4,000-step batches
+BATCH = 4_000  # env steps per iteration: the recipe's train batch
+ASSESS_EVERY = 10 * BATCH  # env steps: every 10 iterations, as the recipe assesses
+QUICK_ITERATIONS = 2  # --quick: one assessment, after 2 iterations
 PINNED_LAYOUT = [
     "env_runners.num_env_runners=1",
     "env_runners.num_envs_per_env_runner=8",
@@ -36,7 +38,9 @@ random numbers (jobs/layout.py)."""
 CONFIGS = Path(__file__).resolve().parents[1] / "jobs" / "configs"
 
 
-def ours(name: str, sim: str, seed: int, budget: int, work: Path) -> dict[str, Any]:
+def ours(
+    name: str, sim: str, seed: int, budget: int, work: Path, sets: list[str] | None = None
+) -> dict[str, Any]:
     """The simulator's config (``jobs/configs/<name>_ppo.yaml``: the recipe as ``invoke
     new-sim`` writes it, stopped on the verdict): env steps to the verdict."""
     from sims.scaffold import recipe_config
@@ -46,7 +50,7 @@ def ours(name: str, sim: str, seed: int, budget: int, work: Path) -> dict[str, A
     if not config.is_file():
         config = work / f"{name}_ppo.yaml"
         config.write_text(recipe_config(sim, config.stem))
-    return to_verdict(config, seed, budget, work)
+    return to_verdict(config, seed, budget, work, sets)
 
 
 def to_verdict(
@@ -78,16 +82,18 @@ def to_verdict(
     }
 
 
-def peer(name: str, sim: str, seed: int, budget: int) -> dict[str, Any]:
+def peer(
+    name: str, sim: str, seed: int, budget: int, assess_every: int = ASSESS_EVERY
+) -> dict[str, Any]:
     """Stable-Baselines3's PPO with its defaults (``PPO("MlpPolicy", env)``) on the same
-    environment, 8 envs, assessed every ``ASSESS_EVERY`` env steps against the margin the
+    environment, 8 envs, assessed every ``assess_every`` env steps against the margin the
     simulator's config asks of ours; stops at the first verdict."""
     from benchmarks import peer as sb3
     from jobs.config import load_config
 
     config = CONFIGS / f"{name}_ppo.yaml"
     margin = load_config(config).assessment.margin if config.is_file() else 0.0
-    return sb3.train(sim, seed, budget, margin=margin, assess_every=ASSESS_EVERY)
+    return sb3.train(sim, seed, budget, margin=margin, assess_every=assess_every)
 
 
 def run_zoo(quick: bool, add: Any) -> str:
@@ -98,26 +104,29 @@ def run_zoo(quick: bool, add: Any) -> str:
     torch.set_num_threads(1)  # the peer in one process on one thread, as users run it
     have_peer = sb3_available()
     zoo = {"tank": ZOO["tank"]} if quick else ZOO
-    seeds, budget = ((0,), 40_000) if quick else (SEEDS, BUDGET)
+    seeds, budget = ((0,), QUICK_ITERATIONS * BATCH) if quick else (SEEDS, BUDGET)
+    # --quick runs the code path: both sides assessed once, at the end of that budget
+    every = budget if quick else ASSESS_EVERY
+    sets = [f"stop.assess_every_iterations={QUICK_ITERATIONS}"] if quick else []
     work = Path(tempfile.mkdtemp(prefix="aml-rl-zoo-"))
     records = []
     for name, sim in zoo.items():
         runs = []
         for seed in seeds:
-            mine = ours(name, sim, seed, budget, work / f"{name}-{seed}")
-            theirs = peer(name, sim, seed, budget) if have_peer else None
+            mine = ours(name, sim, seed, budget, work / f"{name}-{seed}", sets)
+            theirs = peer(name, sim, seed, budget, every) if have_peer else None
             runs.append({"sim": name, "seed": seed, "ours": mine, "peer": theirs})
         records += runs
         add_figures(name, runs, budget, have_peer, add)
     (work / "zoo.json").write_text(json.dumps(records, indent=2, default=str))
     return (
         f"simulators {', '.join(zoo)}; seeds {', '.join(map(str, seeds))}; the default recipe "
-        f"(sims/templates/config.yaml.tmpl, stop.beats_baseline, assessed every 10 iterations "
-        f"= {ASSESS_EVERY:,} env steps; 1 env runner x 8 envs sampling ahead, the default layout "
-        f"on a 2-CPU machine) against Stable-Baselines3 PPO with its defaults, "
-        f"{PEER_ENVS} envs, assessed every {ASSESS_EVERY:,} env steps by the same assessment "
-        f"and verdict; {budget:,} env steps at most each; each of our seeds against SB3's median "
-        f"over its seeds (seed numbers are not paired across libraries); records in "
+        f"(sims/templates/config.yaml.tmpl, stop.beats_baseline, assessed every "
+        f"{every // BATCH} iterations = {every:,} env steps; 1 env runner x 8 envs sampling "
+        f"ahead, the default layout on a 2-CPU machine) against Stable-Baselines3 PPO with its "
+        f"defaults, {PEER_ENVS} envs, assessed every {every:,} env steps by the same "
+        f"assessment and verdict; {budget:,} env steps at most each; each of our seeds against "
+        f"SB3's median over its seeds (seed numbers are not paired across libraries); records in "
         f"{work / 'zoo.json'}"
     )
 

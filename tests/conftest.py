@@ -305,6 +305,21 @@ SPEC = SimSpec(
 
 
 @pytest.fixture(scope="session")
+def default_smoke(tmp_path_factory) -> tuple[Path, str]:
+    """`python -m jobs.train --smoke` of the default config, trained once for the session:
+    the run directory and what it printed. Read it as it is; a test that changes a run
+    works on its own copy (:func:`copy_run`)."""
+    return train_smoke(tmp_path_factory.mktemp("default-smoke"))
+
+
+def copy_run(run: Path, runs: Path) -> Path:
+    """``run`` copied into ``runs`` as training lays a run out (``<experiment>/<run id>``)."""
+    copied = runs / run.parent.name / run.name
+    shutil.copytree(run, copied)
+    return copied
+
+
+@pytest.fixture(scope="session")
 def cstr_run(tmp_path_factory) -> Path:
     """A CSTR run long enough to log more than 10,000 steps (shared: the bundle's tests and
     deployment's use it)."""

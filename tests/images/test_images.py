@@ -253,6 +253,9 @@ def test_three_node_cluster_spreads_env_runners_and_survives_losing_a_worker(
             client.containers.run(
                 TAG,
                 ["ray", "start", f"--address={head.name}:6379", "--num-cpus=1", "--block"],
+                # how long a worker's Ray waits for a lost head to come back (Ray's default
+                # 60 s) before it leaves: the same exit at the end of this test, sooner
+                environment={"RAY_gcs_rpc_server_reconnect_timeout_s": "10"},
                 **common,
             )
             for _ in range(2)
@@ -305,7 +308,7 @@ def test_three_node_cluster_spreads_env_runners_and_survives_losing_a_worker(
         # workers Azure ML started (`ray start --block`) leave with it.
         head.kill()
         survivor = next(w for w in workers if w.id != victim.id)
-        left = survivor.wait(timeout=90)
+        left = survivor.wait(timeout=45)
         assert left["StatusCode"] in (0, 1), survivor.logs().decode()[-2000:]
     finally:
         for container in containers:

@@ -153,15 +153,14 @@ def test_a_bad_layout_value_names_the_key():
         load_config(DEFAULT_CONFIG, ["env_runners.num_env_runners=many"])
 
 
-def test_a_run_records_its_layout_and_where_each_env_runner_ran(tmp_path):
-    from tests.conftest import train_smoke
-
-    run, out = train_smoke(tmp_path, "--set", "env_runners.num_envs_per_env_runner=auto")
+def test_a_run_records_its_layout_and_where_each_env_runner_ran(default_smoke):
+    run, out = default_smoke  # --smoke sets 1 env runner x 2 envs; the rest is auto
     summary = json.loads((run / "summary.json").read_text())
     recorded = summary["layout"]
-    assert (recorded["num_env_runners"], recorded["num_envs_per_env_runner"]) == (1, 8)
-    assert recorded["chosen"]["num_envs_per_env_runner"] == "auto"
+    assert (recorded["num_env_runners"], recorded["num_envs_per_env_runner"]) == (1, 2)
+    assert recorded["chosen"]["num_envs_per_env_runner"] == "config"
+    assert recorded["num_learners"] == 0 and recorded["chosen"]["num_learners"] == "auto"
     assert recorded["sample_ahead"] is True and recorded["chosen"]["sample_ahead"] == "auto"
     (runner,) = recorded["env_runner_nodes"]
     assert runner["env_runner"] == 1 and len(runner["node_id"]) == 56 and runner["host"]
-    assert "layout: 1 env runner x 8 envs, sampling ahead, learner in the driver on CPU" in out
+    assert "layout: 1 env runner x 2 envs, sampling ahead, learner in the driver on CPU" in out

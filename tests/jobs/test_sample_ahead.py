@@ -19,7 +19,7 @@ from ray.rllib.evaluation.postprocessing import Postprocessing
 from jobs.algorithms import algorithm_config
 from jobs.config import ConfigError, load_config
 from jobs.sample_ahead import ProximalPolicy
-from tests.conftest import ROOT, script_json, train_smoke
+from tests.conftest import ROOT, script_json
 
 # Two iterations of each kind in its own process (a Ray of its own); after each, how many
 # sample requests are still in flight: sampling ahead leaves the next batch on its way.
@@ -68,9 +68,10 @@ def test_sampling_ahead_keeps_the_next_batch_in_flight_while_the_learner_updates
         assert first >= 400 and second >= 800, out
 
 
-def test_a_run_that_samples_ahead_completes_and_is_assessed(tmp_path):
-    run, _ = train_smoke(tmp_path, "--set", "env_runners.sample_ahead=true")
+def test_a_run_that_samples_ahead_completes_and_is_assessed(default_smoke):
+    run, _ = default_smoke  # the default config: auto samples ahead beside the driver's CPU
     summary = json.loads((run / "summary.json").read_text())
+    assert summary["layout"]["sample_ahead"] is True, summary["layout"]
     assert summary["status"] == "completed"
     assert summary["env_steps_sampled"] >= 400
     assert set(summary["assessment"]) == {"agent", "baseline"}

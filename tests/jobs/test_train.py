@@ -20,7 +20,7 @@ from jobs.config import CONFIGS
 from jobs.rundir import RunError, read_checkpoint_meta
 from jobs.train import StopSignal, Terminated
 from jobs.trajectories import export_csv, read_trajectories
-from tests.conftest import ROOT
+from tests.conftest import ROOT, copy_run
 
 SUMMARY_KEYS = {
     "env_steps_sampled", "wall_time_s", "episode_return_mean", "iterations", "checkpoint",
@@ -111,12 +111,8 @@ def wait_for(predicate, proc: subprocess.Popen, timeout: float = 300) -> None:
 
 
 @pytest.fixture(scope="module")
-def cstr_run(tmp_path_factory) -> Path:
-    runs = tmp_path_factory.mktemp("runs")
-    proc = start("--smoke", runs=runs)
-    out = finish(proc)
-    assert proc.returncode == 0, out[-3000:]
-    return only_run(runs)
+def cstr_run(default_smoke, tmp_path_factory) -> Path:
+    return copy_run(default_smoke[0], tmp_path_factory.mktemp("runs"))
 
 
 @pytest.mark.parametrize("config", ["cstr_appo", "simple_adder_ppo", "cartpole_ppo"])

@@ -15,15 +15,15 @@ import pytest
 
 from jobs.rundir import RunDir, RunError, write_atomic
 from jobs.trajectories import Rows, read_trajectories
-from tests.conftest import CHROMIUM, ROOT, train_smoke
+from tests.conftest import CHROMIUM, ROOT, copy_run, train_smoke
 from viewer.page import build_page, select_episodes
 
 ARTIFACTS = ROOT / "tests" / "artifacts"  # screenshots of every test run (git-ignored)
 
 
 @pytest.fixture(scope="module")
-def cstr_run(tmp_path_factory) -> Path:
-    return train_smoke(tmp_path_factory.mktemp("runs"))[0]
+def cstr_run(default_smoke, tmp_path_factory) -> Path:
+    return copy_run(default_smoke[0], tmp_path_factory.mktemp("runs"))
 
 
 @pytest.fixture(scope="module")
