@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -304,12 +305,37 @@ SPEC = SimSpec(
 '''
 
 
+def sim_config(sim: str) -> str:
+    """The experiment YAML a user writes to train ``sim`` with every default."""
+    experiment = "".join(c if c.isalnum() else "_" for c in sim)
+    return f"experiment: {experiment}\nsim: {sim}\n"
+
+
 @pytest.fixture(scope="session")
-def default_smoke(tmp_path_factory) -> tuple[Path, str]:
-    """`python -m jobs.train --smoke` of the default config, trained once for the session:
-    the run directory and what it printed. Read it as it is; a test that changes a run
-    works on its own copy (:func:`copy_run`)."""
-    return train_smoke(tmp_path_factory.mktemp("default-smoke"))
+def smoke_of(tmp_path_factory) -> Callable[..., tuple[Path, str]]:
+    """:func:`train_smoke` once per session for each set of arguments (``config``: the YAML
+    of a config file of its own, passed first as ``--config``; ``cwd``: where it runs): the
+    run directory and what it printed. Read it as it is; a test that changes a run works on
+    its own copy (:func:`copy_run`)."""
+    done: dict[tuple, tuple[Path, str]] = {}
+
+    def smoke(*args: str, config: str | None = None, cwd: Path = ROOT) -> tuple[Path, str]:
+        key = (config, args, cwd)
+        if key not in done:
+            runs = tmp_path_factory.mktemp("smoke")
+            if config is not None:
+                (runs / "experiment.yaml").write_text(config)
+                args = ("--config", str(runs / "experiment.yaml"), *args)
+            done[key] = train_smoke(runs, *args, cwd=cwd)
+        return done[key]
+
+    return smoke
+
+
+@pytest.fixture(scope="session")
+def default_smoke(smoke_of) -> tuple[Path, str]:
+    """`python -m jobs.train --smoke` of the default config (see :func:`smoke_of`)."""
+    return smoke_of()
 
 
 def copy_run(run: Path, runs: Path) -> Path:

@@ -4,7 +4,6 @@ with Dict, Tuple and discrete spaces, run from the user's own folder as they wou
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from jobs.assess import assess
 from jobs.rundir import read_checkpoint_meta
 from jobs.trajectories import read_trajectories, trajectory_files, trajectory_units
-from tests.conftest import ROOT, train_smoke
+from tests.conftest import sim_config
 
 # name -> state and action columns its trajectories must have
 MATRIX = {
@@ -26,18 +25,9 @@ MATRIX = {
 }
 
 
-def smoke(sim: str, folder: Path, runs: Path) -> tuple[Path, str]:
-    """`python -m jobs.train --smoke` with a config naming ``sim``, run from ``folder``."""
-    runs.mkdir(parents=True, exist_ok=True)
-    config = runs / "experiment.yaml"
-    experiment = "".join(c if c.isalnum() else "_" for c in sim)
-    config.write_text(f"experiment: {experiment}\nsim: {sim}\n")
-    return train_smoke(runs, "--config", str(config), cwd=folder)
-
-
 @pytest.mark.parametrize("sim", MATRIX)
-def test_smoke_training_and_assessment_of_any_simulator(user_project, tmp_path, sim):
-    run, _ = smoke(sim, user_project, tmp_path)
+def test_smoke_training_and_assessment_of_any_simulator(smoke_of, user_project, tmp_path, sim):
+    run, _ = smoke_of(config=sim_config(sim), cwd=user_project)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["sim"] == sim
     assert summary["env_step_failures"] == 0
@@ -56,8 +46,8 @@ def test_smoke_training_and_assessment_of_any_simulator(user_project, tmp_path, 
         assert kpis == pytest.approx(summary["assessment"][controller]), controller
 
 
-def test_plato_adder_actions_reach_the_env_as_integers_in_range(user_project, tmp_path):
-    run, _ = smoke("plato_adder:SimpleAdder", user_project, tmp_path)
+def test_plato_adder_actions_reach_the_env_as_integers_in_range(smoke_of, user_project):
+    run, _ = smoke_of(config=sim_config("plato_adder:SimpleAdder"), cwd=user_project)
     frame = read_trajectories(run, phase="train")
     addends = frame["action_addend"].dropna()
     assert len(addends) > 100
@@ -69,8 +59,8 @@ def test_plato_adder_actions_reach_the_env_as_integers_in_range(user_project, tm
         assert (values[1:] - values[:-1] == added).all()
 
 
-def test_units_reach_trajectories_kpi_tables_and_the_summary(tmp_path):
-    run, out = smoke("cstr", ROOT, tmp_path)
+def test_units_reach_trajectories_kpi_tables_and_the_summary(smoke_of):
+    run, out = smoke_of(config=sim_config("cstr"))
     units = trajectory_units(run)
     assert units["state_Ca"] == "kmol/m3" and units["state_T"] == "K"
     assert units["action_dTc"] == "K"

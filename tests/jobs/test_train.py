@@ -116,11 +116,9 @@ def cstr_run(default_smoke, tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("config", ["cstr_appo", "simple_adder_ppo", "cartpole_ppo"])
-def test_smoke_training_writes_every_file_of_the_run(tmp_path, config):
-    proc = start("--smoke", "--config", str(CONFIGS / f"{config}.yaml"), runs=tmp_path)
-    out = finish(proc)
-    assert proc.returncode == 0, out[-3000:]
-    check_run_files(only_run(tmp_path), config, out)
+def test_smoke_training_writes_every_file_of_the_run(smoke_of, config):
+    run, out = smoke_of("--config", str(CONFIGS / f"{config}.yaml"))
+    check_run_files(run, config, out)
 
 
 def test_default_smoke_writes_every_file_of_the_run(cstr_run):

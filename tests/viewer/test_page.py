@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from jobs.config import CONFIGS
 from jobs.rundir import RunDir, RunError, write_atomic
 from jobs.trajectories import Rows, read_trajectories
-from tests.conftest import CHROMIUM, ROOT, copy_run, train_smoke
+from tests.conftest import CHROMIUM, ROOT, copy_run, sim_config
 from viewer.page import build_page, select_episodes
 
 ARTIFACTS = ROOT / "tests" / "artifacts"  # screenshots of every test run (git-ignored)
@@ -220,13 +221,10 @@ def test_every_assessment_scenario_shows_both_controllers_with_units(cstr_page, 
 
 
 @pytest.mark.browser
-def test_a_cartpole_run_and_a_dict_space_env_run_render(browser, tmp_path, user_project):
-    cartpole, _ = train_smoke(
-        tmp_path / "cp", "--config", str(ROOT / "jobs/configs/cartpole_ppo.yaml")
-    )
-    config = tmp_path / "valves.yaml"
-    config.write_text("experiment: valves\nsim: valve_zoo:ValvePlant\n")
-    valves, _ = train_smoke(tmp_path / "v", "--config", str(config), cwd=user_project)
+def test_a_cartpole_run_and_a_dict_space_env_run_render(browser, smoke_of, tmp_path, user_project):
+    cartpole, _ = smoke_of("--config", str(CONFIGS / "cartpole_ppo.yaml"))  # test_train's too
+    valves, _ = smoke_of(config=sim_config("valve_zoo:ValvePlant"), cwd=user_project)
+    cartpole, valves = (copy_run(run, tmp_path) for run in (cartpole, valves))  # pages go in
     for run, name, states in (
         (cartpole, "viewer-cartpole", "obs0"),
         (valves, "viewer-dict-space", "valves_0"),
