@@ -15,8 +15,8 @@ STEP_KEY = Metric.STEPS_PER_S  # logged every iteration: its history says what M
 
 
 _SET_HERE: set[str] = set()
-"""Tracking URIs this process gave MLflow: ``mlflow.set_tracking_uri`` writes them into
-``MLFLOW_TRACKING_URI`` too, where they must not pass for the environment's own."""
+"""Tracking URIs this process gave MLflow, which must never pass for the environment's own
+``MLFLOW_TRACKING_URI`` (``mlflow.set_tracking_uri`` writes the variable too)."""
 
 
 def tracking_uri(default: str) -> str:
@@ -28,10 +28,19 @@ def tracking_uri(default: str) -> str:
 
 
 def use_tracking_uri(uri: str) -> None:
+    """MLflow's tracking URI in this process only. ``mlflow.set_tracking_uri`` also writes it
+    into ``MLFLOW_TRACKING_URI`` for child processes to inherit; the variable is put back as
+    the environment gave it, so a training started from this process (a notebook's, a test
+    suite's, the benchmarks') logs into its own run's store, not this one's."""
     import mlflow
 
+    given = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     _SET_HERE.add(uri)
+    if given is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = given
 
 
 class Tracker:

@@ -229,15 +229,21 @@ def test_a_tracking_uri_this_process_set_is_not_taken_for_the_environments(monke
     benchmarks) once logged into the first run's store, and a study's artifacts into ./mlruns."""
     import os
 
+    import mlflow
+
     from jobs.tracking import tracking_uri, use_tracking_uri
 
-    # recorded first, so that the variable MLflow writes below is undone after the test (later
-    # tests start training processes, which would inherit it)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "unset-after-the-test")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     first = f"sqlite:///{tmp_path / 'first.db'}"
     use_tracking_uri(first)  # as the first run of a process does
-    assert os.environ["MLFLOW_TRACKING_URI"] == first  # MLflow's own doing
+    assert mlflow.get_tracking_uri() == first
+    # MLflow wrote it into the environment for child processes: put back, so that a training
+    # this process starts next (a test's, a notebook's) logs into its own run's store
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert tracking_uri("sqlite:///second.db") == "sqlite:///second.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", first)  # as if written by MLflow, all the same
     assert tracking_uri("sqlite:///second.db") == "sqlite:///second.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "azureml://workspace")  # as Azure ML sets it
     assert tracking_uri("sqlite:///second.db") == "azureml://workspace"
+    use_tracking_uri(first)  # a run in a job: the job's own variable stays for its children
+    assert os.environ["MLFLOW_TRACKING_URI"] == "azureml://workspace"

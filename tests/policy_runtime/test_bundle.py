@@ -24,7 +24,7 @@ from jobs.trajectories import read_trajectories
 from jobs.verdict import LosingPolicy
 from policy_runtime import BundleError, load
 from sims.registry import resolve
-from tests.conftest import ROOT, train_smoke
+from tests.conftest import ROOT, sim_config, train_smoke
 
 STATES = {
     "Ca": 8.57,
@@ -197,10 +197,8 @@ def test_a_policy_that_does_not_beat_its_baseline_is_not_exported_unless_asked(r
     assert verdict["beats"] is False and verdict["kpi"] == "ca_rms"
 
 
-def test_a_policy_the_bundle_cannot_take_is_refused(user_project, tmp_path):
-    from tests.jobs.test_any_sim import smoke
-
-    run, _ = smoke("valve_zoo:ValvePlant", user_project, tmp_path)
+def test_a_policy_the_bundle_cannot_take_is_refused(smoke_of, user_project, tmp_path):
+    run, _ = smoke_of(config=sim_config("valve_zoo:ValvePlant"), cwd=user_project)
     with pytest.raises(ExportError, match=r"observation space Dict\(.*is flattened for the policy"):
         export_bundle(run)
     with pytest.raises(RunError, match=r"not an aml-rl checkpoint"):
